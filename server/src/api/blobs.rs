@@ -1,0 +1,75 @@
+//! `GET`, `HEAD` and `DELETE /v2/<name>/blobs/<digest>`.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::headers::{ByteRange, DOCKER_CONTENT_DIGEST, parse_range};
+use super::{ApiError, Call, header_value};
+use crate::oci::{Digest, RepositoryName};
+
+/// How long a redirect to storage stays valid.
+const REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
+
+pub(super) async fn serve(
+    call: Call,
+    name: RepositoryName,
+    digest: &str,
+) -> Result<Response, ApiError> {
+    let digest: Digest = digest.parse()?;
+    match call.method {
+        Method::GET | Method::HEAD => fetch(call, name, digest).await,
+        Method::DELETE => {
+            call.require_deletes()?;
+            call.state.registry.delete_blob(&name, &digest).await?;
+            Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+        }
+        _ => Err(call.method_not_allowed()),
+    }
+}
+
+async fn fetch(call: Call, name: RepositoryName, digest: Digest) -> Result<Response, ApiError> {
+    let registry = &call.state.registry;
+    let meta = registry.blob_meta(&name, &digest).await?;
+    let head = call.method == Method::HEAD;
+    if !head && let Some(url) = registry.blob_redirect(&digest, REDIRECT_TTL).await? {
+        let headers = [
+            (header::LOCATION, header_value(url)),
+            (DOCKER_CONTENT_DIGEST, header_value(digest.to_string())),
+        ];
+        return Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response());
+    }
+    let (status, range) = match parse_range(call.header(&header::RANGE), meta.size) {
+        ByteRange::Whole => (StatusCode::OK, 0..meta.size),
+        ByteRange::Part(range) => (StatusCode::PARTIAL_CONTENT, range),
+        ByteRange::Unsatisfiable => {
+            return Err(
+                ApiError::range_invalid("requested range is outside the blob").with_header(
+                    header::CONTENT_RANGE,
+                    header_value(format!("bytes */{}", meta.size)),
+                ),
+            );
+        }
+    };
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, range.end - range.start)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header(header::CACHE_CONTROL, "max-age=31536000")
+        .header(DOCKER_CONTENT_DIGEST, digest.to_string());
+    if status == StatusCode::PARTIAL_CONTENT {
+        let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, meta.size);
+        response = response.header(header::CONTENT_RANGE, content_range);
+    }
+    let body = if head {
+        Body::empty()
+    } else {
+        let partial = (status == StatusCode::PARTIAL_CONTENT).then_some(range);
+        Body::from_stream(registry.open_blob(&digest, partial).await?)
+    };
+    response.body(body).map_err(|err| ApiError::internal(&err))
+}

@@ -1,0 +1,177 @@
+//! `GET`, `HEAD`, `PUT` and `DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+use oci_spec::distribution::ErrorCode;
+
+use super::headers::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
+use super::{ApiError, Call, header_value};
+use crate::manifest::essence;
+use crate::oci::{Reference, RepositoryName};
+
+pub(super) async fn serve(
+    call: Call,
+    name: RepositoryName,
+    reference: &str,
+) -> Result<Response, ApiError> {
+    let reference: Reference = reference.parse()?;
+    match call.method {
+        Method::GET | Method::HEAD => fetch(call, name, reference).await,
+        Method::PUT => push(call, name, reference).await,
+        Method::DELETE => {
+            call.require_deletes()?;
+            call.state
+                .registry
+                .delete_manifest(&name, &reference)
+                .await?;
+            Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+        }
+        _ => Err(call.method_not_allowed()),
+    }
+}
+
+async fn fetch(
+    call: Call,
+    name: RepositoryName,
+    reference: Reference,
+) -> Result<Response, ApiError> {
+    let manifest = call.state.registry.get_manifest(&name, &reference).await?;
+    // Like Distribution, a tag is only served in a media type the client says it accepts; a
+    // digest always is, since the client already knows what it asked for.
+    if matches!(reference, Reference::Tag(_)) && !accepts(&call.headers, &manifest.media_type) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::ManifestUnknown,
+            format!(
+                "manifest is a {}, which the Accept header does not allow",
+                manifest.media_type
+            ),
+        ));
+    }
+    let headers = [
+        (header::CONTENT_TYPE, header_value(&manifest.media_type)),
+        (
+            header::CONTENT_LENGTH,
+            header_value(manifest.body.len().to_string()),
+        ),
+        (
+            DOCKER_CONTENT_DIGEST,
+            header_value(manifest.digest.to_string()),
+        ),
+        (
+            header::ETAG,
+            header_value(format!("\"{}\"", manifest.digest)),
+        ),
+    ];
+    if call.method == Method::HEAD {
+        return Ok((headers, axum::body::Body::empty()).into_response());
+    }
+    Ok((headers, manifest.body).into_response())
+}
+
+/// Whether any `Accept` header allows `media_type`. No header at all accepts everything.
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    let mut accepted = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(essence)
+        .filter(|v| !v.is_empty())
+        .peekable();
+    if accepted.peek().is_none() {
+        return true;
+    }
+    let main_type = media_type.split('/').next().unwrap_or_default();
+    accepted.any(|a| {
+        a == media_type || a == "*/*" || a.strip_suffix("/*").is_some_and(|t| t == main_type)
+    })
+}
+
+async fn push(
+    call: Call,
+    name: RepositoryName,
+    reference: Reference,
+) -> Result<Response, ApiError> {
+    let limit = call.state.registry.limits().max_manifest_size;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::SizeInvalid,
+            format!("manifest exceeds the {limit} byte limit"),
+        )
+    };
+    if call.content_length()?.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let content_type = call.header(&header::CONTENT_TYPE).map(str::to_owned);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let body = match Limited::new(call.body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(err) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::ManifestInvalid,
+                format!("reading manifest failed: {err}"),
+            ));
+        }
+    };
+    let outcome = call
+        .state
+        .registry
+        .put_manifest(&name, &reference, content_type.as_deref(), body)
+        .await?;
+    let mut response = (
+        StatusCode::CREATED,
+        [
+            (
+                header::LOCATION,
+                header_value(format!("/v2/{name}/manifests/{}", outcome.digest)),
+            ),
+            (
+                DOCKER_CONTENT_DIGEST,
+                header_value(outcome.digest.to_string()),
+            ),
+            (header::CONTENT_LENGTH, header_value("0")),
+        ],
+    )
+        .into_response();
+    if let Some(subject) = outcome.subject {
+        response
+            .headers_mut()
+            .insert(OCI_SUBJECT, header_value(subject.to_string()));
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        let oci = crate::oci::media_type::OCI_MANIFEST;
+        let with = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::ACCEPT, v.parse().unwrap());
+            }
+            headers
+        };
+        assert!(accepts(&with(&[]), oci));
+        assert!(accepts(&with(&[oci]), oci));
+        assert!(accepts(
+            &with(&["application/json", &format!("{oci};q=0.5")]),
+            oci
+        ));
+        assert!(accepts(&with(&["application/*"]), oci));
+        assert!(accepts(&with(&["*/*"]), oci));
+        assert!(!accepts(
+            &with(&[crate::oci::media_type::DOCKER_MANIFEST]),
+            oci
+        ));
+        assert!(!accepts(&with(&["text/*"]), oci));
+    }
+}

@@ -1,0 +1,203 @@
+//! HTTP only: parse the request, call the registry, shape the response. The spec's endpoints
+//! live under one catch-all route (repository names contain slashes); [`path::OciPath`] picks
+//! the endpoint and each handler module serves one group of them.
+
+mod blobs;
+mod error;
+mod headers;
+mod listing;
+mod manifests;
+mod path;
+mod referrers;
+mod state;
+mod uploads;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde::Deserialize;
+
+pub use error::{ApiError, Code, DistributionCode};
+pub use state::{ApiSettings, AppState};
+
+use crate::oci::RepositoryName;
+use path::OciPath;
+
+/// The registry's HTTP application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", get(base))
+        .route("/v2/", get(base))
+        .route("/v2/{*rest}", any(dispatch))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+/// The API version check every client makes first.
+async fn base() -> Response {
+    axum::Json(serde_json::json!({})).into_response()
+}
+
+/// Ready when storage answers; a replica that cannot reach storage should get no traffic.
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.registry.store().ping().await {
+        Ok(()) => "ok".into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "not ready: storage unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "storage unreachable").into_response()
+        }
+    }
+}
+
+/// One line per request, without the query string (it carries upload tokens).
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        headers::DOCKER_DISTRIBUTION_API_VERSION,
+        HeaderValue::from_static("registry/2.0"),
+    );
+    tracing::info!(
+        target: "stowage::access",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+/// Query parameters used by any endpoint.
+#[derive(Debug, Default, Deserialize)]
+struct Params {
+    digest: Option<String>,
+    mount: Option<String>,
+    from: Option<String>,
+    #[serde(rename = "_state")]
+    state: Option<String>,
+    n: Option<String>,
+    last: Option<String>,
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
+    #[serde(rename = "digest-algorithm")]
+    digest_algorithm: Option<String>,
+}
+
+/// The request as handlers see it.
+struct Call {
+    state: AppState,
+    method: Method,
+    headers: HeaderMap,
+    params: Params,
+    body: Body,
+}
+
+async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let rest = uri.path().strip_prefix("/v2/").unwrap_or_default();
+    // No valid name, tag, digest or upload id contains '%': refusing it closes off encoded
+    // slashes and dots before anything is parsed.
+    if rest.contains('%') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            oci_spec::distribution::ErrorCode::NameInvalid,
+            "percent-encoded characters are not allowed in registry paths",
+        ));
+    }
+    let route = OciPath::parse(rest).ok_or_else(|| {
+        ApiError::unsupported(
+            StatusCode::NOT_FOUND,
+            "no such endpoint in the distribution API",
+        )
+    })?;
+    let params: Params = axum::extract::Query::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|err| ApiError::unsupported(StatusCode::BAD_REQUEST, err.body_text()))?;
+    let is_write = !matches!(method, Method::GET | Method::HEAD);
+    if is_write && state.settings.read_only {
+        return Err(ApiError::unsupported(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the registry is in read-only mode",
+        ));
+    }
+    let call = Call {
+        state,
+        method,
+        headers,
+        params,
+        body,
+    };
+    match route {
+        OciPath::Catalog => listing::catalog(call).await,
+        OciPath::Tags { name } => listing::tags(call, repository(name)?).await,
+        OciPath::Blob { name, digest } => blobs::serve(call, repository(name)?, digest).await,
+        OciPath::Uploads { name } => uploads::start(call, repository(name)?).await,
+        OciPath::Upload { name, id } => uploads::serve(call, repository(name)?, id).await,
+        OciPath::Manifest { name, reference } => {
+            manifests::serve(call, repository(name)?, reference).await
+        }
+        OciPath::Referrers { name, digest } => {
+            referrers::list(call, repository(name)?, digest).await
+        }
+    }
+}
+
+fn repository(name: &str) -> Result<RepositoryName, ApiError> {
+    name.parse().map_err(|_| ApiError::name_invalid())
+}
+
+impl Call {
+    fn header(&self, name: &axum::http::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn content_length(&self) -> Result<Option<u64>, ApiError> {
+        self.header(&axum::http::header::CONTENT_LENGTH)
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .map_err(|_| ApiError::size_invalid("invalid Content-Length"))
+            })
+            .transpose()
+    }
+
+    fn method_not_allowed(&self) -> ApiError {
+        ApiError::unsupported(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not supported on this endpoint", self.method),
+        )
+    }
+
+    fn require_deletes(&self) -> Result<(), ApiError> {
+        if self.state.settings.deletes_enabled {
+            Ok(())
+        } else {
+            Err(ApiError::unsupported(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "deletes are disabled",
+            ))
+        }
+    }
+}
+
+/// A header value from text we built ourselves (digests, URLs of validated parts, numbers).
+fn header_value(value: impl AsRef<str>) -> HeaderValue {
+    HeaderValue::from_str(value.as_ref()).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}

@@ -1,0 +1,23 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use crate::registry::Registry;
+use crate::upload::Uploads;
+
+/// Switches that change what the API allows.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Whether manifests, tags and blobs may be deleted (otherwise `405 UNSUPPORTED`).
+    pub deletes_enabled: bool,
+    /// Refuse every write with `405 UNSUPPORTED`, e.g. during maintenance or migration.
+    pub read_only: bool,
+}
+
+/// Shared, cheaply cloned application state.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub uploads: Uploads,
+    pub settings: Arc<ApiSettings>,
+}

@@ -1,0 +1,460 @@
+//! The command line: `stowage serve` and its settings. Every flag has a `STOWAGE_*` environment
+//! variable, and `serve` reads the same settings (kebab-case keys) from an optional TOML file;
+//! flags and environment win over the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::api::{self, ApiSettings, AppState};
+use crate::registry::{Limits, Registry};
+use crate::storage::{self, StorageConfig};
+use crate::telemetry::{self, LogFormat};
+use crate::upload::{SecretKey, TokenKeys, Uploads};
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
+const DEFAULT_FS_ROOT: &str = "./stowage-data";
+const DEFAULT_MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+const DEFAULT_UPLOAD_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Stowage, a clustered OCI registry.
+#[derive(Debug, Parser)]
+#[command(name = "stowage", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the OCI Distribution API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (kebab-case keys); flags and env override it.
+    #[arg(long, env = "STOWAGE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Where storage is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageKind {
+    /// A local directory (or a mounted volume).
+    Filesystem,
+    /// Process memory; everything is lost on exit. For tests.
+    Memory,
+}
+
+/// Every setting of `serve`, each optional so that the file, flags and env can be layered.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on [default: 0.0.0.0:5000].
+    #[arg(long, env = "STOWAGE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Storage backend [default: filesystem].
+    #[arg(long, env = "STOWAGE_STORAGE")]
+    pub storage: Option<StorageKind>,
+
+    /// Root directory of filesystem storage [default: ./stowage-data].
+    #[arg(long, env = "STOWAGE_FS_ROOT")]
+    pub fs_root: Option<PathBuf>,
+
+    /// fsync files and directories before a write counts as done [default: true].
+    #[arg(long, env = "STOWAGE_FS_FSYNC")]
+    pub fs_fsync: Option<bool>,
+
+    /// Key that signs upload state (at least 32 bytes). Every replica needs the same key.
+    /// Without one, a random key is made, which only works for a single process.
+    #[arg(long, env = "STOWAGE_UPLOAD_SECRET", hide_env_values = true)]
+    pub upload_secret: Option<String>,
+
+    /// File holding the upload key (trailing newline ignored).
+    #[arg(
+        long,
+        env = "STOWAGE_UPLOAD_SECRET_FILE",
+        conflicts_with = "upload_secret"
+    )]
+    pub upload_secret_file: Option<PathBuf>,
+
+    /// The previous upload key, still accepted so uploads in flight survive a key rotation.
+    #[arg(long, env = "STOWAGE_UPLOAD_SECRET_PREVIOUS", hide_env_values = true)]
+    pub upload_secret_previous: Option<String>,
+
+    /// File holding the previous upload key.
+    #[arg(
+        long,
+        env = "STOWAGE_UPLOAD_SECRET_PREVIOUS_FILE",
+        conflicts_with = "upload_secret_previous"
+    )]
+    pub upload_secret_previous_file: Option<PathBuf>,
+
+    /// How long an upload may sit idle between requests before its state expires [default: 24h].
+    #[arg(long, env = "STOWAGE_UPLOAD_TOKEN_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub upload_token_ttl: Option<Duration>,
+
+    /// Largest manifest accepted, in bytes [default: 4194304].
+    #[arg(long, env = "STOWAGE_MAX_MANIFEST_SIZE")]
+    pub max_manifest_size: Option<u64>,
+
+    /// Allow deleting manifests, tags and blobs [default: true].
+    #[arg(long, env = "STOWAGE_DELETES_ENABLED")]
+    pub deletes_enabled: Option<bool>,
+
+    /// Refuse every write [default: false].
+    #[arg(long, env = "STOWAGE_READ_ONLY")]
+    pub read_only: Option<bool>,
+
+    /// Log format [default: text].
+    #[arg(long, env = "STOWAGE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, in tracing's `EnvFilter` syntax [default: info].
+    #[arg(long, env = "STOWAGE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// How long in-flight requests may take to finish after SIGTERM [default: 30s].
+    #[arg(long, env = "STOWAGE_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub shutdown_grace: Option<Duration>,
+}
+
+impl Settings {
+    /// Fills every setting left unset here from `file`.
+    pub fn or(self, file: Self) -> Self {
+        Self {
+            listen: self.listen.or(file.listen),
+            storage: self.storage.or(file.storage),
+            fs_root: self.fs_root.or(file.fs_root),
+            fs_fsync: self.fs_fsync.or(file.fs_fsync),
+            upload_secret: self.upload_secret.or(file.upload_secret),
+            upload_secret_file: self.upload_secret_file.or(file.upload_secret_file),
+            upload_secret_previous: self.upload_secret_previous.or(file.upload_secret_previous),
+            upload_secret_previous_file: self
+                .upload_secret_previous_file
+                .or(file.upload_secret_previous_file),
+            upload_token_ttl: self.upload_token_ttl.or(file.upload_token_ttl),
+            max_manifest_size: self.max_manifest_size.or(file.max_manifest_size),
+            deletes_enabled: self.deletes_enabled.or(file.deletes_enabled),
+            read_only: self.read_only.or(file.read_only),
+            log_format: self.log_format.or(file.log_format),
+            log_level: self.log_level.or(file.log_level),
+            shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+        }
+    }
+}
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{0} must be at least {min} bytes", min = crate::upload::token::MIN_KEY_LEN)]
+    ShortKey(&'static str),
+    #[error("{0} is set without an upload key")]
+    PreviousWithoutCurrent(&'static str),
+}
+
+/// `serve`'s settings, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub storage: StorageConfig,
+    /// `None` when no key was configured: a random one will be made.
+    pub keys: Option<TokenKeys>,
+    pub upload_token_ttl: Duration,
+    pub limits: Limits,
+    pub api: ApiSettings,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub shutdown_grace: Duration,
+}
+
+impl ServeArgs {
+    /// Layers flags and env over the config file and applies defaults.
+    pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => Settings::default(),
+        };
+        let s = self.settings.or(file);
+        let storage = match s.storage.unwrap_or(StorageKind::Filesystem) {
+            StorageKind::Filesystem => StorageConfig::Filesystem {
+                root: s.fs_root.unwrap_or_else(|| PathBuf::from(DEFAULT_FS_ROOT)),
+                fsync: s.fs_fsync.unwrap_or(true),
+            },
+            StorageKind::Memory => StorageConfig::Memory,
+        };
+        let current = secret(
+            "upload key",
+            s.upload_secret,
+            s.upload_secret_file.as_deref(),
+        )?;
+        let previous = secret(
+            "previous upload key",
+            s.upload_secret_previous,
+            s.upload_secret_previous_file.as_deref(),
+        )?;
+        let keys = match (current, previous) {
+            (Some(current), previous) => Some(TokenKeys::new(current, previous)),
+            (None, Some(_)) => {
+                return Err(ConfigError::PreviousWithoutCurrent("previous upload key"));
+            }
+            (None, None) => None,
+        };
+        let default_listen: SocketAddr = DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!());
+        Ok(ServeConfig {
+            listen: s.listen.unwrap_or(default_listen),
+            storage,
+            keys,
+            upload_token_ttl: s.upload_token_ttl.unwrap_or(DEFAULT_UPLOAD_TOKEN_TTL),
+            limits: Limits {
+                max_manifest_size: s.max_manifest_size.unwrap_or(DEFAULT_MAX_MANIFEST_SIZE),
+            },
+            api: ApiSettings {
+                deletes_enabled: s.deletes_enabled.unwrap_or(true),
+                read_only: s.read_only.unwrap_or(false),
+            },
+            log_format: s.log_format.unwrap_or(LogFormat::Text),
+            log_level: s.log_level.unwrap_or_else(|| "info".to_owned()),
+            shutdown_grace: s.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+        })
+    }
+}
+
+fn secret(
+    what: &'static str,
+    inline: Option<String>,
+    file: Option<&Path>,
+) -> Result<Option<SecretKey>, ConfigError> {
+    let bytes = match (inline, file) {
+        (Some(inline), _) => inline.into_bytes(),
+        (None, Some(path)) => {
+            let mut bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+                bytes.pop();
+            }
+            bytes
+        }
+        (None, None) => return Ok(None),
+    };
+    SecretKey::new(bytes)
+        .map(Some)
+        .ok_or(ConfigError::ShortKey(what))
+}
+
+impl Cli {
+    /// Runs the chosen subcommand to completion.
+    pub async fn run(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        match self.command {
+            Command::Serve(args) => {
+                let config = args.resolve()?;
+                telemetry::init(config.log_format, &config.log_level)?;
+                serve(config).await
+            }
+        }
+    }
+}
+
+/// Builds the application for `config` on an opened store.
+pub fn app(
+    config: &ServeConfig,
+    store: Arc<dyn storage::BlobStore>,
+    keys: TokenKeys,
+) -> axum::Router {
+    let registry = Registry::new(Arc::clone(&store), config.limits.clone());
+    let uploads = Uploads::new(store, keys, config.upload_token_ttl);
+    api::router(AppState {
+        registry,
+        uploads,
+        settings: Arc::new(config.api.clone()),
+    })
+}
+
+/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (up to the grace period).
+pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let store = storage::open(&config.storage).await?;
+    let keys = config.keys.clone().unwrap_or_else(|| {
+        tracing::warn!(
+            "no upload key configured: using a random one; uploads will fail across replicas or \
+             restarts (set --upload-secret or --upload-secret-file)"
+        );
+        TokenKeys::new(SecretKey::random(), None)
+    });
+    let app = app(&config, store, keys);
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, storage = ?config.storage, "serving");
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stopping_tx.send(true);
+    });
+    let grace = config.shutdown_grace;
+    let deadline = async move {
+        let mut stopping = stopping_rx;
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = deadline => tracing::warn!("grace period over: dropping remaining requests"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Optional durations in the config file, written as humantime strings ("30s", "24h").
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["stowage", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => args,
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(&[]).resolve().unwrap();
+        assert_eq!(config.listen.port(), 5000);
+        assert!(config.keys.is_none());
+        assert!(config.api.deletes_enabled);
+        assert_eq!(config.limits.max_manifest_size, 4 * 1024 * 1024);
+        assert!(matches!(
+            config.storage,
+            StorageConfig::Filesystem { fsync: true, .. }
+        ));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stowage.toml");
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, format!("{}\n", "k".repeat(40))).unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "listen = \"127.0.0.1:6000\"\nread-only = true\nupload-token-ttl = \"2h\"\n\
+                 upload-secret-file = {:?}\nmax-manifest-size = 100\n",
+                key_file.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let config = parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--max-manifest-size",
+            "200",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:6000".parse().unwrap());
+        assert!(config.api.read_only);
+        assert_eq!(config.upload_token_ttl, Duration::from_secs(7200));
+        assert_eq!(config.limits.max_manifest_size, 200);
+        assert!(config.keys.is_some());
+    }
+
+    #[test]
+    fn refuses_bad_configuration() {
+        assert!(matches!(
+            parse(&["--upload-secret", "short"]).resolve(),
+            Err(ConfigError::ShortKey(_))
+        ));
+        let long = "x".repeat(32);
+        assert!(matches!(
+            parse(&["--upload-secret-previous", &long]).resolve(),
+            Err(ConfigError::PreviousWithoutCurrent(_))
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "no-such-setting = 1\n").unwrap();
+        assert!(matches!(
+            parse(&["--config", file.to_str().unwrap()]).resolve(),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(
+            Cli::try_parse_from([
+                "stowage",
+                "serve",
+                "--upload-secret",
+                "a",
+                "--upload-secret-file",
+                "b"
+            ])
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! Stowage: an OCI Distribution Spec v1.1 registry on pluggable storage, built to run as many
+//! stateless replicas.
+//!
+//! Dependencies point downwards: `api` (HTTP) → `registry` (repositories, manifests, uploads) →
+//! `storage` (objects); `oci` is the shared vocabulary.
+
+pub mod api;
+pub mod cli;
+pub mod manifest;
+pub mod oci;
+pub mod registry;
+pub mod storage;
+pub mod telemetry;
+pub mod upload;
+
+pub use api::router;

@@ -1,0 +1,116 @@
+//! Paginated listings: a repository's tags and the registry's catalog.
+
+use super::{Registry, Result};
+use crate::oci::RepositoryName;
+use crate::storage::{self, layout};
+
+/// A page request: at most `n` entries after `last`, in lexical order.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub n: Option<usize>,
+    pub last: Option<String>,
+}
+
+impl Page {
+    /// Applies the page to a sorted list; the flag says whether entries remain after it.
+    fn apply(&self, sorted: Vec<String>) -> (Vec<String>, bool) {
+        let after = sorted
+            .into_iter()
+            .filter(|entry| self.last.as_ref().is_none_or(|last| entry > last));
+        match self.n {
+            None => (after.collect(), false),
+            // An empty page has no next page to point at.
+            Some(0) => (Vec::new(), false),
+            Some(n) => {
+                let mut page: Vec<String> = after.take(n.saturating_add(1)).collect();
+                let more = page.len() > n;
+                page.truncate(n);
+                (page, more)
+            }
+        }
+    }
+}
+
+impl Registry {
+    /// Every tag of `name`, sorted.
+    pub(super) async fn all_tags(&self, name: &RepositoryName) -> Result<Vec<String>> {
+        match self.store.list(&layout::tags_dir(name)).await {
+            Ok(tags) => Ok(tags),
+            Err(storage::Error::NotFound) => Ok(Vec::new()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// A page of `name`'s tags, and whether more follow.
+    pub async fn tags(&self, name: &RepositoryName, page: &Page) -> Result<(Vec<String>, bool)> {
+        self.require_repository(name).await?;
+        Ok(page.apply(self.all_tags(name).await?))
+    }
+
+    /// A page of repository names, and whether more follow.
+    pub async fn catalog(&self, page: &Page) -> Result<(Vec<String>, bool)> {
+        let mut names = Vec::new();
+        self.walk_repositories(&layout::repositories_root(), "", &mut names)
+            .await?;
+        names.sort();
+        Ok(page.apply(names))
+    }
+
+    /// Distribution's rule: a directory holding `_manifests` is a repository; other `_`
+    /// directories are a repository's internals and are not descended into.
+    async fn walk_repositories(
+        &self,
+        dir: &str,
+        prefix: &str,
+        out: &mut Vec<String>,
+    ) -> Result<()> {
+        let children = match self.store.list(dir).await {
+            Ok(children) => children,
+            Err(storage::Error::NotFound) => return Ok(()),
+            Err(err) => return Err(err.into()),
+        };
+        if children.iter().any(|c| c == layout::MANIFESTS_DIR) && !prefix.is_empty() {
+            out.push(prefix.to_owned());
+        }
+        for child in children.iter().filter(|c| !c.starts_with('_')) {
+            let name = if prefix.is_empty() {
+                child.clone()
+            } else {
+                format!("{prefix}/{child}")
+            };
+            // Anything that is not a valid name cannot be a repository of ours.
+            if name.parse::<RepositoryName>().is_err() {
+                continue;
+            }
+            Box::pin(self.walk_repositories(&format!("{dir}/{child}"), &name, out)).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Page;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn pages() {
+        let all = names(&["a", "b", "c", "d"]);
+        let page = |n, last: Option<&str>| {
+            Page {
+                n,
+                last: last.map(str::to_owned),
+            }
+            .apply(all.clone())
+        };
+        assert_eq!(page(None, None), (all.clone(), false));
+        assert_eq!(page(Some(2), None), (names(&["a", "b"]), true));
+        assert_eq!(page(Some(2), Some("b")), (names(&["c", "d"]), false));
+        assert_eq!(page(Some(0), None), (names(&[]), false));
+        assert_eq!(page(None, Some("d")), (names(&[]), false));
+        assert_eq!(page(Some(10), Some("bb")), (names(&["c", "d"]), false));
+    }
+}

@@ -1,0 +1,215 @@
+//! Storing, resolving and deleting manifests and tags.
+//!
+//! Write order matters for readers and for garbage collection: the content first, then the
+//! revision link, then the referrers entry, and the tag last, so a name never points at
+//! something that is not there yet.
+
+use bytes::Bytes;
+use futures::future::try_join_all;
+
+use super::{Error, Registry, Result};
+use crate::manifest::{self, Kind};
+use crate::oci::{Digest, Reference, RepositoryName, Tag};
+use crate::storage::{self, layout};
+
+/// Manifests pushed by other registries may exceed our own push limit; reading is capped higher.
+const READ_LIMIT_FLOOR: u64 = 16 * 1024 * 1024;
+
+/// What a successful manifest push produced.
+#[derive(Debug, Clone)]
+pub struct PutOutcome {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// A manifest as served.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+impl Registry {
+    /// Validates and stores a manifest pushed to `name` under `reference`.
+    pub async fn put_manifest(
+        &self,
+        name: &RepositoryName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutOutcome> {
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &body);
+                if &actual != expected {
+                    return Err(Error::ManifestDigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256_of(&body),
+        };
+        let parsed = manifest::parse(&body, content_type)?;
+        self.check_references(name, &parsed).await?;
+
+        self.store.put(&layout::blob_data(&digest), body).await?;
+        self.write_link(&layout::revision_link(name, &digest), &digest)
+            .await?;
+        let subject = parsed.subject.map(|subject| subject.digest);
+        if let Some(subject) = &subject {
+            self.write_link(&layout::referrer_link(name, subject, &digest), &digest)
+                .await?;
+        }
+        if let Reference::Tag(tag) = reference {
+            self.write_link(&layout::tag_index_link(name, tag, &digest), &digest)
+                .await?;
+            self.write_link(&layout::tag_current_link(name, tag), &digest)
+                .await?;
+        }
+        Ok(PutOutcome { digest, subject })
+    }
+
+    /// Every blob an image needs, and every manifest an index lists, must already be in `name`.
+    async fn check_references(
+        &self,
+        name: &RepositoryName,
+        parsed: &manifest::Manifest,
+    ) -> Result<()> {
+        let checks = match parsed.kind {
+            Kind::Image => parsed
+                .required_blobs()
+                .map(|d| self.require_blob(name, &d.digest))
+                .collect::<Vec<_>>(),
+            Kind::Index => parsed
+                .manifests
+                .iter()
+                .map(|d| self.require_manifest(name, &d.digest))
+                .collect::<Vec<_>>(),
+        };
+        try_join_all(checks).await?;
+        Ok(())
+    }
+
+    fn require_blob<'a>(
+        &'a self,
+        name: &'a RepositoryName,
+        digest: &'a Digest,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match self.blob_meta(name, digest).await {
+                Ok(_) => Ok(()),
+                Err(Error::BlobUnknown) => Err(Error::ManifestBlobUnknown(digest.clone())),
+                Err(err) => Err(err),
+            }
+        })
+    }
+
+    fn require_manifest<'a>(
+        &'a self,
+        name: &'a RepositoryName,
+        digest: &'a Digest,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if self.exists(&layout::revision_link(name, digest)).await? {
+                Ok(())
+            } else {
+                Err(Error::ManifestBlobUnknown(digest.clone()))
+            }
+        })
+    }
+
+    /// The digest `reference` names in `name`.
+    pub async fn resolve(&self, name: &RepositoryName, reference: &Reference) -> Result<Digest> {
+        match reference {
+            Reference::Tag(tag) => self
+                .read_link(&layout::tag_current_link(name, tag))
+                .await?
+                .ok_or(Error::ManifestUnknown),
+            Reference::Digest(digest) => {
+                if self.exists(&layout::revision_link(name, digest)).await? {
+                    Ok(digest.clone())
+                } else {
+                    Err(Error::ManifestUnknown)
+                }
+            }
+        }
+    }
+
+    /// The manifest `reference` names in `name`.
+    pub async fn get_manifest(
+        &self,
+        name: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<StoredManifest> {
+        let digest = self.resolve(name, reference).await?;
+        self.read_manifest(digest).await
+    }
+
+    pub(super) async fn read_manifest(&self, digest: Digest) -> Result<StoredManifest> {
+        let limit = self.limits.max_manifest_size.max(READ_LIMIT_FLOOR);
+        let body = storage::read_small(self.store.as_ref(), &layout::blob_data(&digest), limit)
+            .await
+            .map_err(|err| match err {
+                storage::Error::NotFound => Error::ManifestUnknown,
+                other => other.into(),
+            })?;
+        let media_type = manifest::served_media_type(&body);
+        Ok(StoredManifest {
+            digest,
+            media_type,
+            body,
+        })
+    }
+
+    /// Deletes a tag, or a manifest together with the tags pointing at it and its referrers entry.
+    pub async fn delete_manifest(
+        &self,
+        name: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<()> {
+        match reference {
+            Reference::Tag(tag) => {
+                if !self.exists(&layout::tag_current_link(name, tag)).await? {
+                    return Err(Error::ManifestUnknown);
+                }
+                Ok(self.store.delete(&layout::tag_dir(name, tag)).await?)
+            }
+            Reference::Digest(digest) => {
+                let stored = self.get_manifest(name, reference).await?;
+                let subject = manifest::parse(&stored.body, None)
+                    .ok()
+                    .and_then(|m| m.subject);
+                for tag in self.tags_pointing_at(name, digest).await? {
+                    self.store.delete(&layout::tag_dir(name, &tag)).await?;
+                }
+                if let Some(subject) = subject {
+                    let link = layout::referrer_link(name, &subject.digest, digest);
+                    self.store.delete(link.trim_end_matches("/link")).await?;
+                }
+                let link = layout::revision_link(name, digest);
+                Ok(self.store.delete(link.trim_end_matches("/link")).await?)
+            }
+        }
+    }
+
+    async fn tags_pointing_at(&self, name: &RepositoryName, digest: &Digest) -> Result<Vec<Tag>> {
+        let mut tags = Vec::new();
+        for tag in self.all_tags(name).await? {
+            let Ok(tag) = tag.parse::<Tag>() else {
+                continue;
+            };
+            if self
+                .read_link(&layout::tag_current_link(name, &tag))
+                .await?
+                .as_ref()
+                == Some(digest)
+            {
+                tags.push(tag);
+            }
+        }
+        Ok(tags)
+    }
+}

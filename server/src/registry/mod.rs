@@ -1,0 +1,111 @@
+//! Repositories over storage: blobs linked into repositories, manifests and tags, listings and
+//! referrers. Knows the OCI rules, not HTTP.
+
+mod blobs;
+mod listing;
+mod manifests;
+mod referrers;
+
+use std::sync::Arc;
+
+use crate::oci::Digest;
+use crate::storage::{self, BlobStore, layout};
+use crate::{manifest, oci};
+
+pub use listing::Page;
+pub use manifests::{PutOutcome, StoredManifest};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("manifest references {0}, which is not in the repository")]
+    ManifestBlobUnknown(Digest),
+    #[error(transparent)]
+    ManifestInvalid(#[from] manifest::Error),
+    #[error("manifest digest {actual} does not match {expected}")]
+    ManifestDigestMismatch { expected: Digest, actual: Digest },
+    #[error("stored link is corrupt: {0}")]
+    CorruptLink(String),
+    #[error(transparent)]
+    Storage(storage::Error),
+}
+
+impl From<storage::Error> for Error {
+    fn from(err: storage::Error) -> Self {
+        Self::Storage(err)
+    }
+}
+
+/// Limits and switches the registry enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_size: u64,
+}
+
+/// The registry's view of storage.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    store: Arc<dyn BlobStore>,
+    limits: Limits,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn BlobStore>, limits: Limits) -> Self {
+        Self { store, limits }
+    }
+
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Reads the digest a link file points at; `None` when there is no link.
+    async fn read_link(&self, key: &str) -> Result<Option<Digest>> {
+        match storage::read_small(self.store.as_ref(), key, 1024).await {
+            Ok(bytes) => {
+                let text =
+                    std::str::from_utf8(&bytes).map_err(|_| Error::CorruptLink(key.into()))?;
+                let digest = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::CorruptLink(key.into()))?;
+                Ok(Some(digest))
+            }
+            Err(storage::Error::NotFound) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self.store.stat(key).await {
+            Ok(_) => Ok(true),
+            Err(storage::Error::NotFound) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn write_link(&self, key: &str, digest: &Digest) -> Result<()> {
+        Ok(self.store.put(key, layout::link_content(digest)).await?)
+    }
+
+    /// Fails with `NameUnknown` unless the repository has been pushed to.
+    async fn require_repository(&self, name: &oci::RepositoryName) -> Result<()> {
+        match self.store.list(&layout::repository(name)).await {
+            Ok(_) => Ok(()),
+            Err(storage::Error::NotFound) => Err(Error::NameUnknown),
+            Err(err) => Err(err.into()),
+        }
+    }
+}

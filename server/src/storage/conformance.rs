@@ -1,0 +1,218 @@
+//! The storage contract as executable checks. Every backend runs [`run_all`]: the filesystem and
+//! memory stores in their unit tests, remote stores against a real server.
+
+// A failed check panics: that is how a test suite reports.
+#![allow(clippy::unwrap_used)]
+
+use std::io;
+
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+
+use super::{BlobStore, ByteStream, Error, stream_of};
+
+/// Runs every check against `store`, which should be empty. Panics on the first violation.
+pub async fn run_all(store: &dyn BlobStore) {
+    put_get_stat(store).await;
+    ranged_reads(store).await;
+    list_and_delete(store).await;
+    resumable_writes(store).await;
+    stale_states_are_refused(store).await;
+    failed_append_can_be_retried(store).await;
+    store.ping().await.expect("ping");
+}
+
+async fn read(store: &dyn BlobStore, key: &str, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stream = store.get(key, range).await.expect("get");
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.expect("chunk"));
+    }
+    out
+}
+
+fn chunks(parts: &[&'static [u8]]) -> ByteStream {
+    stream::iter(
+        parts
+            .iter()
+            .map(|p| Ok(Bytes::from_static(p)))
+            .collect::<Vec<_>>(),
+    )
+    .boxed()
+}
+
+async fn put_get_stat(store: &dyn BlobStore) {
+    assert!(matches!(store.stat("c/put/a").await, Err(Error::NotFound)));
+    assert!(matches!(
+        store.get("c/put/a", None).await,
+        Err(Error::NotFound)
+    ));
+    store
+        .put("c/put/a", Bytes::from_static(b"first"))
+        .await
+        .unwrap();
+    store
+        .put("c/put/a", Bytes::from_static(b"second"))
+        .await
+        .unwrap();
+    assert_eq!(read(store, "c/put/a", None).await, b"second");
+    assert_eq!(store.stat("c/put/a").await.unwrap().size, 6);
+    store.put("c/put/empty", Bytes::new()).await.unwrap();
+    assert_eq!(store.stat("c/put/empty").await.unwrap().size, 0);
+    assert!(read(store, "c/put/empty", None).await.is_empty());
+    // A "directory" is not an object.
+    assert!(matches!(store.stat("c/put").await, Err(Error::NotFound)));
+}
+
+async fn ranged_reads(store: &dyn BlobStore) {
+    let data: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+    store
+        .put("c/range/blob", Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(read(store, "c/range/blob", Some(0..1)).await, &data[0..1]);
+    assert_eq!(
+        read(store, "c/range/blob", Some(1000..300_000)).await,
+        &data[1000..300_000]
+    );
+    let len = data.len() as u64;
+    assert_eq!(
+        read(store, "c/range/blob", Some(len - 3..len)).await,
+        &data[data.len() - 3..]
+    );
+    assert_eq!(read(store, "c/range/blob", None).await, data);
+}
+
+async fn list_and_delete(store: &dyn BlobStore) {
+    assert!(matches!(store.list("c/list").await, Err(Error::NotFound)));
+    for key in ["c/list/b/x", "c/list/a/y/z", "c/list/c"] {
+        store.put(key, Bytes::from_static(b"1")).await.unwrap();
+    }
+    assert_eq!(store.list("c/list").await.unwrap(), ["a", "b", "c"]);
+    assert_eq!(store.list("c/list/a").await.unwrap(), ["y"]);
+    store.delete("c/list/a").await.unwrap();
+    assert_eq!(store.list("c/list").await.unwrap(), ["b", "c"]);
+    store.delete("c/list/c").await.unwrap();
+    store.delete("c/list/missing").await.unwrap();
+    assert!(matches!(store.stat("c/list/c").await, Err(Error::NotFound)));
+    assert!(matches!(
+        store.stat("c/list/a/y/z").await,
+        Err(Error::NotFound)
+    ));
+    assert_eq!(store.list("c/list").await.unwrap(), ["b"]);
+}
+
+async fn resumable_writes(store: &dyn BlobStore) {
+    let key = "c/upload/1/data";
+    let state = store.create_resumable(key).await.unwrap();
+    assert_eq!(state.size, 0);
+    let state = store
+        .append(key, &state, chunks(&[b"hello ", b"wor"]))
+        .await
+        .unwrap();
+    assert_eq!(state.size, 9);
+    let state = store.append(key, &state, chunks(&[])).await.unwrap();
+    assert_eq!(state.size, 9);
+    let state = store.append(key, &state, chunks(&[b"ld"])).await.unwrap();
+    assert_eq!(state.size, 11);
+    // Not visible until committed.
+    assert!(matches!(
+        store.stat("c/blobs/hello").await,
+        Err(Error::NotFound)
+    ));
+    store
+        .commit_resumable(key, &state, "c/blobs/hello")
+        .await
+        .unwrap();
+    assert_eq!(read(store, "c/blobs/hello", None).await, b"hello world");
+    // The write is over: its last state can do nothing more.
+    assert!(store.append(key, &state, chunks(&[b"!"])).await.is_err());
+    assert!(
+        store
+            .commit_resumable(key, &state, "c/blobs/other")
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        store.stat("c/blobs/other").await,
+        Err(Error::NotFound)
+    ));
+    store.delete("c/upload/1").await.unwrap();
+}
+
+async fn stale_states_are_refused(store: &dyn BlobStore) {
+    let key = "c/upload/2/data";
+    let start = store.create_resumable(key).await.unwrap();
+    let first = store
+        .append(key, &start, chunks(&[b"genuine"]))
+        .await
+        .unwrap();
+    // Reusing the older state must not rewrite what the newer state vouches for.
+    assert!(matches!(
+        store.append(key, &start, chunks(&[b"forged!"])).await,
+        Err(Error::Stale)
+    ));
+    assert!(matches!(
+        store.commit_resumable(key, &start, "c/blobs/stale").await,
+        Err(Error::Stale)
+    ));
+    let forged = WriteStateExt::forged(&first);
+    assert!(store.append(key, &forged, chunks(&[b"x"])).await.is_err());
+    store
+        .commit_resumable(key, &first, "c/blobs/genuine")
+        .await
+        .unwrap();
+    assert_eq!(read(store, "c/blobs/genuine", None).await, b"genuine");
+    assert!(matches!(
+        store.stat("c/blobs/stale").await,
+        Err(Error::NotFound)
+    ));
+    store.delete("c/upload/2").await.unwrap();
+}
+
+async fn failed_append_can_be_retried(store: &dyn BlobStore) {
+    let key = "c/upload/3/data";
+    let start = store.create_resumable(key).await.unwrap();
+    let state = store.append(key, &start, chunks(&[b"abc"])).await.unwrap();
+    let broken: ByteStream = stream::iter(vec![
+        Ok(Bytes::from_static(b"partial")),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
+    ])
+    .boxed();
+    assert!(matches!(
+        store.append(key, &state, broken).await,
+        Err(Error::Body(_))
+    ));
+    let state = store
+        .append(key, &state, stream_of(Bytes::from_static(b"def")))
+        .await
+        .unwrap();
+    assert_eq!(state.size, 6);
+    store
+        .commit_resumable(key, &state, "c/blobs/retried")
+        .await
+        .unwrap();
+    assert_eq!(read(store, "c/blobs/retried", None).await, b"abcdef");
+    store.delete("c/upload/3").await.unwrap();
+}
+
+/// States a client could try to make up.
+trait WriteStateExt {
+    fn forged(&self) -> Self;
+}
+
+impl WriteStateExt for super::WriteState {
+    fn forged(&self) -> Self {
+        let mut backend = self.backend.clone();
+        if let Some(first) = backend.first_mut() {
+            *first ^= 0xff;
+        }
+        Self {
+            size: self.size,
+            backend,
+        }
+    }
+}

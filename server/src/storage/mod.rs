@@ -1,0 +1,175 @@
+//! Pluggable object storage: the one trait every backend implements, and the backends.
+//!
+//! Storage knows nothing of OCI: it stores opaque objects under `/`-separated keys (built by
+//! [`layout`]) and offers resumable writes for uploads. The registry layers above depend on this
+//! module, never the other way round.
+
+pub mod layout;
+
+mod fs;
+mod memory;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+pub use fs::FsStore;
+pub use memory::MemoryStore;
+
+/// A stream of bytes flowing into or out of storage.
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in storage. Callers decide what each means to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No object under that key (or, for a resumable write, no such write).
+    #[error("not found")]
+    NotFound,
+    /// A resumable write's state is no longer current: another request has written since.
+    #[error("resumable write state is stale")]
+    Stale,
+    /// Another request holds the resumable write and did not release it in time.
+    #[error("resumable write is busy")]
+    Busy,
+    /// The incoming stream failed (typically the client went away); nothing was committed.
+    #[error("reading the request body failed: {0}")]
+    Body(#[source] io::Error),
+    /// The backend could not be reached or is overloaded; worth retrying later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Any other backend failure.
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What `stat` knows of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// Where a resumable write stands: the bytes it holds, and whatever the backend needs to find and
+/// trust them again. The registry never interprets `backend`; it carries it, signed, in the upload
+/// token, so any replica can continue the write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteState {
+    pub size: u64,
+    #[serde(with = "base64_bytes")]
+    pub backend: Vec<u8>,
+}
+
+/// The storage contract. Keys are `/`-separated relative paths built by [`layout`] from validated
+/// parts; backends may still refuse a key that would escape their root.
+///
+/// # Guarantees every backend gives
+/// - `put` and `commit_resumable` are atomic: a reader sees the old object, the whole new one, or
+///   nothing; never a partial object, even across a crash.
+/// - A resumable write can only be continued or committed with its latest [`WriteState`]; an
+///   older state gets [`Error::Stale`]. So the bytes a write holds are always exactly the bytes
+///   its latest state describes.
+/// - `append` with the latest state replaces anything stored past `state.size` (the leftovers of
+///   a request that died half-way), so a retried request ends in the right bytes.
+#[async_trait]
+pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
+    /// Size and modification time of the object at `key`.
+    async fn stat(&self, key: &str) -> Result<ObjectMeta>;
+
+    /// Streams the object at `key`, or the byte `range` of it (the caller keeps it within size).
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream>;
+
+    /// Stores `data` at `key`, atomically replacing what was there.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+
+    /// The names directly below `prefix`, sorted; [`Error::NotFound`] when nothing is below it.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Removes the object at `key` and everything below it; succeeds if nothing is there.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// A URL a client can fetch `key` from directly, when the backend can hand one out.
+    async fn presigned_get_url(&self, key: &str, ttl: Duration) -> Result<Option<String>>;
+
+    /// Starts an empty resumable write at `key`.
+    async fn create_resumable(&self, key: &str) -> Result<WriteState>;
+
+    /// Appends `body` to the resumable write at `key`, returning its new state.
+    ///
+    /// # Errors
+    /// [`Error::Stale`] for a state that is not the latest; [`Error::Body`] when `body` fails, in
+    /// which case `state` stays the latest, so the same request can be retried.
+    async fn append(&self, key: &str, state: &WriteState, body: ByteStream) -> Result<WriteState>;
+
+    /// Makes the resumable write at `key` visible at `dest` (atomically), ending the write.
+    async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()>;
+
+    /// Checks that the backend is reachable.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Which backend `open` builds, and its settings.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Filesystem {
+        root: std::path::PathBuf,
+        fsync: bool,
+    },
+    Memory,
+}
+
+/// Opens the configured backend.
+pub async fn open(config: &StorageConfig) -> Result<Arc<dyn BlobStore>> {
+    Ok(match config {
+        StorageConfig::Filesystem { root, fsync } => Arc::new(FsStore::open(root, *fsync).await?),
+        StorageConfig::Memory => Arc::new(MemoryStore::default()),
+    })
+}
+
+/// Reads a whole small object, refusing anything larger than `limit` bytes.
+pub async fn read_small(store: &dyn BlobStore, key: &str, limit: u64) -> Result<Bytes> {
+    let mut stream = store.get(key, None).await?;
+    let mut out = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Err(Error::Io(io::Error::other(format!(
+                "object {key} exceeds {limit} bytes"
+            ))));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// A stream over one in-memory buffer.
+pub fn stream_of(data: Bytes) -> ByteStream {
+    futures::stream::once(async move { Ok(data) }).boxed()
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        URL_SAFE_NO_PAD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
