@@ -80,12 +80,15 @@ pub(super) async fn serve(
         .ok_or_else(ApiError::upload_unknown)?;
     let state = call.state.uploads.open(token, &name, id)?;
     match call.method {
-        Method::GET | Method::HEAD => Ok(upload_progress(
-            &call.state.uploads,
-            &name,
-            &state,
-            StatusCode::NO_CONTENT,
-        )),
+        Method::GET | Method::HEAD => {
+            call.state.uploads.check_alive(&state).await?;
+            Ok(upload_progress(
+                &call.state.uploads,
+                &name,
+                &state,
+                StatusCode::NO_CONTENT,
+            ))
+        }
         Method::PATCH => {
             let uploads = call.state.uploads;
             let state = append_chunk(&uploads, &state, &call.headers, call.body).await?;
@@ -142,7 +145,11 @@ async fn append_chunk(
                 ))
                 .with_header(RANGE, range_value(state)));
             }
-            Some(end - start + 1)
+            let length = (end - start).checked_add(1).ok_or_else(|| {
+                ApiError::range_invalid("Content-Range is too large")
+                    .with_header(RANGE, range_value(state))
+            })?;
+            Some(length)
         }
         None => None,
     };

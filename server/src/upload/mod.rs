@@ -182,6 +182,15 @@ impl Uploads {
         Ok(())
     }
 
+    /// Confirms the session still exists: a token outlives a finished, cancelled or purged one.
+    pub async fn check_alive(&self, state: &UploadState) -> Result<()> {
+        let repository = self.repository(state)?;
+        self.store
+            .stat(&layout::upload_started_at(&repository, &state.id))
+            .await?;
+        Ok(())
+    }
+
     /// Ends the session and removes its bytes.
     pub async fn cancel(&self, state: &UploadState) -> Result<()> {
         let repository = self.repository(state)?;

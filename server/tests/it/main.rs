@@ -1,1 +1,13 @@
-//! placeholder
+//! Integration tests: a real registry listening on 127.0.0.1, driven over HTTP.
+
+// Helpers outside #[test] functions panic on failure too: that is how they report it.
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod blobs;
+mod common;
+mod listing;
+mod manifests;
+mod referrers;
+mod settings;
+mod uploads;
