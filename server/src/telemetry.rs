@@ -1,5 +1,7 @@
 //! Logging: human-readable text by default, JSON lines for clusters.
 
+use std::io::IsTerminal;
+
 use clap::ValueEnum;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
@@ -19,6 +21,7 @@ pub fn init(
     let filter = EnvFilter::try_new(filter)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.try_init(),

@@ -1,0 +1,156 @@
+//! OCI image layouts on disk, built from real tar layers, for clients to push and pull.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::sha256;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A descriptor of something written into the layout.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub digest: String,
+    pub size: usize,
+    pub media_type: &'static str,
+}
+
+impl Written {
+    fn descriptor(&self) -> Value {
+        json!({"mediaType": self.media_type, "digest": self.digest, "size": self.size})
+    }
+}
+
+/// An OCI image layout being assembled.
+pub struct Layout {
+    pub dir: PathBuf,
+    refs: Vec<Value>,
+}
+
+impl Layout {
+    pub fn new(dir: &Path) -> Self {
+        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        Self {
+            dir: dir.to_owned(),
+            refs: Vec::new(),
+        }
+    }
+
+    fn blob(&self, data: &[u8], media_type: &'static str) -> Written {
+        let digest = sha256(data);
+        let hex = digest.trim_start_matches("sha256:");
+        fs::write(self.dir.join("blobs/sha256").join(hex), data).unwrap();
+        Written {
+            digest,
+            size: data.len(),
+            media_type,
+        }
+    }
+
+    /// Writes an image whose layers each hold the given files; returns its manifest.
+    pub fn image(&self, architecture: &str, layers: &[&[(&str, &[u8])]]) -> Written {
+        let mut descriptors = Vec::new();
+        let mut diff_ids = Vec::new();
+        for files in layers {
+            let tar = tar_of(files);
+            diff_ids.push(sha256(&tar));
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut gz, &tar).unwrap();
+            let layer = self.blob(
+                &gz.finish().unwrap(),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            );
+            descriptors.push(layer.descriptor());
+        }
+        let config = json!({
+            "architecture": architecture,
+            "os": "linux",
+            "created": "2026-01-01T00:00:00Z",
+            "config": {"Env": ["PATH=/usr/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let config = self.blob(
+            &serde_json::to_vec(&config).unwrap(),
+            "application/vnd.oci.image.config.v1+json",
+        );
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.descriptor(),
+            "layers": descriptors,
+        });
+        self.blob(&serde_json::to_vec(&manifest).unwrap(), OCI_MANIFEST)
+    }
+
+    /// Writes an index of the given images (one per architecture); returns the index.
+    pub fn index(&self, images: &[(&str, &Written)]) -> Written {
+        let manifests: Vec<Value> = images
+            .iter()
+            .map(|(arch, image)| {
+                let mut d = image.descriptor();
+                d["platform"] = json!({"architecture": arch, "os": "linux"});
+                d
+            })
+            .collect();
+        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+        self.blob(&serde_json::to_vec(&index).unwrap(), OCI_INDEX)
+    }
+
+    /// Names `manifest` `tag` in the layout's index.json.
+    pub fn tag(&mut self, tag: &str, manifest: &Written) {
+        let mut d = manifest.descriptor();
+        d["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+        self.refs.push(d);
+        let index = json!({"schemaVersion": 2, "manifests": self.refs});
+        fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// `oci:<dir>:<tag>` for skopeo.
+    pub fn reference(&self, tag: &str) -> String {
+        format!("oci:{}:{tag}", self.dir.display())
+    }
+}
+
+/// Every blob digest stored in the layout at `dir`.
+pub fn blob_digests(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
+        .collect()
+}
+
+/// The manifest digest that `tag` names in the layout at `dir`.
+pub fn tagged_digest(dir: &Path, tag: &str) -> String {
+    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("no {tag} in {}", dir.display()))["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        builder.append_data(&mut header, path, *data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}

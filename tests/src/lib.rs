@@ -1,0 +1,262 @@
+//! The end-to-end harness: real `stowage` processes, CNCF Distribution, and OCI image layouts for
+//! real clients (skopeo, oras) to push.
+//!
+//! Tools are never optional here: a missing one fails the test with the command that installs it.
+
+// A harness reports failure by panicking, like the tests that call it.
+#![allow(clippy::unwrap_used)]
+
+pub mod layout;
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+/// How long a process gets to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The directory cargo put this build's binaries in (`target/debug` or `target/release`).
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test binary>
+    exe.parent().and_then(Path::parent).unwrap().to_owned()
+}
+
+/// The `stowage` binary of this build.
+pub fn stowage_bin() -> PathBuf {
+    let bin = build_dir().join("stowage");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p stowage` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The path of an installed tool; fails the test when it is missing.
+pub fn require(tool: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(tool))
+        .find(|path| path.is_file());
+    found.unwrap_or_else(|| panic!("{tool} is not installed: run `make test-deps`"))
+}
+
+/// Runs a command to completion and fails the test, with its output, unless it succeeds.
+pub fn run(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("{command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn sha256(data: &[u8]) -> String {
+    let hash = Sha256::digest(data);
+    format!(
+        "sha256:{}",
+        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// A port free at the moment of asking, for servers that cannot report the one they bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(address: &str, child: &mut Child, what: &str, log: &Path) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if TcpStream::connect(address).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited with {status}:\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!(
+        "{what} did not listen on {address}:\n{}",
+        fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A `stowage serve` process on 127.0.0.1, killed when dropped.
+pub struct Stowage {
+    child: Child,
+    /// `127.0.0.1:<port>`
+    pub address: String,
+    pub log: PathBuf,
+}
+
+impl Stowage {
+    /// Starts `stowage serve` on filesystem storage at `root`, with extra flags.
+    pub fn start(root: &Path, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = vec![
+            "--fs-root".into(),
+            root.to_str().unwrap().into(),
+            "--fs-fsync".into(),
+            "false".into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Self::start_args(&args)
+    }
+
+    /// Starts `stowage serve` with exactly these flags (plus listen and log settings).
+    pub fn start_args(args: &[String]) -> Self {
+        Self::start_with_binary(&stowage_bin(), args)
+    }
+
+    /// As `start_args`, with a given `stowage` binary (benchmarks use the release build).
+    pub fn start_with_binary(binary: &Path, args: &[String]) -> Self {
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let log =
+            std::env::temp_dir().join(format!("stowage-e2e-{port}-{}.log", std::process::id()));
+        let log_file = fs::File::create(&log).unwrap();
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .args([
+                "--listen",
+                &address,
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        wait_for_port(&address, &mut child, "stowage", &log);
+        Self {
+            child,
+            address,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the process dies mid-whatever, as on a node failure.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, as Kubernetes sends before stopping a pod.
+    pub fn terminate(&self) {
+        run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
+    }
+
+    /// Waits for the process to exit, up to `timeout`; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// What the process logged so far.
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Stowage {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// CNCF Distribution (`docker-registry` from Debian) on filesystem storage at `root`.
+pub struct Distribution {
+    child: Child,
+    pub address: String,
+    _config: tempfile::TempDir,
+}
+
+impl Distribution {
+    pub fn start(root: &Path) -> Self {
+        let binary = require("docker-registry");
+        let config_dir = tempfile::tempdir().unwrap();
+        let address = format!("127.0.0.1:{}", free_port());
+        let config = config_dir.path().join("config.yml");
+        let mut file = fs::File::create(&config).unwrap();
+        write!(
+            file,
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n",
+            root.display()
+        )
+        .unwrap();
+        let log = config_dir.path().join("registry.log");
+        let log_file = fs::File::create(&log).unwrap();
+        let mut child = Command::new(binary)
+            .args(["serve", config.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        wait_for_port(&address, &mut child, "docker-registry", &log);
+        Self {
+            child,
+            address,
+            _config: config_dir,
+        }
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `skopeo` with TLS verification off for the given subcommand (our test registries are HTTP).
+pub fn skopeo(args: &[&str]) -> Output {
+    let skopeo = require("skopeo");
+    let (subcommand, rest) = args.split_first().unwrap();
+    let tls: &[&str] = match *subcommand {
+        "copy" => &["--src-tls-verify=false", "--dest-tls-verify=false"],
+        _ => &["--tls-verify=false"],
+    };
+    run(Command::new(skopeo)
+        .args(["--insecure-policy", subcommand])
+        .args(tls)
+        .args(rest))
+}

@@ -1,0 +1,10 @@
+//! End-to-end: the real `stowage` binary with real clients and CNCF Distribution.
+
+// Tests report failure by panicking.
+#![allow(clippy::unwrap_used)]
+
+mod distribution_compat;
+mod lifecycle;
+mod oras;
+mod skopeo;
+mod stateless;
