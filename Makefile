@@ -1,0 +1,42 @@
+# Stowage entry points. `make run` serves the registry; `make test` installs what the tests
+# drive and runs every test.
+
+CARGO ?= cargo
+NEXTEST := $(shell command -v cargo-nextest 2>/dev/null)
+
+.PHONY: run build test test-deps unit lint fmt bench clean
+
+## Serve the registry on the embedded default: filesystem storage in ./stowage-data, port 5000.
+run:
+	$(CARGO) run --release -p stowage -- serve
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+## Install test tools, check formatting and lints, then run every test.
+test: test-deps lint build
+ifdef NEXTEST
+	$(CARGO) nextest run --workspace --no-fail-fast
+else
+	$(CARGO) test --workspace --no-fail-fast
+endif
+
+## skopeo, docker-registry (CNCF Distribution) and the oras SDK, installed only when missing.
+test-deps:
+	./scripts/test-deps.sh
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Push/pull throughput and peak server memory for a 1 GiB blob (release build).
+bench:
+	$(CARGO) build --release -p stowage
+	$(CARGO) bench -p stowage-e2e
+
+clean:
+	$(CARGO) clean
+	rm -rf stowage-data

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the test suite drives, skipping whatever is already there:
+# skopeo and CNCF Distribution (docker-registry) from Debian, the oras SDK from PyPI.
+set -euo pipefail
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+packages=()
+command -v skopeo >/dev/null || packages+=(skopeo)
+command -v docker-registry >/dev/null || packages+=(docker-registry)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "installing ${packages[*]} from Debian"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+if ! python3 -c "import oras.client" 2>/dev/null; then
+  echo "installing the oras SDK from PyPI"
+  python3 -m pip install --quiet oras
+fi
+
+command -v cargo-nextest >/dev/null || echo "cargo-nextest not found: tests will run with cargo test"
