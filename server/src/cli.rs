@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::api::{self, ApiSettings, AppState};
 use crate::registry::{Limits, Registry};
-use crate::storage::{self, StorageConfig};
+use crate::storage::{self, MIN_PART_SIZE, S3Config, StorageConfig};
 use crate::telemetry::{self, LogFormat};
 use crate::upload::{SecretKey, TokenKeys, Uploads};
 
@@ -52,6 +52,8 @@ pub struct ServeArgs {
 pub enum StorageKind {
     /// A local directory (or a mounted volume).
     Filesystem,
+    /// An S3 bucket (AWS, Garage, MinIO, …), shared by every replica.
+    S3,
     /// Process memory; everything is lost on exit. For tests.
     Memory,
 }
@@ -75,6 +77,55 @@ pub struct Settings {
     /// fsync files and directories before a write counts as done [default: true].
     #[arg(long, env = "STOWAGE_FS_FSYNC")]
     pub fs_fsync: Option<bool>,
+
+    /// S3 bucket (required with --storage s3).
+    #[arg(long, env = "STOWAGE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// S3 region [default: us-east-1].
+    #[arg(long, env = "STOWAGE_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// S3 endpoint URL, for S3-compatible servers (Garage, MinIO, …) [default: AWS].
+    #[arg(long, env = "STOWAGE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Address buckets by path (`endpoint/bucket/key`), as most S3-compatible servers need
+    /// [default: false].
+    #[arg(long, env = "STOWAGE_S3_PATH_STYLE")]
+    pub s3_path_style: Option<bool>,
+
+    /// Prefix of every key in the bucket; Distribution's `rootdirectory` [default: none].
+    #[arg(long, env = "STOWAGE_S3_ROOT_PREFIX")]
+    pub s3_root_prefix: Option<String>,
+
+    /// Access key id; without one, the AWS SDK's default chain is used (AWS_* env, profile
+    /// files, web identity for Kubernetes service accounts, instance metadata).
+    #[arg(long, env = "STOWAGE_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+
+    /// Secret access key that goes with --s3-access-key-id.
+    #[arg(long, env = "STOWAGE_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+
+    /// File holding the secret access key.
+    #[arg(
+        long,
+        env = "STOWAGE_S3_SECRET_ACCESS_KEY_FILE",
+        conflicts_with = "s3_secret_access_key"
+    )]
+    pub s3_secret_access_key_file: Option<PathBuf>,
+
+    /// Bytes an upload buffers before sending a multipart part; bounds memory per upload
+    /// (minimum 5 MiB) [default: 8388608].
+    #[arg(long, env = "STOWAGE_S3_PART_SIZE")]
+    pub s3_part_size: Option<u64>,
+
+    /// Answer blob downloads with a redirect to a presigned S3 URL, so bytes flow from the bucket
+    /// straight to clients. Off by default: it only works where every client can reach the
+    /// bucket's endpoint [default: false].
+    #[arg(long, env = "STOWAGE_S3_REDIRECT")]
+    pub s3_redirect: Option<bool>,
 
     /// Key that signs upload state (at least 32 bytes). Every replica needs the same key.
     /// Without one, a random key is made, which only works for a single process.
@@ -140,6 +191,18 @@ impl Settings {
             storage: self.storage.or(file.storage),
             fs_root: self.fs_root.or(file.fs_root),
             fs_fsync: self.fs_fsync.or(file.fs_fsync),
+            s3_bucket: self.s3_bucket.or(file.s3_bucket),
+            s3_region: self.s3_region.or(file.s3_region),
+            s3_endpoint: self.s3_endpoint.or(file.s3_endpoint),
+            s3_path_style: self.s3_path_style.or(file.s3_path_style),
+            s3_root_prefix: self.s3_root_prefix.or(file.s3_root_prefix),
+            s3_access_key_id: self.s3_access_key_id.or(file.s3_access_key_id),
+            s3_secret_access_key: self.s3_secret_access_key.or(file.s3_secret_access_key),
+            s3_secret_access_key_file: self
+                .s3_secret_access_key_file
+                .or(file.s3_secret_access_key_file),
+            s3_part_size: self.s3_part_size.or(file.s3_part_size),
+            s3_redirect: self.s3_redirect.or(file.s3_redirect),
             upload_secret: self.upload_secret.or(file.upload_secret),
             upload_secret_file: self.upload_secret_file.or(file.upload_secret_file),
             upload_secret_previous: self.upload_secret_previous.or(file.upload_secret_previous),
@@ -174,6 +237,10 @@ pub enum ConfigError {
     ShortKey(&'static str),
     #[error("{0} is set without an upload key")]
     PreviousWithoutCurrent(&'static str),
+    #[error("--storage s3 needs {0}")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// `serve`'s settings, resolved and validated.
@@ -213,6 +280,7 @@ impl ServeArgs {
                 root: s.fs_root.unwrap_or_else(|| PathBuf::from(DEFAULT_FS_ROOT)),
                 fsync: s.fs_fsync.unwrap_or(true),
             },
+            StorageKind::S3 => StorageConfig::S3(s3_config(&s)?),
             StorageKind::Memory => StorageConfig::Memory,
         };
         let current = secret(
@@ -250,6 +318,56 @@ impl ServeArgs {
             shutdown_grace: s.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         })
     }
+}
+
+const DEFAULT_S3_PART_SIZE: u64 = 8 * 1024 * 1024;
+
+fn s3_config(s: &Settings) -> Result<S3Config, ConfigError> {
+    let bucket = s
+        .s3_bucket
+        .clone()
+        .ok_or(ConfigError::Missing("--s3-bucket"))?;
+    let secret = match (&s.s3_secret_access_key, &s.s3_secret_access_key_file) {
+        (Some(secret), _) => Some(secret.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim_end()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let credentials = match (s.s3_access_key_id.clone(), secret) {
+        (Some(id), Some(secret)) => Some((id, secret)),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Invalid(
+                "--s3-access-key-id and a secret access key go together".into(),
+            ));
+        }
+    };
+    let part_size = s.s3_part_size.unwrap_or(DEFAULT_S3_PART_SIZE);
+    if part_size < MIN_PART_SIZE {
+        return Err(ConfigError::Invalid(format!(
+            "--s3-part-size must be at least {MIN_PART_SIZE}"
+        )));
+    }
+    Ok(S3Config {
+        bucket,
+        region: s
+            .s3_region
+            .clone()
+            .unwrap_or_else(|| "us-east-1".to_owned()),
+        endpoint: s.s3_endpoint.clone(),
+        path_style: s.s3_path_style.unwrap_or(false),
+        root_prefix: s.s3_root_prefix.clone().unwrap_or_default(),
+        credentials,
+        part_size,
+        redirect: s.s3_redirect.unwrap_or(false),
+    })
 }
 
 fn secret(
@@ -425,6 +543,70 @@ mod tests {
         assert_eq!(config.upload_token_ttl, Duration::from_secs(7200));
         assert_eq!(config.limits.max_manifest_size, 200);
         assert!(config.keys.is_some());
+    }
+
+    #[test]
+    fn s3_settings() {
+        let config = parse(&[
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            "registry",
+            "--s3-endpoint",
+            "http://127.0.0.1:3900",
+            "--s3-path-style",
+            "true",
+            "--s3-root-prefix",
+            "/team",
+            "--s3-access-key-id",
+            "id",
+            "--s3-secret-access-key",
+            "secret",
+            "--s3-part-size",
+            "6291456",
+        ])
+        .resolve()
+        .unwrap();
+        let StorageConfig::S3(s3) = config.storage else {
+            panic!("not s3")
+        };
+        assert_eq!(
+            (s3.bucket.as_str(), s3.region.as_str()),
+            ("registry", "us-east-1")
+        );
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert!(s3.path_style && !s3.redirect);
+        assert_eq!(s3.credentials, Some(("id".into(), "secret".into())));
+        assert_eq!(s3.part_size, 6 * 1024 * 1024);
+        assert!(!format!("{s3:?}").contains("secret\""));
+        assert!(matches!(
+            parse(&["--storage", "s3"]).resolve(),
+            Err(ConfigError::Missing(_))
+        ));
+        let small = [
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            "b",
+            "--s3-part-size",
+            "1024",
+        ];
+        assert!(matches!(
+            parse(&small).resolve(),
+            Err(ConfigError::Invalid(_))
+        ));
+        let half = [
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            "b",
+            "--s3-access-key-id",
+            "id",
+        ];
+        assert!(matches!(
+            parse(&half).resolve(),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 
     #[test]

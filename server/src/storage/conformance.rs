@@ -19,6 +19,7 @@ pub async fn run_all(store: &dyn BlobStore) {
     resumable_writes(store).await;
     stale_states_are_refused(store).await;
     failed_append_can_be_retried(store).await;
+    aborted_writes_are_gone(store).await;
     store.ping().await.expect("ping");
 }
 
@@ -197,6 +198,29 @@ async fn failed_append_can_be_retried(store: &dyn BlobStore) {
         .unwrap();
     assert_eq!(read(store, "c/blobs/retried", None).await, b"abcdef");
     store.delete("c/upload/3").await.unwrap();
+}
+
+async fn aborted_writes_are_gone(store: &dyn BlobStore) {
+    let key = "c/upload/4/data";
+    let start = store.create_resumable(key).await.unwrap();
+    let state = store
+        .append(key, &start, chunks(&[b"to be dropped"]))
+        .await
+        .unwrap();
+    store.abort_resumable(key).await.unwrap();
+    assert!(store.append(key, &state, chunks(&[b"more"])).await.is_err());
+    assert!(
+        store
+            .commit_resumable(key, &state, "c/blobs/aborted")
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        store.stat("c/blobs/aborted").await,
+        Err(Error::NotFound)
+    ));
+    store.abort_resumable("c/upload/never/data").await.unwrap();
+    store.delete("c/upload/4").await.unwrap();
 }
 
 /// States a client could try to make up.

@@ -314,6 +314,25 @@ impl BlobStore for FsStore {
         self.rename_into_place(&current, &dest).await
     }
 
+    async fn abort_resumable(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok(());
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let mut entries = match fs::read_dir(dir).await {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err.into()),
+        };
+        while let Some(entry) = entries.next_entry().await? {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path()).await;
+            }
+        }
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<()> {
         let meta = fs::metadata(&self.root).await?;
         if !meta.is_dir() {

@@ -156,6 +156,11 @@ impl BlobStore for MemoryStore {
         Ok(())
     }
 
+    async fn abort_resumable(&self, key: &str) -> Result<()> {
+        self.lock().writes.remove(key);
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<()> {
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod layout;
 
 mod fs;
 mod memory;
+mod s3;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fs::FsStore;
 pub use memory::MemoryStore;
+pub use s3::{MIN_PART_SIZE, S3Config, S3Store};
 
 /// A stream of bytes flowing into or out of storage.
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
@@ -116,6 +118,10 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     /// Makes the resumable write at `key` visible at `dest` (atomically), ending the write.
     async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()>;
 
+    /// Ends the resumable write at `key` without publishing it, freeing what it holds (on S3,
+    /// the multipart upload). Succeeds if there is no such write.
+    async fn abort_resumable(&self, key: &str) -> Result<()>;
+
     /// Checks that the backend is reachable.
     async fn ping(&self) -> Result<()>;
 }
@@ -127,6 +133,7 @@ pub enum StorageConfig {
         root: std::path::PathBuf,
         fsync: bool,
     },
+    S3(S3Config),
     Memory,
 }
 
@@ -134,6 +141,7 @@ pub enum StorageConfig {
 pub async fn open(config: &StorageConfig) -> Result<Arc<dyn BlobStore>> {
     Ok(match config {
         StorageConfig::Filesystem { root, fsync } => Arc::new(FsStore::open(root, *fsync).await?),
+        StorageConfig::S3(config) => Arc::new(S3Store::open(config).await?),
         StorageConfig::Memory => Arc::new(MemoryStore::default()),
     })
 }

@@ -196,6 +196,9 @@ impl Uploads {
         let repository = self.repository(state)?;
         let dir = layout::upload_dir(&repository, &state.id);
         self.store.list(&dir).await?; // NotFound → Unknown: nothing to cancel.
+        self.store
+            .abort_resumable(&layout::upload_data(&repository, &state.id))
+            .await?;
         self.store.delete(&dir).await?;
         Ok(())
     }
