@@ -2,8 +2,6 @@
 # drive and runs every test.
 
 CARGO ?= cargo
-NEXTEST := $(shell command -v cargo-nextest 2>/dev/null)
-
 .PHONY: run build test test-deps unit lint fmt bench clean
 
 ## Serve the registry on the embedded default: filesystem storage in ./stowage-data, port 5000.
@@ -13,15 +11,13 @@ run:
 build:
 	$(CARGO) build --workspace --all-targets
 
-## Install test tools, check formatting and lints, then run every test.
+## Install test tools, check formatting and lints, then run every test against a Garage S3
+## server that the run starts and stops.
 test: test-deps lint build
-ifdef NEXTEST
-	$(CARGO) nextest run --workspace --no-fail-fast
-else
-	$(CARGO) test --workspace --no-fail-fast
-endif
+	./target/debug/with-garage ./scripts/run-tests.sh
 
-## skopeo, docker-registry (CNCF Distribution) and the oras SDK, installed only when missing.
+## skopeo, docker-registry (CNCF Distribution), haproxy, Garage and the oras SDK, each
+## installed only when missing.
 test-deps:
 	./scripts/test-deps.sh
 

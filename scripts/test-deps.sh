@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suite drives, skipping whatever is already there:
-# skopeo and CNCF Distribution (docker-registry) from Debian, the oras SDK from PyPI.
+# Installs what the test suite drives, skipping whatever is already there: skopeo, CNCF
+# Distribution (docker-registry) and haproxy from Debian, Garage (S3) from crates.io, the oras
+# SDK from PyPI.
 set -euo pipefail
 
 sudo=""
@@ -9,10 +10,16 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 packages=()
 command -v skopeo >/dev/null || packages+=(skopeo)
 command -v docker-registry >/dev/null || packages+=(docker-registry)
+command -v haproxy >/dev/null || packages+=(haproxy)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "installing ${packages[*]} from Debian"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+if ! command -v garage >/dev/null; then
+  echo "installing Garage from crates.io (a one-time build of several minutes)"
+  cargo install garage --locked --quiet
 fi
 
 if ! python3 -c "import oras.client" 2>/dev/null; then
@@ -21,3 +28,4 @@ if ! python3 -c "import oras.client" 2>/dev/null; then
 fi
 
 command -v cargo-nextest >/dev/null || echo "cargo-nextest not found: tests will run with cargo test"
+true

@@ -6,6 +6,7 @@
 // A harness reports failure by panicking, like the tests that call it.
 #![allow(clippy::unwrap_used)]
 
+pub mod garage;
 pub mod layout;
 
 use std::fs;
@@ -210,7 +211,25 @@ pub struct Distribution {
 }
 
 impl Distribution {
+    /// On filesystem storage at `root`.
     pub fn start(root: &Path) -> Self {
+        Self::start_with_storage(&format!(
+            "  filesystem:\n    rootdirectory: {}\n",
+            root.display()
+        ))
+    }
+
+    /// With its `s3` driver on `s3`'s bucket, keys below `prefix` (its `rootdirectory`).
+    pub fn start_s3(s3: &garage::S3Endpoint, prefix: &str) -> Self {
+        Self::start_with_storage(&format!(
+            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: {}\n    regionendpoint: {}\n    \
+             bucket: {}\n    rootdirectory: /{prefix}\n    secure: false\n    v4auth: true\n  \
+             redirect:\n    disable: true\n",
+            s3.access_key_id, s3.secret_access_key, s3.region, s3.endpoint, s3.bucket
+        ))
+    }
+
+    fn start_with_storage(storage: &str) -> Self {
         let binary = require("docker-registry");
         let config_dir = tempfile::tempdir().unwrap();
         let address = format!("127.0.0.1:{}", free_port());
@@ -218,14 +237,15 @@ impl Distribution {
         let mut file = fs::File::create(&config).unwrap();
         write!(
             file,
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n",
-            root.display()
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: {address}\n"
         )
         .unwrap();
         let log = config_dir.path().join("registry.log");
         let log_file = fs::File::create(&log).unwrap();
         let mut child = Command::new(binary)
             .args(["serve", config.to_str().unwrap()])
+            // Its AWS SDK refuses a custom CA bundle with a plain-HTTP endpoint.
+            .env_remove("AWS_CA_BUNDLE")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)

@@ -461,6 +461,16 @@ impl S3Store {
         Ok(())
     }
 
+    /// Why a state's tail is missing: a newer state replaced it, or the write is gone.
+    async fn missing_tail(&self, key: &str) -> Result<Error> {
+        let tails = self.keys_below(&self.tail_key(key, "")?).await?;
+        Ok(if tails.is_empty() {
+            Error::NotFound
+        } else {
+            Error::Stale
+        })
+    }
+
     async fn abort_uploads_at(&self, full_key: &str) -> Result<()> {
         let listed = self
             .client
@@ -613,7 +623,8 @@ impl BlobStore for S3Store {
         // The tail is also the proof that `state` is current: every append replaces it.
         let mut buffer = match self.read_all(&old_tail).await {
             Ok(buffer) if buffer.len() as u64 == next.tail_len => buffer,
-            Ok(_) | Err(Error::NotFound) => return Err(Error::Stale),
+            Ok(_) => return Err(Error::Stale),
+            Err(Error::NotFound) => return Err(self.missing_tail(key).await?),
             Err(err) => return Err(err),
         };
         let part_size = self.part_size as usize;
@@ -675,12 +686,14 @@ impl BlobStore for S3Store {
             .map_err(classify)
         {
             Ok(head) if head.content_length() == Some(current.tail_len as i64) => {}
-            Ok(_) | Err(Error::NotFound) => return Err(Error::Stale),
+            Ok(_) => return Err(Error::Stale),
+            Err(Error::NotFound) => return Err(self.missing_tail(key).await?),
             Err(err) => return Err(err),
         }
         let Some(upload_id) = &current.upload_id else {
-            // Everything is in the tail: one server-side copy.
-            return self.copy(&tail, &dest, current.tail_len).await;
+            // Everything is in the tail: one server-side copy. Removing the tail ends the write.
+            self.copy(&tail, &dest, current.tail_len).await?;
+            return self.delete_keys(vec![tail]).await;
         };
         let mut parts = self.verified_parts(&full_key, &current).await?;
         if current.tail_len > 0 {

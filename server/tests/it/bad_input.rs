@@ -333,12 +333,12 @@ async fn every_bad_request_gets_the_specs_error() {
         200
     );
     assert!(
-        server.stored_files("/blobs/").is_empty(),
+        server.stored_keys("/blobs/").await.is_empty(),
         "{:?}",
-        server.stored_files("/blobs/")
+        server.stored_keys("/blobs/").await
     );
-    assert!(server.stored_files("_manifests").is_empty());
-    assert!(server.stored_files("_layers").is_empty());
+    assert!(server.stored_keys("_manifests").await.is_empty());
+    assert!(server.stored_keys("_layers").await.is_empty());
     // The one valid upload still starts at zero: no rejected chunk got in.
     let status = server.http.get(server.url(&upload)).send().await.unwrap();
     assert_eq!(status.headers()["range"], "0-0");

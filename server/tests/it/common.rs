@@ -1,6 +1,6 @@
 //! A registry listening on 127.0.0.1, and helpers that speak the distribution API to it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
@@ -8,7 +8,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use stowage::cli::{Cli, Command};
 use stowage::oci::Digest;
-use stowage::storage;
+use stowage::storage::{self, BlobStore};
 use stowage::upload::{SecretKey, TokenKeys};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -20,7 +20,9 @@ pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub struct Server {
     pub base: String,
     pub http: reqwest::Client,
+    /// The storage root, when the server runs on the filesystem.
     pub root: PathBuf,
+    store: Arc<dyn BlobStore>,
     _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
 }
@@ -31,14 +33,65 @@ impl Drop for Server {
     }
 }
 
+/// `s3` runs the suite against the S3 server in `STOWAGE_TEST_S3_*` (as `make test` does).
+const ENV_STORAGE: &str = "STOWAGE_TEST_STORAGE";
+
+/// `stowage serve` flags for the S3 server `make test` started, under a fresh prefix.
+fn s3_flags() -> Vec<String> {
+    let var = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: run `make test`, which starts Garage"))
+    };
+    let prefix = format!("it-{}", uuid_like());
+    [
+        ("--storage", "s3".to_owned()),
+        ("--s3-endpoint", var("STOWAGE_TEST_S3_ENDPOINT")),
+        ("--s3-region", var("STOWAGE_TEST_S3_REGION")),
+        ("--s3-bucket", var("STOWAGE_TEST_S3_BUCKET")),
+        ("--s3-access-key-id", var("STOWAGE_TEST_S3_ACCESS_KEY_ID")),
+        (
+            "--s3-secret-access-key",
+            var("STOWAGE_TEST_S3_SECRET_ACCESS_KEY"),
+        ),
+        ("--s3-path-style", "true".to_owned()),
+        ("--s3-root-prefix", prefix),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect()
+}
+
+fn uuid_like() -> String {
+    (0..8)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
 impl Server {
-    /// A registry on filesystem storage in a fresh temporary directory.
+    /// A registry on the suite's storage: a fresh temporary directory, or a fresh prefix of the
+    /// S3 bucket when `STOWAGE_TEST_STORAGE=s3`.
     pub async fn start() -> Self {
         Self::start_with(&[]).await
     }
 
     /// As `start`, with extra `stowage serve` flags.
     pub async fn start_with(flags: &[&str]) -> Self {
+        let storage = match std::env::var(ENV_STORAGE).as_deref() {
+            Ok("s3") => s3_flags(),
+            Ok("filesystem") | Err(_) => Vec::new(),
+            Ok(other) => panic!("unknown {ENV_STORAGE}={other}"),
+        };
+        let mut all: Vec<&str> = storage.iter().map(String::as_str).collect();
+        all.extend_from_slice(flags);
+        Self::launch(&all).await
+    }
+
+    /// A registry on filesystem storage, for tests about the filesystem itself.
+    pub async fn start_fs() -> Self {
+        Self::launch(&[]).await
+    }
+
+    async fn launch(flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("data");
         let root_arg = root.to_str().unwrap().to_owned();
@@ -72,6 +125,7 @@ impl Server {
             base,
             http,
             root,
+            store,
             _dir: dir,
             task,
         }
@@ -158,26 +212,25 @@ impl Server {
         serde_json::to_vec(&manifest).unwrap()
     }
 
-    /// Every file below the storage root whose path contains `part`.
-    pub fn stored_files(&self, part: &str) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        walk(&self.root, &mut out);
-        out.retain(|p| p.to_string_lossy().contains(part));
-        out
-    }
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, out);
-        } else {
-            out.push(path);
+    /// Every stored key whose path contains `part`, whatever the backend.
+    pub async fn stored_keys(&self, part: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut dirs = vec!["docker".to_owned()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(children) = self.store.list(&dir).await else {
+                continue;
+            };
+            for child in children {
+                let key = format!("{dir}/{child}");
+                if self.store.stat(&key).await.is_ok() {
+                    keys.push(key);
+                } else {
+                    dirs.push(key);
+                }
+            }
         }
+        keys.retain(|k| k.contains(part));
+        keys
     }
 }
 

@@ -222,7 +222,7 @@ async fn invalid_and_oversized_manifests() {
         .put_manifest("limits", &wrong.to_string(), OCI_MANIFEST, &manifest)
         .await;
     expect_error(response, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
-    assert!(server.stored_files("_manifests").is_empty());
+    assert!(server.stored_keys("_manifests").await.is_empty());
 }
 
 #[tokio::test]

@@ -43,7 +43,7 @@ async fn read_only_mode_refuses_writes() {
 
 #[tokio::test]
 async fn health_endpoints() {
-    let server = Server::start().await;
+    let server = Server::start_fs().await;
     assert_eq!(
         server
             .http

@@ -91,7 +91,7 @@ async fn chunked_upload_with_content_range() {
         "BLOB_UPLOAD_UNKNOWN",
     )
     .await;
-    assert!(server.stored_files("_uploads").is_empty());
+    assert!(server.stored_keys("_uploads").await.is_empty());
 }
 
 #[tokio::test]
@@ -192,7 +192,7 @@ async fn digest_mismatch_publishes_nothing() {
         .await
         .unwrap();
     expect_error(response, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
-    assert!(server.stored_files("blobs/sha256").is_empty());
+    assert!(server.stored_keys("blobs/sha256").await.is_empty());
 
     // Monolithic too.
     let response = server
@@ -203,7 +203,7 @@ async fn digest_mismatch_publishes_nothing() {
         .await
         .unwrap();
     expect_error(response, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
-    assert!(server.stored_files("blobs/sha256").is_empty());
+    assert!(server.stored_keys("blobs/sha256").await.is_empty());
 }
 
 #[tokio::test]
@@ -218,7 +218,7 @@ async fn cancel_ends_the_session() {
     );
     let response = patch(&server, &location, b"def", None).await;
     expect_error(response, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
-    assert!(server.stored_files("_uploads").is_empty());
+    assert!(server.stored_keys("_uploads").await.is_empty());
 }
 
 #[tokio::test]

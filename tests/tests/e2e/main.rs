@@ -6,5 +6,6 @@
 mod distribution_compat;
 mod lifecycle;
 mod oras;
+mod s3;
 mod skopeo;
 mod stateless;

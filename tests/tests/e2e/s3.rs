@@ -1,0 +1,201 @@
+//! The S3 backend against a real S3 server (Garage): the storage contract, multipart uploads,
+//! and CNCF Distribution's `s3` driver on the same bucket.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use stowage::storage::{self, BlobStore, Error, S3Config, S3Store, WriteState, conformance};
+use stowage_e2e::garage::S3Endpoint;
+use stowage_e2e::layout::Layout;
+use stowage_e2e::{Distribution, Stowage, skopeo};
+
+const MIB: usize = 1024 * 1024;
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}
+
+async fn store(prefix: &str) -> S3Store {
+    let s3 = S3Endpoint::from_env();
+    S3Store::open(&S3Config {
+        bucket: s3.bucket,
+        region: s3.region,
+        endpoint: Some(s3.endpoint),
+        path_style: true,
+        root_prefix: prefix.to_owned(),
+        credentials: Some((s3.access_key_id, s3.secret_access_key)),
+        part_size: storage::MIN_PART_SIZE,
+        redirect: false,
+    })
+    .await
+    .unwrap()
+}
+
+async fn read(store: &dyn BlobStore, key: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stream = store.get(key, None).await.unwrap();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test]
+async fn storage_conformance_on_garage() {
+    conformance::run_all(&store(&unique("conformance")).await).await;
+}
+
+/// Chunks smaller than S3's 5 MiB minimum part, and larger, in any mix, across part boundaries.
+#[tokio::test]
+async fn multipart_resumable_writes_with_small_and_large_chunks() {
+    let store = store(&unique("multipart")).await;
+    let key = "uploads/1/data";
+    let sizes = [3 * MIB, 100, 7 * MIB + 3, 1, 2 * MIB, 0, 4 * MIB];
+    let mut expected = Vec::new();
+    let mut state = store.create_resumable(key).await.unwrap();
+    let mut states = vec![state.clone()];
+    for (i, size) in sizes.iter().enumerate() {
+        let data = pattern(*size, i as u8);
+        expected.extend_from_slice(&data);
+        state = store
+            .append(key, &state, storage::stream_of(Bytes::from(data)))
+            .await
+            .unwrap();
+        assert_eq!(state.size, expected.len() as u64);
+        states.push(state.clone());
+    }
+    // Every earlier state is stale now, whether it had parts or only a tail.
+    for old in &states[..states.len() - 1] {
+        let replay = store
+            .append(key, old, storage::stream_of(Bytes::from_static(b"x")))
+            .await;
+        assert!(matches!(replay, Err(Error::Stale)), "{replay:?}");
+    }
+    // A state whose chain does not match the stored parts cannot be published.
+    let forged = tamper_chain(&state);
+    assert!(matches!(
+        store.commit_resumable(key, &forged, "blobs/forged").await,
+        Err(Error::Stale)
+    ));
+    store
+        .commit_resumable(key, &state, "blobs/whole")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stat("blobs/whole").await.unwrap().size,
+        expected.len() as u64
+    );
+    assert!(
+        read(&store, "blobs/whole").await == expected,
+        "committed bytes differ"
+    );
+    let range = store
+        .get("blobs/whole", Some(5 * MIB as u64..5 * MIB as u64 + 10))
+        .await
+        .unwrap();
+    let range: Vec<Bytes> = range.map(Result::unwrap).collect().await;
+    assert_eq!(range.concat(), &expected[5 * MIB..5 * MIB + 10]);
+    assert!(matches!(
+        store.stat("blobs/forged").await,
+        Err(Error::NotFound)
+    ));
+}
+
+fn tamper_chain(state: &WriteState) -> WriteState {
+    let mut backend: serde_json::Value = serde_json::from_slice(&state.backend).unwrap();
+    backend["c"] = serde_json::Value::String("AAAA".into());
+    WriteState {
+        size: state.size,
+        backend: serde_json::to_vec(&backend).unwrap(),
+    }
+}
+
+/// Aborting an upload with parts removes its multipart upload from the bucket.
+#[tokio::test]
+async fn aborted_multipart_uploads_leave_nothing() {
+    let prefix = unique("abort");
+    let store = store(&prefix).await;
+    let key = "uploads/2/data";
+    let state = store.create_resumable(key).await.unwrap();
+    store
+        .append(
+            key,
+            &state,
+            storage::stream_of(Bytes::from(pattern(6 * MIB, 1))),
+        )
+        .await
+        .unwrap();
+    store.abort_resumable(key).await.unwrap();
+    assert!(
+        store.list("uploads/2").await.is_err(),
+        "tail objects remain"
+    );
+    let shared: Arc<dyn BlobStore> = Arc::new(store);
+    assert!(shared.list("uploads").await.is_err());
+}
+
+/// Stowage and Distribution 2.8.2 (its `s3` driver) on one bucket and root directory.
+#[tokio::test]
+async fn distribution_s3_driver_serves_what_stowage_pushed_and_back() {
+    let s3 = S3Endpoint::from_env();
+    let prefix = unique("compat");
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = Layout::new(&dir.path().join("source"));
+    let v1 = source.image(
+        "amd64",
+        &[
+            &[("etc/base", b"base")],
+            &[("app/bin", &pattern(6 * MIB, 9)[..])],
+        ],
+    );
+    let arm = source.image("arm64", &[&[("app/arm", b"arm")]]);
+    let multi = source.index(&[("amd64", &v1), ("arm64", &arm)]);
+    source.tag("v1", &v1);
+    source.tag("multi", &multi);
+
+    let stowage = Stowage::start_args(&s3.stowage_flags(&prefix));
+    let distribution = Distribution::start_s3(&s3, &prefix);
+    for (registry, repo) in [
+        (&stowage.address, "by/stowage"),
+        (&distribution.address, "by/distribution"),
+    ] {
+        for tag in ["v1", "multi"] {
+            skopeo(&[
+                "copy",
+                "--all",
+                &source.reference(tag),
+                &format!("docker://{registry}/{repo}:{tag}"),
+            ]);
+        }
+    }
+    for (registry, repo) in [
+        (&distribution.address, "by/stowage"),
+        (&stowage.address, "by/distribution"),
+    ] {
+        let back = dir.path().join(format!("back-{}", repo.replace('/', "-")));
+        for (tag, written) in [("v1", &v1), ("multi", &multi)] {
+            skopeo(&[
+                "copy",
+                "--all",
+                &format!("docker://{registry}/{repo}:{tag}"),
+                &format!("oci:{}:{tag}", back.display()),
+            ]);
+            assert_eq!(
+                stowage_e2e::layout::tagged_digest(&back, tag),
+                written.digest,
+                "{repo}:{tag} from {registry}"
+            );
+        }
+        assert_eq!(
+            stowage_e2e::layout::blob_digests(&back),
+            stowage_e2e::layout::blob_digests(&source.dir)
+        );
+    }
+}
