@@ -108,6 +108,8 @@ pub struct Stowage {
     /// `127.0.0.1:<port>`
     pub address: String,
     pub log: PathBuf,
+    binary: PathBuf,
+    args: Vec<String>,
 }
 
 impl Stowage {
@@ -130,16 +132,26 @@ impl Stowage {
 
     /// As `start_args`, with a given `stowage` binary (benchmarks use the release build).
     pub fn start_with_binary(binary: &Path, args: &[String]) -> Self {
-        let port = free_port();
-        let address = format!("127.0.0.1:{port}");
+        Self::start_at(binary, &format!("127.0.0.1:{}", free_port()), args)
+    }
+
+    /// Starts again on the same address with the same flags, as a restarted pod would.
+    pub fn restart(&mut self) {
+        self.kill();
+        let binary = self.binary.clone();
+        let (address, args) = (self.address.clone(), self.args.clone());
+        *self = Self::start_at(&binary, &address, &args);
+    }
+
+    fn start_at(binary: &Path, address: &str, args: &[String]) -> Self {
         let log =
-            std::env::temp_dir().join(format!("stowage-e2e-{port}-{}.log", std::process::id()));
+            std::env::temp_dir().join(format!("stowage-e2e-{:016x}.log", rand::random::<u64>()));
         let log_file = fs::File::create(&log).unwrap();
         let mut child = Command::new(binary)
             .arg("serve")
             .args([
                 "--listen",
-                &address,
+                address,
                 "--log-format",
                 "json",
                 "--log-level",
@@ -151,11 +163,13 @@ impl Stowage {
             .stderr(log_file)
             .spawn()
             .unwrap();
-        wait_for_port(&address, &mut child, "stowage", &log);
+        wait_for_port(address, &mut child, "stowage", &log);
         Self {
             child,
-            address,
+            address: address.to_owned(),
             log,
+            binary: binary.to_owned(),
+            args: args.to_vec(),
         }
     }
 
@@ -261,6 +275,58 @@ impl Distribution {
 }
 
 impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// haproxy balancing HTTP requests round-robin over `backends`, skipping any whose `/readyz`
+/// fails; killed when dropped.
+pub struct HaProxy {
+    child: Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl HaProxy {
+    pub fn start(backends: &[&str]) -> Self {
+        let binary = require("haproxy");
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("127.0.0.1:{}", free_port());
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, backend)| format!("  server replica{i} {backend}\n"))
+            .collect();
+        let config = format!(
+            "defaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n  \
+             retries 3\n  option redispatch\n\
+             frontend registry\n  bind {address}\n  default_backend replicas\n\
+             backend replicas\n  balance roundrobin\n  option httpchk GET /readyz\n  \
+             default-server check inter 200ms fall 1 rise 1\n{servers}"
+        );
+        let path = dir.path().join("haproxy.cfg");
+        fs::write(&path, config).unwrap();
+        let log = dir.path().join("haproxy.log");
+        let log_file = fs::File::create(&log).unwrap();
+        let mut child = Command::new(binary)
+            .args(["-db", "-f", path.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        wait_for_port(&address, &mut child, "haproxy", &log);
+        Self {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for HaProxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -170,15 +170,16 @@ where
     {
         return Error::NotFound;
     }
-    if matches!(
-        err,
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
-    ) {
-        return Error::Unavailable(describe(&err));
-    }
-    match err.raw_response().map(|r| r.status().as_u16()) {
-        Some(404) => Error::NotFound,
-        Some(429 | 500 | 502 | 503 | 504) => Error::Unavailable(describe(&err)),
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    match (&err, status) {
+        (_, Some(404)) => Error::NotFound,
+        // Unreachable, too slow, overloaded, or answering garbage: worth retrying later.
+        (
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_),
+            _,
+        )
+        | (_, Some(429 | 500 | 502 | 503 | 504)) => Error::Unavailable(describe(&err)),
+        // Refused credentials, a missing bucket, a request we built wrong: an operator's problem.
         _ => Error::Io(io::Error::other(describe(&err))),
     }
 }

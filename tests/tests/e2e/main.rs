@@ -6,6 +6,8 @@
 mod distribution_compat;
 mod lifecycle;
 mod oras;
+mod replicas;
 mod s3;
+mod s3_faults;
 mod skopeo;
 mod stateless;
