@@ -348,6 +348,34 @@ impl S3Store {
         Ok(checksum)
     }
 
+    /// Uploads `part` as the write's next part, starting the multipart upload if needed.
+    async fn flush_part(&self, full_key: &str, state: &mut Multipart, part: Bytes) -> Result<()> {
+        let upload_id = match &state.upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let created = self
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(full_key)
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                let id = created
+                    .upload_id()
+                    .ok_or_else(|| io::Error::other("no upload id"))?;
+                state.upload_id = Some(id.to_owned());
+                id.to_owned()
+            }
+        };
+        let number = state.parts + 1;
+        let checksum = self.upload_part(full_key, &upload_id, number, part).await?;
+        state.chain = chain_next(&state.chain, number, &checksum);
+        state.parts = number;
+        Ok(())
+    }
+
     /// Checks that parts 1..=state.parts are the ones the state's chain vouches for, and returns
     /// them for completion.
     async fn verified_parts(
@@ -622,46 +650,31 @@ impl BlobStore for S3Store {
         let mut next = Multipart::decode(state)?;
         let old_tail = self.tail_key(key, &next.tail)?;
         // The tail is also the proof that `state` is current: every append replaces it.
-        let mut buffer = match self.read_all(&old_tail).await {
-            Ok(buffer) if buffer.len() as u64 == next.tail_len => buffer,
+        let tail = match self.read_all(&old_tail).await {
+            Ok(tail) if tail.len() as u64 == next.tail_len => tail,
             Ok(_) => return Err(Error::Stale),
             Err(Error::NotFound) => return Err(self.missing_tail(key).await?),
             Err(err) => return Err(err),
         };
+        // One part-sized buffer, filled to the brim and never grown: memory per upload is the
+        // part size plus one incoming frame.
         let part_size = self.part_size as usize;
+        let mut buffer = BytesMut::with_capacity(part_size);
+        buffer.extend_from_slice(&tail);
+        drop(tail);
         let mut body = body;
         let mut size = state.size;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(Error::Body)?;
+            let mut chunk = chunk.map_err(Error::Body)?;
             size += chunk.len() as u64;
-            buffer.extend_from_slice(&chunk);
-            while buffer.len() >= part_size {
-                let part = buffer.split_to(part_size).freeze();
-                let upload_id = match &next.upload_id {
-                    Some(id) => id.clone(),
-                    None => {
-                        let created = self
-                            .client
-                            .create_multipart_upload()
-                            .bucket(&self.bucket)
-                            .key(&full_key)
-                            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                            .send()
-                            .await
-                            .map_err(classify)?;
-                        let id = created
-                            .upload_id()
-                            .ok_or_else(|| io::Error::other("no upload id"))?;
-                        next.upload_id = Some(id.to_owned());
-                        id.to_owned()
-                    }
-                };
-                let number = next.parts + 1;
-                let checksum = self
-                    .upload_part(&full_key, &upload_id, number, part)
-                    .await?;
-                next.chain = chain_next(&next.chain, number, &checksum);
-                next.parts = number;
+            while !chunk.is_empty() {
+                let room = part_size - buffer.len();
+                buffer.extend_from_slice(&chunk.split_to(room.min(chunk.len())));
+                if buffer.len() == part_size {
+                    let part = std::mem::take(&mut buffer).freeze();
+                    self.flush_part(&full_key, &mut next, part).await?;
+                    buffer = BytesMut::with_capacity(part_size);
+                }
             }
         }
         next.tail = nonce();

@@ -199,3 +199,66 @@ async fn distribution_s3_driver_serves_what_stowage_pushed_and_back() {
         );
     }
 }
+
+/// With redirects on, a blob GET answers 307 to a presigned URL the client can fetch from S3
+/// directly; with them off (the default), the registry streams the bytes itself.
+#[tokio::test]
+async fn blob_downloads_redirect_to_presigned_urls_when_enabled() {
+    let s3 = S3Endpoint::from_env();
+    let prefix = unique("redirect");
+    let data = pattern(3 * MIB, 4);
+    let digest = stowage_e2e::sha256(&data);
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let mut flags = s3.stowage_flags(&prefix);
+    flags.extend(["--s3-redirect".to_owned(), "true".to_owned()]);
+    let redirecting = Stowage::start_args(&flags);
+    let pushed = no_redirects
+        .post(redirecting.url(&format!("/v2/r/blobs/uploads/?digest={digest}")))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 201);
+    let url = redirecting.url(&format!("/v2/r/blobs/{digest}"));
+    let response = no_redirects.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 307);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&s3.endpoint) && location.contains("X-Amz-Signature="),
+        "{location}"
+    );
+    let direct = reqwest::get(&location).await.unwrap();
+    assert_eq!(direct.status(), 200);
+    assert!(
+        direct.bytes().await.unwrap() == data,
+        "presigned URL served other bytes"
+    );
+    // HEAD is answered by the registry itself; a blob not in the repository is never redirected.
+    let head = no_redirects.head(&url).send().await.unwrap();
+    assert_eq!(
+        (
+            head.status().as_u16(),
+            head.headers()["content-length"].to_str().unwrap()
+        ),
+        (200, "3145728")
+    );
+    let elsewhere = no_redirects
+        .get(redirecting.url(&format!("/v2/other/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 404);
+
+    let streaming = Stowage::start_args(&s3.stowage_flags(&prefix));
+    let response = no_redirects
+        .get(streaming.url(&format!("/v2/r/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.bytes().await.unwrap() == data);
+}
