@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::api::{self, ApiSettings, AppState};
+use crate::gc;
 use crate::registry::{Limits, Registry};
 use crate::storage::{self, MIN_PART_SIZE, S3Config, StorageConfig};
 use crate::telemetry::{self, LogFormat};
@@ -21,6 +22,7 @@ const DEFAULT_FS_ROOT: &str = "./stowage-data";
 const DEFAULT_MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
 const DEFAULT_UPLOAD_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_PURGE_AGE: Duration = Duration::from_secs(168 * 3600);
 
 /// Stowage, a clustered OCI registry.
 #[derive(Debug, Parser)]
@@ -34,6 +36,62 @@ pub struct Cli {
 pub enum Command {
     /// Serve the OCI Distribution API.
     Serve(ServeArgs),
+    /// Delete unreferenced blobs and manifests, while the registry keeps serving.
+    Gc(GcArgs),
+    /// Delete upload sessions that were started long ago and never finished.
+    PurgeUploads(PurgeArgs),
+}
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// List what would be deleted; delete nothing.
+    #[arg(long, env = "STOWAGE_GC_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Also delete manifests that no tag, and nothing kept, refers to.
+    #[arg(long, env = "STOWAGE_GC_DELETE_UNTAGGED")]
+    pub delete_untagged: bool,
+
+    /// Nothing younger than this is deleted.
+    #[arg(long, env = "STOWAGE_GC_GRACE_PERIOD", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub grace_period: Duration,
+
+    /// How long the announced sweep stands before deleting; at least twice the manifest push
+    /// deadline (5s), so pushes under way finish first.
+    #[arg(long, env = "STOWAGE_GC_SWEEP_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sweep_wait: Duration,
+
+    /// Report format.
+    #[arg(long, default_value = "text")]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub storage: ServeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// List what would be deleted; delete nothing.
+    #[arg(long, env = "STOWAGE_PURGE_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Sessions started longer ago than this are deleted.
+    #[arg(long, env = "STOWAGE_PURGE_OLDER_THAN", default_value = "168h", value_parser = humantime::parse_duration)]
+    pub older_than: Duration,
+
+    /// Report format.
+    #[arg(long, default_value = "text")]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub storage: ServeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +239,17 @@ pub struct Settings {
     #[arg(long, env = "STOWAGE_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde_opt")]
     pub shutdown_grace: Option<Duration>,
+
+    /// Purge stale upload sessions from within `serve` this often, for single-process installs
+    /// (clusters run `stowage purge-uploads` as a CronJob instead) [default: off].
+    #[arg(long, env = "STOWAGE_PURGE_UPLOADS_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub purge_uploads_interval: Option<Duration>,
+
+    /// Age beyond which the in-process purge removes an upload session [default: 168h].
+    #[arg(long, env = "STOWAGE_PURGE_UPLOADS_OLDER_THAN", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub purge_uploads_older_than: Option<Duration>,
 }
 
 impl Settings {
@@ -216,6 +285,10 @@ impl Settings {
             log_format: self.log_format.or(file.log_format),
             log_level: self.log_level.or(file.log_level),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+            purge_uploads_interval: self.purge_uploads_interval.or(file.purge_uploads_interval),
+            purge_uploads_older_than: self
+                .purge_uploads_older_than
+                .or(file.purge_uploads_older_than),
         }
     }
 }
@@ -256,6 +329,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub shutdown_grace: Duration,
+    /// In-process upload purging: how often, and the age limit.
+    pub purge_uploads: Option<(Duration, Duration)>,
 }
 
 impl ServeArgs {
@@ -316,6 +391,12 @@ impl ServeArgs {
             log_format: s.log_format.unwrap_or(LogFormat::Text),
             log_level: s.log_level.unwrap_or_else(|| "info".to_owned()),
             shutdown_grace: s.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            purge_uploads: s.purge_uploads_interval.map(|interval| {
+                (
+                    interval,
+                    s.purge_uploads_older_than.unwrap_or(DEFAULT_PURGE_AGE),
+                )
+            }),
         })
     }
 }
@@ -403,8 +484,56 @@ impl Cli {
                 telemetry::init(config.log_format, &config.log_level)?;
                 serve(config).await
             }
+            Command::Gc(args) => {
+                if args.sweep_wait < 2 * crate::registry::MANIFEST_PUT_DEADLINE {
+                    return Err(ConfigError::Invalid(format!(
+                        "--sweep-wait must be at least {:?}",
+                        2 * crate::registry::MANIFEST_PUT_DEADLINE
+                    ))
+                    .into());
+                }
+                let config = args.storage.resolve()?;
+                telemetry::init(config.log_format, &config.log_level)?;
+                let options = gc::Options {
+                    dry_run: args.dry_run,
+                    delete_untagged: args.delete_untagged,
+                    grace_period: args.grace_period,
+                    sweep_wait: args.sweep_wait,
+                };
+                let report = gc::run_once(storage::open(&config.storage).await?, &options).await?;
+                print_report(&report, args.output)
+            }
+            Command::PurgeUploads(args) => {
+                let config = args.storage.resolve()?;
+                telemetry::init(config.log_format, &config.log_level)?;
+                let options = gc::PurgeOptions {
+                    dry_run: args.dry_run,
+                    older_than: args.older_than,
+                };
+                let report =
+                    gc::purge_uploads(storage::open(&config.storage).await?, &options).await?;
+                print_report(&report, args.output)
+            }
         }
     }
+}
+
+fn print_report(
+    report: &gc::Report,
+    output: OutputFormat,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string(report)?),
+        OutputFormat::Text => {
+            if report.dry_run {
+                for item in &report.deleted {
+                    println!("{item}");
+                }
+            }
+            println!("{}", report.summary());
+        }
+    }
+    Ok(())
 }
 
 /// Builds the application for `config` on an opened store.
@@ -432,6 +561,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error 
         );
         TokenKeys::new(SecretKey::random(), None)
     });
+    if let Some((interval, older_than)) = config.purge_uploads {
+        tokio::spawn(purge_periodically(Arc::clone(&store), interval, older_than));
+    }
     let app = app(&config, store, keys);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(address = %listener.local_addr()?, storage = ?config.storage, "serving");
@@ -453,6 +585,30 @@ pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error 
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `serve`'s in-process upload purging, for installs without a scheduler.
+async fn purge_periodically(
+    store: Arc<dyn storage::BlobStore>,
+    interval: Duration,
+    older_than: Duration,
+) {
+    let options = gc::PurgeOptions {
+        dry_run: false,
+        older_than,
+    };
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        match gc::purge_uploads(Arc::clone(&store), &options).await {
+            Ok(report) => tracing::info!(
+                uploads = report.uploads_deleted,
+                bytes = report.bytes_freed,
+                "purged stale uploads"
+            ),
+            Err(err) => tracing::warn!(error = %err, "purging stale uploads failed"),
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -499,6 +655,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
         }
     }
 

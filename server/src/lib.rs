@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod gc;
 pub mod manifest;
 pub mod oci;
 pub mod registry;

@@ -28,7 +28,7 @@ const RPS_DURATION: Duration = Duration::from_secs(3);
 
 /// Deterministic content, generated as it is sent so the client holds at most one chunk.
 fn content(seed: u64, offset: u64, len: usize) -> Bytes {
-    let block = offset / GENERATOR_CHUNK as u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let block = (offset / GENERATOR_CHUNK as u64) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     Bytes::from(
         (0..len)
             .map(|i| (i as u64 ^ block.wrapping_mul(31)) as u8)
@@ -160,7 +160,7 @@ async fn pull(http: &reqwest::Client, registry: &Stowage, repo: &str, digest: &s
     received
 }
 
-fn row(what: &str, figure: String, rss: Option<f64>) {
+fn row(what: &str, figure: &str, rss: Option<f64>) {
     let rss = rss.map(|r| format!("{r:.1} MiB")).unwrap_or_default();
     println!("  {what:<44} {figure:>30} {rss:>12}");
 }
@@ -175,7 +175,7 @@ async fn throughput(flags: &[String], size: u64) {
     let rate = format!("{:.1} MB/s", mb_per_s(size, started.elapsed()));
     row(
         &format!("push {mib} MiB, streamed (1 PATCH)"),
-        rate,
+        &rate,
         Some(peak_rss_mib(registry.pid())),
     );
     // Another seed, so the chunked push cannot skip its commit as an existing blob.
@@ -185,7 +185,7 @@ async fn throughput(flags: &[String], size: u64) {
     let rate = format!("{:.1} MB/s", mb_per_s(size, started.elapsed()));
     row(
         &format!("push {mib} MiB, 16 MiB chunks"),
-        rate,
+        &rate,
         Some(peak_rss_mib(registry.pid())),
     );
     let started = Instant::now();
@@ -193,7 +193,7 @@ async fn throughput(flags: &[String], size: u64) {
     let rate = format!("{:.1} MB/s", mb_per_s(received, started.elapsed()));
     row(
         &format!("pull {mib} MiB (client checks digest)"),
-        rate,
+        &rate,
         Some(peak_rss_mib(registry.pid())),
     );
 }
@@ -273,7 +273,7 @@ async fn manifest_rates(flags: &[String]) {
             );
             row(
                 &format!("manifest {method} by tag, {clients} client(s)"),
-                figure,
+                &figure,
                 None,
             );
         }
@@ -310,7 +310,7 @@ async fn concurrent_uploads(flags: &[String], size: u64) {
             "{CONCURRENT_UPLOADS} concurrent pushes of {} MiB",
             size >> 20
         ),
-        format!("{:.1} MB/s in all", mb_per_s(total, started.elapsed())),
+        &format!("{:.1} MB/s in all", mb_per_s(total, started.elapsed())),
         Some(peak_rss_mib(registry.pid())),
     );
 }

@@ -244,6 +244,12 @@ impl From<registry::Error> for ApiError {
             ),
             E::ManifestDigestMismatch { .. } => Self::digest_invalid(err.to_string()),
             E::Storage(err) => err.into(),
+            E::TooSlow => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                DistributionCode::Unavailable,
+                err.to_string(),
+            )
+            .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")),
             E::CorruptLink(_) => Self::internal(&err),
         }
     }

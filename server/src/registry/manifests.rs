@@ -52,8 +52,21 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::sha256_of(&body),
         };
+        let started = std::time::Instant::now();
         let parsed = manifest::parse(&body, content_type)?;
+        // A sweep under way may be about to delete what this manifest needs: refuse cleanly.
+        if let Some(pending) = crate::gc::pending(self.store.as_ref()).await? {
+            let needed = std::iter::once(&digest)
+                .chain(parsed.required_blobs().map(|d| &d.digest))
+                .chain(parsed.manifests.iter().map(|d| &d.digest));
+            if let Some(doomed) = needed.into_iter().find(|d| pending.digests.contains(*d)) {
+                return Err(Error::ManifestBlobUnknown(doomed.clone()));
+            }
+        }
         self.check_references(name, &parsed).await?;
+        if started.elapsed() > super::MANIFEST_PUT_DEADLINE {
+            return Err(Error::TooSlow);
+        }
 
         self.store.put(&layout::blob_data(&digest), body).await?;
         self.write_link(&layout::revision_link(name, &digest), &digest)

@@ -17,6 +17,11 @@ pub use manifests::{PutOutcome, StoredManifest};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A manifest push gives up rather than write after this long: garbage collection waits longer
+/// than this between announcing a sweep and sweeping, so a push that did not see the
+/// announcement has always finished before the sweep looks for what it references.
+pub const MANIFEST_PUT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -32,6 +37,8 @@ pub enum Error {
     ManifestInvalid(#[from] manifest::Error),
     #[error("manifest digest {actual} does not match {expected}")]
     ManifestDigestMismatch { expected: Digest, actual: Digest },
+    #[error("the manifest push took too long; retry")]
+    TooSlow,
     #[error("stored link is corrupt: {0}")]
     CorruptLink(String),
     #[error(transparent)]

@@ -16,6 +16,7 @@ pub async fn run_all(store: &dyn BlobStore) {
     put_get_stat(store).await;
     ranged_reads(store).await;
     list_and_delete(store).await;
+    walk_lists_everything_below(store).await;
     resumable_writes(store).await;
     stale_states_are_refused(store).await;
     failed_append_can_be_retried(store).await;
@@ -101,6 +102,35 @@ async fn list_and_delete(store: &dyn BlobStore) {
         Err(Error::NotFound)
     ));
     assert_eq!(store.list("c/list").await.unwrap(), ["b"]);
+}
+
+async fn walk_lists_everything_below(store: &dyn BlobStore) {
+    assert!(store.walk("c/walk").await.unwrap().is_empty());
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for (key, data) in [
+        ("c/walk/a", &b"1"[..]),
+        ("c/walk/b/c", b"22"),
+        ("c/walk/b/d/e", b"333"),
+    ] {
+        store.put(key, Bytes::from_static(data)).await.unwrap();
+    }
+    store
+        .put("c/walkother", Bytes::from_static(b"not below"))
+        .await
+        .unwrap();
+    let mut found: Vec<(String, u64)> = store
+        .walk("c/walk")
+        .await
+        .unwrap()
+        .into_iter()
+        .inspect(|o| assert!(o.modified > before, "{o:?}"))
+        .map(|o| (o.key, o.size))
+        .collect();
+    found.sort();
+    let expected = [("a", 1), ("b/c", 2), ("b/d/e", 3)].map(|(k, n)| (k.to_owned(), n));
+    assert_eq!(found, expected);
+    store.delete("c/walk").await.unwrap();
+    store.delete("c/walkother").await.unwrap();
 }
 
 async fn resumable_writes(store: &dyn BlobStore) {

@@ -24,7 +24,7 @@ use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-use super::{BlobStore, ByteStream, Error, ObjectMeta, Result, WriteState};
+use super::{BlobStore, ByteStream, Error, ObjectInfo, ObjectMeta, Result, WriteState};
 
 const TMP_DIR: &str = ".stowage-tmp";
 /// Temporary files older than this at startup belong to writers that died.
@@ -246,6 +246,41 @@ impl BlobStore for FsStore {
         }
         names.sort_unstable();
         Ok(names)
+    }
+
+    async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let root = self.path_of(prefix)?;
+        let mut found = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let mut entries = match fs::read_dir(&dir).await {
+                Ok(entries) => entries,
+                Err(err)
+                    if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) =>
+                {
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
+            while let Some(entry) = entries.next_entry().await? {
+                let meta = match entry.metadata().await {
+                    Ok(meta) => meta,
+                    // Removed since it was listed.
+                    Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                    Err(err) => return Err(err.into()),
+                };
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                } else if let Ok(relative) = entry.path().strip_prefix(&root) {
+                    found.push(ObjectInfo {
+                        key: relative.to_string_lossy().into_owned(),
+                        size: meta.len(),
+                        modified: meta.modified()?,
+                    });
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -23,6 +23,16 @@ pub fn repositories_root() -> String {
     format!("{ROOT}/repositories")
 }
 
+/// Directory holding every blob.
+pub fn blobs_root() -> String {
+    format!("{ROOT}/blobs")
+}
+
+/// The sweep a garbage collection has announced; outside Distribution's tree, so it never sees it.
+pub fn gc_marker() -> String {
+    format!("{ROOT}/_stowage/gc-sweep.json")
+}
+
 /// Directory of one repository.
 pub fn repository(name: &RepositoryName) -> String {
     format!("{ROOT}/repositories/{name}")

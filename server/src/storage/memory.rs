@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use super::{BlobStore, ByteStream, Error, ObjectMeta, Result, WriteState, stream_of};
+use super::{BlobStore, ByteStream, Error, ObjectInfo, ObjectMeta, Result, WriteState, stream_of};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -97,6 +97,23 @@ impl BlobStore for MemoryStore {
             return Err(Error::NotFound);
         }
         Ok(children.into_iter().collect())
+    }
+
+    async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let dir = format!("{}/", prefix.trim_end_matches('/'));
+        let inner = self.lock();
+        Ok(inner
+            .objects
+            .iter()
+            .filter_map(|(key, (data, modified))| {
+                let key = key.strip_prefix(&dir)?.to_owned();
+                Some(ObjectInfo {
+                    key,
+                    size: data.len() as u64,
+                    modified: *modified,
+                })
+            })
+            .collect())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

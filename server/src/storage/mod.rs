@@ -6,6 +6,8 @@
 
 pub mod layout;
 
+mod counting;
+
 mod fs;
 mod memory;
 mod s3;
@@ -25,6 +27,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+pub use counting::Counting;
 pub use fs::FsStore;
 pub use memory::MemoryStore;
 pub use s3::{MIN_PART_SIZE, S3Config, S3Store};
@@ -64,6 +67,15 @@ pub struct ObjectMeta {
     pub modified: SystemTime,
 }
 
+/// One object found by [`BlobStore::walk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The key, relative to the walked prefix.
+    pub key: String,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
 /// Where a resumable write stands: the bytes it holds, and whatever the backend needs to find and
 /// trust them again. The registry never interprets `backend`; it carries it, signed, in the upload
 /// token, so any replica can continue the write.
@@ -98,6 +110,10 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
 
     /// The names directly below `prefix`, sorted; [`Error::NotFound`] when nothing is below it.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Every object below `prefix`, at any depth, with its size and time, in no particular order;
+    /// empty when nothing is there. One listing, not a request per object, where the backend can.
+    async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
 
     /// Removes the object at `key` and everything below it; succeeds if nothing is there.
     async fn delete(&self, key: &str) -> Result<()>;

@@ -42,7 +42,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{BlobStore, ByteStream, Error, ObjectMeta, Result, WriteState};
+use super::{BlobStore, ByteStream, Error, ObjectInfo, ObjectMeta, Result, WriteState};
 
 /// S3 refuses smaller parts (except the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -607,6 +607,37 @@ impl BlobStore for S3Store {
         names.sort_unstable();
         names.dedup();
         Ok(names)
+    }
+
+    async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let dir = format!("{}/", self.key(prefix.trim_end_matches('/'))?);
+        let mut found = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&dir)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(classify)?;
+            for object in page.contents() {
+                let Some(key) = object.key().and_then(|k| k.strip_prefix(&dir)) else {
+                    continue;
+                };
+                let modified = object
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                let size = object.size().unwrap_or(0).max(0) as u64;
+                found.push(ObjectInfo {
+                    key: key.to_owned(),
+                    size,
+                    modified,
+                });
+            }
+        }
+        Ok(found)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -104,7 +104,9 @@ impl Server {
             "false",
         ];
         argv.extend_from_slice(flags);
-        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command;
+        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!("parsed a serve command line")
+        };
         let config = args.resolve().unwrap();
         let store = storage::open(&config.storage).await.unwrap();
         let keys = config
@@ -129,6 +131,11 @@ impl Server {
             _dir: dir,
             task,
         }
+    }
+
+    /// The storage the server runs on, for tests that act on it directly (as `stowage gc` does).
+    pub fn store(&self) -> Arc<dyn BlobStore> {
+        Arc::clone(&self.store)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -6,6 +6,7 @@
 mod bad_input;
 mod blobs;
 mod common;
+mod gc;
 mod listing;
 mod manifests;
 mod referrers;

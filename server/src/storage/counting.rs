@@ -1,0 +1,88 @@
+//! A store that counts the requests made through it, for reports and benchmarks.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{BlobStore, ByteStream, ObjectInfo, ObjectMeta, Result, WriteState};
+
+/// Wraps a store and counts every call made through it.
+#[derive(Debug)]
+pub struct Counting {
+    inner: Arc<dyn BlobStore>,
+    requests: AtomicU64,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<dyn BlobStore>) -> Self {
+        Self {
+            inner,
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Calls made so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) -> &dyn BlobStore {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.as_ref()
+    }
+}
+
+#[async_trait]
+impl BlobStore for Counting {
+    async fn stat(&self, key: &str) -> Result<ObjectMeta> {
+        self.count().stat(key).await
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        self.count().get(key, range).await
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.count().put(key, data).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.count().list(prefix).await
+    }
+
+    async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.count().walk(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.count().delete(key).await
+    }
+
+    async fn presigned_get_url(&self, key: &str, ttl: Duration) -> Result<Option<String>> {
+        self.count().presigned_get_url(key, ttl).await
+    }
+
+    async fn create_resumable(&self, key: &str) -> Result<WriteState> {
+        self.count().create_resumable(key).await
+    }
+
+    async fn append(&self, key: &str, state: &WriteState, body: ByteStream) -> Result<WriteState> {
+        self.count().append(key, state, body).await
+    }
+
+    async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()> {
+        self.count().commit_resumable(key, state, dest).await
+    }
+
+    async fn abort_resumable(&self, key: &str) -> Result<()> {
+        self.count().abort_resumable(key).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.count().ping().await
+    }
+}
