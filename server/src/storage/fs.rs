@@ -91,8 +91,13 @@ impl FsStore {
 
     async fn sync_dir(&self, dir: &Path) -> Result<()> {
         if self.fsync {
-            // The rename is only durable once the directory entry is.
-            fs::File::open(dir).await?.sync_all().await?;
+            // The rename is only durable once the directory entry is. A directory deleted
+            // meanwhile took the entry with it: nothing is left to make durable.
+            match fs::File::open(dir).await {
+                Ok(file) => file.sync_all().await?,
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(err.into()),
+            }
         }
         Ok(())
     }
@@ -102,9 +107,49 @@ impl FsStore {
         let parent = to
             .parent()
             .ok_or_else(|| io::Error::other("object without parent"))?;
-        fs::create_dir_all(parent).await?;
-        fs::rename(from, to).await?;
+        let mut attempts = 0;
+        loop {
+            fs::create_dir_all(parent).await?;
+            match fs::rename(from, to).await {
+                Ok(()) => break,
+                // A concurrent delete (garbage collection) removed the fresh directory: again.
+                Err(err)
+                    if err.kind() == ErrorKind::NotFound
+                        && attempts < 3
+                        && fs::metadata(from).await.is_ok() =>
+                {
+                    attempts += 1;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
         self.sync_dir(parent).await
+    }
+}
+
+/// Removes a directory tree that other processes may be changing: entries that vanish are fine,
+/// and a directory that gained entries meanwhile is tried again.
+async fn remove_tree(path: &Path) -> io::Result<()> {
+    let mut attempts = 0;
+    loop {
+        match fs::remove_dir_all(path).await {
+            Ok(()) => return Ok(()),
+            Err(err)
+                if err.kind() == ErrorKind::NotFound
+                    && fs::symlink_metadata(path).await.is_err() =>
+            {
+                return Ok(());
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::NotFound | ErrorKind::DirectoryNotEmpty
+                ) && attempts < 3 =>
+            {
+                attempts += 1;
+            }
+            Err(err) => return Err(err),
+        }
     }
 }
 
@@ -262,7 +307,14 @@ impl BlobStore for FsStore {
                 }
                 Err(err) => return Err(err.into()),
             };
-            while let Some(entry) = entries.next_entry().await? {
+            loop {
+                let entry = match entries.next_entry().await {
+                    Ok(Some(entry)) => entry,
+                    Ok(None) => break,
+                    // The directory went away while it was listed.
+                    Err(err) if err.kind() == ErrorKind::NotFound => break,
+                    Err(err) => return Err(err.into()),
+                };
                 let meta = match entry.metadata().await {
                     Ok(meta) => meta,
                     // Removed since it was listed.
@@ -286,7 +338,7 @@ impl BlobStore for FsStore {
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path_of(key)?;
         let result = match fs::symlink_metadata(&path).await {
-            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path).await,
+            Ok(meta) if meta.is_dir() => remove_tree(&path).await,
             Ok(_) => fs::remove_file(&path).await,
             Err(err) => Err(err),
         };

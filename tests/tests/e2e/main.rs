@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod distribution_compat;
+mod gc;
 mod lifecycle;
 mod oras;
 mod replicas;

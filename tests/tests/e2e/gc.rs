@@ -1,0 +1,362 @@
+//! `stowage gc` as operators run it: against Distribution's own garbage collector on the same
+//! folder, and online, while replicas keep taking pushes.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use stowage_e2e::{Stowage, require, run, sha256, stowage_bin};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Pushes an image of `layers` tagged `tag` over plain HTTP; the manifest PUT's status.
+async fn push_image(
+    http: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    config: &[u8],
+    layers: &[Vec<u8>],
+) -> StatusCode {
+    let mut descriptors = Vec::new();
+    for blob in std::iter::once(config).chain(layers.iter().map(Vec::as_slice)) {
+        let digest = sha256(blob);
+        let pushed = http
+            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
+            .body(blob.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pushed.status(), StatusCode::CREATED);
+        descriptors.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": blob.len()}));
+    }
+    let mut config_descriptor = descriptors.remove(0);
+    config_descriptor["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
+    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config_descriptor, "layers": descriptors});
+    http.put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+fn stowage_gc(root: &Path, flags: &[&str]) -> Value {
+    let output = run(Command::new(stowage_bin())
+        .args([
+            "gc",
+            "--output",
+            "json",
+            "--grace-period",
+            "0s",
+            "--fs-root",
+            root.to_str().unwrap(),
+        ])
+        .args(flags));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// `(blobs, manifests)` that Distribution's `garbage-collect --dry-run` would delete.
+fn distribution_would_delete(
+    root: &Path,
+    delete_untagged: bool,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(require("docker-registry"));
+    command.args(["garbage-collect", "--dry-run"]);
+    if delete_untagged {
+        command.arg("--delete-untagged");
+    }
+    let output = run(command.arg(&config));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    let mut blobs = BTreeSet::new();
+    let mut manifests = BTreeSet::new();
+    for line in text.lines() {
+        let Some((kind, rest)) = line.split_once(" eligible for deletion: ") else {
+            continue;
+        };
+        let digest = rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if kind.ends_with("blob") {
+            blobs.insert(digest);
+        } else if kind.ends_with("manifest") {
+            manifests.insert(digest);
+        }
+    }
+    (blobs, manifests)
+}
+
+fn ours(report: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut blobs = BTreeSet::new();
+    let mut manifests = BTreeSet::new();
+    for item in report["deleted"].as_array().unwrap() {
+        let item = item.as_str().unwrap();
+        if let Some(digest) = item.strip_prefix("blob ") {
+            blobs.insert(digest.to_owned());
+        } else if let Some((_, digest)) = item
+            .strip_prefix("manifest ")
+            .and_then(|m| m.split_once('@'))
+        {
+            manifests.insert(digest.to_owned());
+        }
+    }
+    (blobs, manifests)
+}
+
+#[tokio::test]
+async fn deletes_nothing_distribution_would_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let registry = Stowage::start(&root, &[]);
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", registry.address);
+    let shared = b"a base layer every image shares".to_vec();
+    for (tag, unique) in [("v1", "one"), ("v2", "two"), ("v3", "three")] {
+        let status = push_image(
+            &http,
+            &base,
+            "compat/app",
+            tag,
+            format!("config {tag}").as_bytes(),
+            &[shared.clone(), unique.as_bytes().to_vec()],
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    // v2 moves to a new image, v3 is untagged, and one blob was never referenced.
+    let status = push_image(
+        &http,
+        &base,
+        "compat/app",
+        "v2",
+        b"config v2 again",
+        &[shared.clone(), b"two again".to_vec()],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        http.delete(format!("{base}/v2/compat/app/manifests/v3"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let orphan = sha256(b"never referenced");
+    http.post(format!(
+        "{base}/v2/compat/app/blobs/uploads/?digest={orphan}"
+    ))
+    .body("never referenced")
+    .send()
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    for delete_untagged in [false, true] {
+        let flags: &[&str] = if delete_untagged {
+            &["--dry-run", "--delete-untagged"]
+        } else {
+            &["--dry-run"]
+        };
+        let report = stowage_gc(&root, flags);
+        let (our_blobs, our_manifests) = ours(&report);
+        let (their_blobs, their_manifests) = distribution_would_delete(&root, delete_untagged);
+        assert!(
+            our_blobs.is_subset(&their_blobs),
+            "we would delete blobs Distribution keeps: {:?}",
+            our_blobs.difference(&their_blobs).collect::<Vec<_>>()
+        );
+        assert!(
+            our_manifests.is_subset(&their_manifests),
+            "{our_manifests:?} vs {their_manifests:?}"
+        );
+        assert!(our_blobs.contains(&orphan));
+        if delete_untagged {
+            assert!(our_blobs.contains(&sha256(b"three")) && our_blobs.contains(&sha256(b"two")));
+            assert_eq!(our_manifests.len(), 2, "{report}");
+        } else {
+            assert_eq!(our_blobs.len(), 1, "{report}");
+        }
+    }
+
+    // For real: then Distribution itself still serves every tag, whole.
+    let report = stowage_gc(&root, &["--delete-untagged", "--sweep-wait", "10s"]);
+    assert_eq!(report["manifests_deleted"], 2, "{report}");
+    let distribution = stowage_e2e::Distribution::start(&root);
+    for tag in ["v1", "v2"] {
+        let back = dir.path().join(format!("back-{tag}"));
+        stowage_e2e::skopeo(&[
+            "copy",
+            &format!("docker://{}/compat/app:{tag}", distribution.address),
+            &format!("oci:{}:{tag}", back.display()),
+        ]);
+    }
+    let (left_blobs, left_manifests) = distribution_would_delete(&root, true);
+    assert!(
+        left_blobs.is_empty() && left_manifests.is_empty(),
+        "{left_blobs:?} {left_manifests:?}"
+    );
+}
+
+/// Pushes through two replicas never stop while `stowage gc --delete-untagged` runs again and
+/// again, and keep needing layers that have just become garbage. Pushes that race a sweep are
+/// refused cleanly and pushed again; afterwards every tag pulls completely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_runs_while_pushes_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let key = "an upload key shared by both replicas of this test";
+    let replicas = [
+        Stowage::start(&root, &["--upload-secret", key]),
+        Stowage::start(&root, &["--upload-secret", key]),
+    ];
+    let bases: Vec<String> = replicas
+        .iter()
+        .map(|r| format!("http://{}", r.address))
+        .collect();
+    let http = reqwest::Client::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+
+    let pushers: Vec<_> = (0..3usize)
+        .map(|task| {
+            let (http, bases, stop, refused) = (
+                http.clone(),
+                bases.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&refused),
+            );
+            tokio::spawn(async move {
+                let mut pushed = 0;
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let base = &bases[i % bases.len()];
+                    let config = format!("config {i} of pusher {task}").into_bytes();
+                    // The moving tag cycles through five layers: each one turns into garbage when
+                    // the tag moves on, and is needed again four pushes later, mid-sweep or not.
+                    let (tag, layer) = if i % 4 == 0 {
+                        (
+                            format!("keep-{task}-{i}"),
+                            format!("layer of kept image {i} of pusher {task}"),
+                        )
+                    } else {
+                        (
+                            format!("moving-{task}"),
+                            format!("pooled layer {} of pusher {task}", i % 5),
+                        )
+                    };
+                    let layer = layer.into_bytes();
+                    match push_image(
+                        &http,
+                        base,
+                        &format!("online/p{task}"),
+                        &tag,
+                        &config,
+                        &[b"shared base".to_vec(), layer],
+                    )
+                    .await
+                    {
+                        StatusCode::CREATED => pushed += 1,
+                        StatusCode::BAD_REQUEST => {
+                            // MANIFEST_BLOB_UNKNOWN while a sweep stands: push again shortly.
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                        other => panic!("push answered {other}"),
+                    }
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                pushed
+            })
+        })
+        .collect();
+
+    let mut deleted = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let root = root.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            stowage_gc(&root, &["--delete-untagged", "--sweep-wait", "10s"])
+        })
+        .await
+        .unwrap();
+        deleted += report["manifests_deleted"].as_u64().unwrap()
+            + report["blobs_deleted"].as_u64().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut pushed = 0;
+    for pusher in pushers {
+        pushed += pusher.await.unwrap();
+    }
+    eprintln!(
+        "pushed {pushed} images, {} pushes refused during sweeps, gc deleted {deleted} objects",
+        refused.load(Ordering::Relaxed)
+    );
+    assert!(deleted > 0, "gc found nothing to collect");
+    assert!(
+        refused.load(Ordering::Relaxed) > 0,
+        "no push ever raced a sweep"
+    );
+
+    // Every tag, through either replica, pulls whole: manifest, config and layers.
+    let mut checked = 0;
+    for task in 0..3 {
+        let repo = format!("online/p{task}");
+        let tags: Value = http
+            .get(format!("{}/v2/{repo}/tags/list", bases[0]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for tag in tags["tags"].as_array().unwrap() {
+            let tag = tag.as_str().unwrap();
+            let base = &bases[checked % bases.len()];
+            let manifest: Value = http
+                .get(format!("{base}/v2/{repo}/manifests/{tag}"))
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let blobs =
+                std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap());
+            for descriptor in blobs {
+                let digest = descriptor["digest"].as_str().unwrap();
+                let blob = http
+                    .get(format!("{base}/v2/{repo}/blobs/{digest}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(blob.status(), StatusCode::OK, "{repo}:{tag} lost {digest}");
+                assert_eq!(sha256(&blob.bytes().await.unwrap()), digest);
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} tags to check");
+}
