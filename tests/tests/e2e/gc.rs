@@ -253,7 +253,7 @@ async fn gc_runs_while_pushes_continue() {
                     let config = format!("config {i} of pusher {task}").into_bytes();
                     // The moving tag cycles through five layers: each one turns into garbage when
                     // the tag moves on, and is needed again four pushes later, mid-sweep or not.
-                    let (tag, layer) = if i % 4 == 0 {
+                    let (tag, layer) = if i.is_multiple_of(4) {
                         (
                             format!("keep-{task}-{i}"),
                             format!("layer of kept image {i} of pusher {task}"),
