@@ -24,6 +24,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest;
@@ -316,35 +317,33 @@ pub async fn run_once(store: Arc<dyn BlobStore>, options: &Options) -> storage::
         .iter()
         .map(|l| (l.repository.clone(), l.digest.clone()))
         .collect();
+    let mut doomed: Vec<String> = Vec::new();
     for link in &manifests {
         report
             .deleted
             .push(format!("manifest {}@{}", link.repository, link.digest));
         report.manifests_deleted += 1;
-        if !options.dry_run {
-            store.delete(parent(&link.key)).await?;
-        }
+        doomed.push(link.key.clone());
     }
-    if !options.dry_run {
-        // The tag history and referrers entries of deleted manifests go with them.
-        let entries = scan
-            .tag_history
-            .iter()
-            .chain(scan.referrers.values().flatten());
-        for entry in entries
+    // The tag history and referrers entries of deleted manifests go with them.
+    let entries = scan
+        .tag_history
+        .iter()
+        .chain(scan.referrers.values().flatten());
+    doomed.extend(
+        entries
             .filter(|e| deleted_manifests.contains(&(e.repository.clone(), e.digest.clone())))
-        {
-            store.delete(parent(&entry.key)).await?;
-        }
-    }
+            .map(|e| e.key.clone()),
+    );
     for digest in &blobs {
         let size = scan.blobs.get(digest).map_or(0, |(size, _)| *size);
         report.deleted.push(format!("blob {digest}"));
         report.blobs_deleted += 1;
         report.bytes_freed += size;
-        if !options.dry_run {
-            store.delete(parent(&layout::blob_data(digest))).await?;
-        }
+        doomed.push(layout::blob_data(digest));
+    }
+    if !options.dry_run {
+        delete_in_batches(store, &doomed).await?;
     }
     report.links_deleted =
         sweep_dangling_links(store, &scan, &blobs, cutoff, options.dry_run).await?;
@@ -429,28 +428,36 @@ async fn sweep_dangling_links(
     cutoff: SystemTime,
     dry_run: bool,
 ) -> storage::Result<usize> {
-    let mut removed = 0;
-    for link in scan.layers.iter().filter(|l| l.modified < cutoff) {
-        let gone = deleted.contains(&link.digest) || !scan.blobs.contains_key(&link.digest);
-        if !gone {
-            continue;
-        }
-        if dry_run {
-            removed += 1;
-            continue;
-        }
-        match store.stat(&layout::blob_data(&link.digest)).await {
-            Ok(_) => continue,
-            Err(storage::Error::NotFound) => {}
-            Err(err) => return Err(err),
-        }
-        store.delete(parent(&link.key)).await?;
-        removed += 1;
+    let dangling: Vec<&Link> = scan
+        .layers
+        .iter()
+        .filter(|l| l.modified < cutoff)
+        .filter(|l| deleted.contains(&l.digest) || !scan.blobs.contains_key(&l.digest))
+        .collect();
+    if dry_run {
+        return Ok(dangling.len());
     }
-    Ok(removed)
+    let checks = dangling.iter().map(|link| async move {
+        match store.stat(&layout::blob_data(&link.digest)).await {
+            Ok(_) => Ok(None),
+            Err(storage::Error::NotFound) => Ok(Some(link.key.clone())),
+            Err(err) => Err(err),
+        }
+    });
+    let still_dangling: Vec<String> = futures::stream::iter(checks)
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .filter_map(Result::transpose)
+        .collect::<storage::Result<_>>()?;
+    delete_in_batches(store, &still_dangling).await?;
+    Ok(still_dangling.len())
 }
 
-/// The directory of a `…/link` or `…/data` key, which Distribution deletes as a whole.
-fn parent(key: &str) -> &str {
-    key.rsplit_once('/').map_or(key, |(dir, _)| dir)
+async fn delete_in_batches(store: &dyn BlobStore, keys: &[String]) -> storage::Result<()> {
+    for batch in keys.chunks(storage::DELETE_BATCH) {
+        store.delete_objects(batch).await?;
+    }
+    Ok(())
 }

@@ -129,6 +129,20 @@ async fn walk_lists_everything_below(store: &dyn BlobStore) {
     found.sort();
     let expected = [("a", 1), ("b/c", 2), ("b/d/e", 3)].map(|(k, n)| (k.to_owned(), n));
     assert_eq!(found, expected);
+    let batch = vec![
+        "c/walk/a".to_owned(),
+        "c/walk/b/c".to_owned(),
+        "c/walk/missing".to_owned(),
+    ];
+    store.delete_objects(&batch).await.unwrap();
+    let left: Vec<String> = store
+        .walk("c/walk")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(left, ["b/d/e"]);
     store.delete("c/walk").await.unwrap();
     store.delete("c/walkother").await.unwrap();
 }

@@ -62,6 +62,10 @@ impl BlobStore for Counting {
         self.count().delete(key).await
     }
 
+    async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+        self.count().delete_objects(keys).await
+    }
+
     async fn presigned_get_url(&self, key: &str, ttl: Duration) -> Result<Option<String>> {
         self.count().presigned_get_url(key, ttl).await
     }

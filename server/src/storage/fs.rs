@@ -60,14 +60,13 @@ impl FsStore {
     async fn sweep_temporary_files(&self) -> Result<()> {
         let mut entries = fs::read_dir(&self.tmp).await?;
         while let Some(entry) = entries.next_entry().await? {
-            let age = entry
-                .metadata()
-                .await?
-                .modified()?
-                .elapsed()
-                .unwrap_or_default();
-            if age > STALE_TMP_AGE {
-                // Another process sharing the root may race us to it; either way it is gone.
+            // Other processes sharing the root rename their temporary files away at any moment.
+            let modified = match entry.metadata().await.and_then(|m| m.modified()) {
+                Ok(modified) => modified,
+                Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                Err(err) => return Err(err.into()),
+            };
+            if modified.elapsed().unwrap_or_default() > STALE_TMP_AGE {
                 let _ = fs::remove_file(entry.path()).await;
             }
         }
@@ -346,6 +345,23 @@ impl BlobStore for FsStore {
             Err(err) if err.kind() != ErrorKind::NotFound => Err(err.into()),
             _ => Ok(()),
         }
+    }
+
+    async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+        for key in keys {
+            let path = self.path_of(key)?;
+            match fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(err.into()),
+            }
+            // Distribution removes a blob's or link's directory with it; an emptied directory
+            // goes, one still in use stays.
+            if let Some(parent) = path.parent() {
+                let _ = fs::remove_dir(parent).await;
+            }
+        }
+        Ok(())
     }
 
     async fn presigned_get_url(&self, _key: &str, _ttl: Duration) -> Result<Option<String>> {

@@ -126,6 +126,14 @@ impl BlobStore for MemoryStore {
         Ok(())
     }
 
+    async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+        let mut inner = self.lock();
+        for key in keys {
+            inner.objects.remove(key);
+        }
+        Ok(())
+    }
+
     async fn presigned_get_url(&self, _key: &str, _ttl: Duration) -> Result<Option<String>> {
         Ok(None)
     }

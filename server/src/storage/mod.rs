@@ -118,6 +118,10 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     /// Removes the object at `key` and everything below it; succeeds if nothing is there.
     async fn delete(&self, key: &str) -> Result<()>;
 
+    /// Removes exactly these objects (at most [`DELETE_BATCH`]), in one request where the backend
+    /// can, and any directory they leave empty; missing objects are fine.
+    async fn delete_objects(&self, keys: &[String]) -> Result<()>;
+
     /// A URL a client can fetch `key` from directly, when the backend can hand one out.
     async fn presigned_get_url(&self, key: &str, ttl: Duration) -> Result<Option<String>>;
 
@@ -141,6 +145,9 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     /// Checks that the backend is reachable.
     async fn ping(&self) -> Result<()>;
 }
+
+/// The most keys one [`BlobStore::delete_objects`] call takes (S3's DeleteObjects limit).
+pub const DELETE_BATCH: usize = 1000;
 
 /// Which backend `open` builds, and its settings.
 #[derive(Debug, Clone)]

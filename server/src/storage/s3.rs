@@ -42,14 +42,14 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{BlobStore, ByteStream, Error, ObjectInfo, ObjectMeta, Result, WriteState};
+use super::{
+    BlobStore, ByteStream, DELETE_BATCH, Error, ObjectInfo, ObjectMeta, Result, WriteState,
+};
 
 /// S3 refuses smaller parts (except the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// The largest object a single CopyObject or UploadPartCopy may copy.
 const MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
-/// Objects per DeleteObjects request.
-const DELETE_BATCH: usize = 1000;
 
 /// Where the bucket is and how to reach it.
 #[derive(Clone)]
@@ -644,6 +644,14 @@ impl BlobStore for S3Store {
         let full = self.key(key)?;
         let mut keys = self.keys_below(&format!("{full}/")).await?;
         keys.push(full);
+        self.delete_keys(keys).await
+    }
+
+    async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+        let keys = keys
+            .iter()
+            .map(|k| self.key(k))
+            .collect::<Result<Vec<_>>>()?;
         self.delete_keys(keys).await
     }
 

@@ -360,3 +360,46 @@ async fn gc_runs_while_pushes_continue() {
     }
     assert!(checked >= 6, "only {checked} tags to check");
 }
+
+/// `serve --purge-uploads-interval` purges stale upload sessions by itself.
+#[tokio::test]
+async fn serve_purges_stale_uploads_periodically() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Stowage::start(
+        &dir.path().join("data"),
+        &[
+            "--purge-uploads-interval",
+            "1s",
+            "--purge-uploads-older-than",
+            "2s",
+        ],
+    );
+    let http = reqwest::Client::new();
+    let started = http
+        .post(format!(
+            "http://{}/v2/stale/blobs/uploads/",
+            registry.address
+        ))
+        .send()
+        .await
+        .unwrap();
+    let location = format!(
+        "http://{}{}",
+        registry.address,
+        started.headers()["location"].to_str().unwrap()
+    );
+    assert_eq!(
+        http.get(&location).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while http.get(&location).send().await.unwrap().status() != StatusCode::NOT_FOUND {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stale upload was never purged:\n{}",
+            registry.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(registry.logs().contains("purged stale uploads"));
+}
