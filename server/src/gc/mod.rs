@@ -12,7 +12,8 @@
 //! 4. **Wait** longer than a manifest push may take ([`crate::registry::MANIFEST_PUT_DEADLINE`]),
 //!    so every push that started before the marker existed has finished.
 //! 5. **Re-scan**, and mark from every manifest written since the first scan (a new or rewritten
-//!    revision link): pushes that finished before the marker protect what they reference.
+//!    revision link), and every blob linked since: pushes that finished before the marker protect
+//!    what they reference.
 //! 6. **Sweep** what is still unmarked, then links left dangling, then remove the marker.
 //!
 //! So a racing manifest push either fails cleanly or keeps its blobs: never a stored manifest
@@ -301,6 +302,19 @@ pub async fn run_once(store: Arc<dyn BlobStore>, options: &Options) -> storage::
             .map(|r| (r.repository.clone(), r.digest.clone()))
             .collect();
         marks.mark(store, &rescan, fresh).await?;
+        // So do blobs linked since (an upload that found its blob already there only links it).
+        let linked: HashMap<&str, SystemTime> = scan
+            .layers
+            .iter()
+            .map(|l| (l.key.as_str(), l.modified))
+            .collect();
+        marks.blobs.extend(
+            rescan
+                .layers
+                .iter()
+                .filter(|l| linked.get(l.key.as_str()) != Some(&l.modified) || l.modified >= recent)
+                .map(|l| l.digest.clone()),
+        );
         blobs.retain(|digest| !marks.blobs.contains(digest));
         manifests.retain(|link| {
             !marks
@@ -437,10 +451,14 @@ async fn sweep_dangling_links(
     if dry_run {
         return Ok(dangling.len());
     }
-    let checks = dangling.iter().map(|link| async move {
-        match store.stat(&layout::blob_data(&link.digest)).await {
+    let owned: Vec<(String, String)> = dangling
+        .iter()
+        .map(|l| (layout::blob_data(&l.digest), l.key.clone()))
+        .collect();
+    let checks = owned.into_iter().map(|(blob, link)| async move {
+        match store.stat(&blob).await {
             Ok(_) => Ok(None),
-            Err(storage::Error::NotFound) => Ok(Some(link.key.clone())),
+            Err(storage::Error::NotFound) => Ok(Some(link)),
             Err(err) => Err(err),
         }
     });

@@ -178,6 +178,30 @@ async fn collects_what_nothing_kept_references() {
     );
 }
 
+/// A blob linked again while gc runs (an upload that found it already stored) is kept.
+#[tokio::test]
+async fn blobs_linked_during_a_run_are_kept() {
+    let server = Server::start().await;
+    let orphan = server
+        .push_blob("relinked", b"garbage until pushed again")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let store = server.store();
+    let options = Options {
+        sweep_wait: Duration::from_millis(1500),
+        ..options(true, false)
+    };
+    let run = tokio::spawn(async move { gc::run_once(store, &options).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The sweep is announced now; the same blob is pushed again, to another repository.
+    server
+        .push_blob("relinked/again", b"garbage until pushed again")
+        .await;
+    let report = run.await.unwrap();
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    assert!(blob_exists(&server, "relinked/again", &orphan).await);
+}
+
 #[tokio::test]
 async fn the_grace_period_protects_young_content() {
     let server = Server::start().await;
