@@ -348,25 +348,37 @@ impl S3Store {
         Ok(checksum)
     }
 
+    /// Starts a multipart upload at `full_key` and returns its id.
+    async fn create_multipart(
+        &self,
+        full_key: &str,
+        checksum: Option<ChecksumAlgorithm>,
+    ) -> Result<String> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full_key)
+            .set_checksum_algorithm(checksum)
+            .send()
+            .await
+            .map_err(classify)?;
+        let id = created
+            .upload_id()
+            .ok_or_else(|| io::Error::other("no upload id"))?;
+        Ok(id.to_owned())
+    }
+
     /// Uploads `part` as the write's next part, starting the multipart upload if needed.
     async fn flush_part(&self, full_key: &str, state: &mut Multipart, part: Bytes) -> Result<()> {
         let upload_id = match &state.upload_id {
             Some(id) => id.clone(),
             None => {
-                let created = self
-                    .client
-                    .create_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(full_key)
-                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                let id = created
-                    .upload_id()
-                    .ok_or_else(|| io::Error::other("no upload id"))?;
-                state.upload_id = Some(id.to_owned());
-                id.to_owned()
+                let id = self
+                    .create_multipart(full_key, Some(ChecksumAlgorithm::Sha256))
+                    .await?;
+                state.upload_id = Some(id.clone());
+                id
             }
         };
         let number = state.parts + 1;
@@ -435,18 +447,7 @@ impl S3Store {
                 .map_err(classify)?;
             return Ok(());
         }
-        let upload = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(to)
-            .send()
-            .await
-            .map_err(classify)?;
-        let upload_id = upload
-            .upload_id()
-            .ok_or_else(|| io::Error::other("no upload id"))?
-            .to_owned();
+        let upload_id = self.create_multipart(to, None).await?;
         let mut parts = Vec::new();
         for (index, start) in (0..size).step_by(MAX_COPY_SIZE as usize).enumerate() {
             let end = (start + MAX_COPY_SIZE).min(size) - 1;

@@ -7,12 +7,16 @@ use std::path::Path;
 use stowage_e2e::layout::{self, Layout, Written};
 use stowage_e2e::{Distribution, Stowage, skopeo};
 
-/// A layout with two single-arch images and one multi-arch index, tagged.
-fn images(dir: &Path) -> (Layout, Vec<(&'static str, Written)>) {
+/// A layout with two single-arch images (one with a 6 MiB layer, more than an S3 part) and one
+/// multi-arch index, tagged.
+pub(crate) fn images(dir: &Path) -> (Layout, Vec<(&'static str, Written)>) {
     let mut source = Layout::new(dir);
     let base = [("etc/base", &b"base layer shared by both"[..])];
     let v1 = source.image("amd64", &[&base, &[("app/v1", b"version one")]]);
-    let v2 = source.image("amd64", &[&base, &[("app/v2", &vec![2u8; 200_000][..])]]);
+    let v2 = source.image(
+        "amd64",
+        &[&base, &[("app/v2", &vec![2u8; 6 * 1024 * 1024][..])]],
+    );
     let arm = source.image("arm64", &[&[("app/arm", b"arm64 build")]]);
     let multi = source.index(&[("amd64", &v2), ("arm64", &arm)]);
     let tagged = vec![("v1", v1), ("v2", v2), ("multi", multi)];
@@ -23,7 +27,7 @@ fn images(dir: &Path) -> (Layout, Vec<(&'static str, Written)>) {
 }
 
 /// Pushes every tag of `source` to `registry/repo`.
-fn push_all(source: &Layout, tagged: &[(&str, Written)], registry: &str, repo: &str) {
+pub(crate) fn push_all(source: &Layout, tagged: &[(&str, Written)], registry: &str, repo: &str) {
     for (tag, _) in tagged {
         skopeo(&[
             "copy",
@@ -35,7 +39,7 @@ fn push_all(source: &Layout, tagged: &[(&str, Written)], registry: &str, repo: &
 }
 
 /// Pulls every tag from `registry/repo` and checks digests and blobs against `source`.
-fn pull_and_compare(
+pub(crate) fn pull_and_compare(
     source: &Layout,
     tagged: &[(&str, Written)],
     registry: &str,

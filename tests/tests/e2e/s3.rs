@@ -7,8 +7,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use stowage::storage::{self, BlobStore, Error, S3Config, S3Store, WriteState, conformance};
 use stowage_e2e::garage::S3Endpoint;
-use stowage_e2e::layout::Layout;
-use stowage_e2e::{Distribution, Stowage, skopeo};
+use stowage_e2e::{Distribution, Stowage};
+
+use crate::distribution_compat::{images, pull_and_compare, push_all};
 
 const MIB: usize = 1024 * 1024;
 
@@ -147,57 +148,25 @@ async fn distribution_s3_driver_serves_what_stowage_pushed_and_back() {
     let s3 = S3Endpoint::from_env();
     let prefix = unique("compat");
     let dir = tempfile::tempdir().unwrap();
-    let mut source = Layout::new(&dir.path().join("source"));
-    let v1 = source.image(
-        "amd64",
-        &[
-            &[("etc/base", b"base")],
-            &[("app/bin", &pattern(6 * MIB, 9)[..])],
-        ],
-    );
-    let arm = source.image("arm64", &[&[("app/arm", b"arm")]]);
-    let multi = source.index(&[("amd64", &v1), ("arm64", &arm)]);
-    source.tag("v1", &v1);
-    source.tag("multi", &multi);
-
+    let (source, tagged) = images(&dir.path().join("source"));
     let stowage = Stowage::start_args(&s3.stowage_flags(&prefix));
     let distribution = Distribution::start_s3(&s3, &prefix);
-    for (registry, repo) in [
-        (&stowage.address, "by/stowage"),
-        (&distribution.address, "by/distribution"),
-    ] {
-        for tag in ["v1", "multi"] {
-            skopeo(&[
-                "copy",
-                "--all",
-                &source.reference(tag),
-                &format!("docker://{registry}/{repo}:{tag}"),
-            ]);
-        }
-    }
-    for (registry, repo) in [
-        (&distribution.address, "by/stowage"),
-        (&stowage.address, "by/distribution"),
-    ] {
-        let back = dir.path().join(format!("back-{}", repo.replace('/', "-")));
-        for (tag, written) in [("v1", &v1), ("multi", &multi)] {
-            skopeo(&[
-                "copy",
-                "--all",
-                &format!("docker://{registry}/{repo}:{tag}"),
-                &format!("oci:{}:{tag}", back.display()),
-            ]);
-            assert_eq!(
-                stowage_e2e::layout::tagged_digest(&back, tag),
-                written.digest,
-                "{repo}:{tag} from {registry}"
-            );
-        }
-        assert_eq!(
-            stowage_e2e::layout::blob_digests(&back),
-            stowage_e2e::layout::blob_digests(&source.dir)
-        );
-    }
+    push_all(&source, &tagged, &stowage.address, "by/stowage");
+    pull_and_compare(
+        &source,
+        &tagged,
+        &distribution.address,
+        "by/stowage",
+        dir.path(),
+    );
+    push_all(&source, &tagged, &distribution.address, "by/distribution");
+    pull_and_compare(
+        &source,
+        &tagged,
+        &stowage.address,
+        "by/distribution",
+        dir.path(),
+    );
 }
 
 /// With redirects on, a blob GET answers 307 to a presigned URL the client can fetch from S3
