@@ -94,6 +94,8 @@ pub struct S3Store {
     prefix: String,
     part_size: u64,
     redirect: bool,
+    /// Objects larger than this are copied in parts; S3's own limit outside tests.
+    copy_limit: u64,
 }
 
 impl fmt::Debug for S3Store {
@@ -220,7 +222,15 @@ impl S3Store {
             },
             part_size: config.part_size.max(MIN_PART_SIZE),
             redirect: config.redirect,
+            copy_limit: MAX_COPY_SIZE,
         })
+    }
+
+    /// Copies objects above `limit` bytes (at least S3's 5 MiB minimum part) in parts, so tests
+    /// can take the multipart-copy path without a 5 GiB blob.
+    pub fn with_copy_limit(mut self, limit: u64) -> Self {
+        self.copy_limit = limit.max(MIN_PART_SIZE);
+        self
     }
 
     fn key(&self, key: &str) -> Result<String> {
@@ -436,7 +446,7 @@ impl S3Store {
 
     /// Server-side copy of `size` bytes from `from` to `to`, in parts above the copy limit.
     async fn copy(&self, from: &str, to: &str, size: u64) -> Result<()> {
-        if size <= MAX_COPY_SIZE {
+        if size <= self.copy_limit {
             self.client
                 .copy_object()
                 .bucket(&self.bucket)
@@ -449,8 +459,8 @@ impl S3Store {
         }
         let upload_id = self.create_multipart(to, None).await?;
         let mut parts = Vec::new();
-        for (index, start) in (0..size).step_by(MAX_COPY_SIZE as usize).enumerate() {
-            let end = (start + MAX_COPY_SIZE).min(size) - 1;
+        for (index, start) in (0..size).step_by(self.copy_limit as usize).enumerate() {
+            let end = (start + self.copy_limit).min(size) - 1;
             let number = index as i32 + 1;
             let copied = self
                 .client

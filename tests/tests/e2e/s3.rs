@@ -118,6 +118,34 @@ fn tamper_chain(state: &WriteState) -> WriteState {
     }
 }
 
+/// A finished upload larger than the copy limit reaches its content address by a multipart
+/// server-side copy (above 5 GiB in production; lowered here to 5 MiB).
+#[tokio::test]
+async fn large_uploads_are_published_by_multipart_copy() {
+    let store = store(&unique("bigcopy"))
+        .await
+        .with_copy_limit(storage::MIN_PART_SIZE);
+    let key = "uploads/3/data";
+    let data = pattern(12 * MIB + 7, 3);
+    let state = store.create_resumable(key).await.unwrap();
+    let state = store
+        .append(key, &state, storage::stream_of(Bytes::from(data.clone())))
+        .await
+        .unwrap();
+    store
+        .commit_resumable(key, &state, "blobs/big")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stat("blobs/big").await.unwrap().size,
+        data.len() as u64
+    );
+    assert!(
+        read(&store, "blobs/big").await == data,
+        "copied bytes differ"
+    );
+}
+
 /// Aborting an upload with parts removes its multipart upload from the bucket.
 #[tokio::test]
 async fn aborted_multipart_uploads_leave_nothing() {
