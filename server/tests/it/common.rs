@@ -142,6 +142,12 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// GETs `path` and decodes the JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     /// Resolves a `Location` header (relative or absolute) against this server.
     pub fn location(&self, response: &Response) -> String {
         let location = header(response, "location");

@@ -13,15 +13,7 @@ async fn tags_are_listed_in_pages() {
             .await;
         assert_eq!(response.status(), StatusCode::CREATED);
     }
-    let all: Value = server
-        .http
-        .get(server.url("/v2/paged/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = server.get_json("/v2/paged/tags/list").await;
     assert_eq!(
         all,
         json!({"name": "paged", "tags": ["a", "b", "c", "d", "e"]})
@@ -44,25 +36,9 @@ async fn tags_are_listed_in_pages() {
     }
     assert_eq!(pages, [json!(["a", "b"]), json!(["c", "d"]), json!(["e"])]);
 
-    let after: Value = server
-        .http
-        .get(server.url("/v2/paged/tags/list?last=c"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = server.get_json("/v2/paged/tags/list?last=c").await;
     assert_eq!(after["tags"], json!(["d", "e"]));
-    let none: Value = server
-        .http
-        .get(server.url("/v2/paged/tags/list?n=0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let none: Value = server.get_json("/v2/paged/tags/list?n=0").await;
     assert_eq!(none["tags"], json!([]));
 
     let unknown = server
@@ -89,15 +65,7 @@ async fn catalog_lists_nested_repositories() {
     }
     // A repository with only blobs is not in the catalog (Distribution's rule).
     server.push_blob("blobs-only", b"x").await;
-    let all: Value = server
-        .http
-        .get(server.url("/v2/_catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = server.get_json("/v2/_catalog").await;
     assert_eq!(
         all["repositories"],
         json!(["alpha/one", "alpha/one/nested", "beta", "zeta"])
@@ -113,13 +81,7 @@ async fn catalog_lists_nested_repositories() {
         "</v2/_catalog?n=2&last=alpha/one/nested>; rel=\"next\""
     );
     let second: Value = server
-        .http
-        .get(server.url("/v2/_catalog?n=2&last=alpha/one/nested"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v2/_catalog?n=2&last=alpha/one/nested")
+        .await;
     assert_eq!(second["repositories"], json!(["beta", "zeta"]));
 }

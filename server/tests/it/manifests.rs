@@ -279,15 +279,7 @@ async fn deleting_tags_and_manifests() {
             .unwrap();
         expect_error(gone, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
     }
-    let tags: serde_json::Value = server
-        .http
-        .get(server.url("/v2/deletes/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: serde_json::Value = server.get_json("/v2/deletes/tags/list").await;
     assert_eq!(tags["tags"], json!([]));
     let again = server
         .http

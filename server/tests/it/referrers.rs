@@ -118,14 +118,8 @@ async fn referrers_are_listed_and_filtered() {
     // A subject with no referrers (or that does not exist) gives an empty index.
     let unknown = Digest::sha256_of(b"nothing refers to this");
     let empty: Value = server
-        .http
-        .get(server.url(&format!("/v2/signed/referrers/{unknown}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v2/signed/referrers/{unknown}"))
+        .await;
     assert_eq!(empty["manifests"], json!([]));
     let bad = server
         .http
