@@ -102,7 +102,7 @@ async fn push(
             format!("manifest exceeds the {limit} byte limit"),
         )
     };
-    if call.content_length()?.is_some_and(|length| length > limit) {
+    if super::content_length(&call.headers)?.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
     let content_type = call.header(&header::CONTENT_TYPE).map(str::to_owned);

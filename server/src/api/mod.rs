@@ -168,16 +168,6 @@ impl Call {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    fn content_length(&self) -> Result<Option<u64>, ApiError> {
-        self.header(&axum::http::header::CONTENT_LENGTH)
-            .map(|v| {
-                v.trim()
-                    .parse()
-                    .map_err(|_| ApiError::size_invalid("invalid Content-Length"))
-            })
-            .transpose()
-    }
-
     fn method_not_allowed(&self) -> ApiError {
         ApiError::unsupported(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -195,6 +185,15 @@ impl Call {
             ))
         }
     }
+}
+
+/// The request's `Content-Length`, if it sent one; `SIZE_INVALID` when it is not a number.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()))
+        .map(|parsed| parsed.ok_or_else(|| ApiError::size_invalid("invalid Content-Length")))
+        .transpose()
 }
 
 /// A header value from text we built ourselves (digests, URLs of validated parts, numbers).

@@ -170,11 +170,7 @@ fn request_body(
     body: Body,
     declared_by_range: Option<u64>,
 ) -> Result<ByteStream, ApiError> {
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()))
-        .map(|parsed| parsed.ok_or_else(|| ApiError::size_invalid("invalid Content-Length")))
-        .transpose()?;
+    let content_length = super::content_length(headers)?;
     if let (Some(length), Some(range)) = (content_length, declared_by_range)
         && length != range
     {

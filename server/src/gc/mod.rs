@@ -103,11 +103,8 @@ pub struct Pending {
 
 /// Reads the announced sweep, if one is under way.
 pub async fn pending(store: &dyn BlobStore) -> storage::Result<Option<Pending>> {
-    match storage::read_small(store, &layout::gc_marker(), 64 * 1024 * 1024).await {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(storage::Error::NotFound) => Ok(None),
-        Err(err) => Err(err),
-    }
+    let marker = storage::read_if_present(store, &layout::gc_marker(), 64 * 1024 * 1024).await?;
+    Ok(marker.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
 
 /// One link found in a repository.
@@ -220,17 +217,12 @@ impl Marks {
             }
             self.blobs.insert(digest.clone());
             if !self.parsed.contains_key(&digest) {
-                let body = match storage::read_small(
+                let body = storage::read_if_present(
                     store,
                     &layout::blob_data(&digest),
                     MANIFEST_READ_LIMIT,
                 )
-                .await
-                {
-                    Ok(body) => Some(body),
-                    Err(storage::Error::NotFound) => None,
-                    Err(err) => return Err(err),
-                };
+                .await?;
                 let parsed = body.and_then(|b| manifest::parse(&b, None).ok());
                 self.parsed.insert(digest.clone(), parsed);
             }
@@ -381,17 +373,9 @@ async fn roots(
     for (repository, tag) in &scan.tags {
         let Ok(tag) = tag.parse() else { continue };
         let key = layout::tag_current_link(repository, &tag);
-        match storage::read_small(store, &key, 1024).await {
-            Ok(bytes) => {
-                if let Some(digest) = std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                {
-                    roots.push((repository.clone(), digest));
-                }
-            }
-            Err(storage::Error::NotFound) => {}
-            Err(err) => return Err(err),
+        let link = storage::read_if_present(store, &key, 1024).await?;
+        if let Some(digest) = link.as_deref().and_then(layout::parse_link) {
+            roots.push((repository.clone(), digest));
         }
     }
     roots.extend(

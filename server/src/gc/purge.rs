@@ -81,11 +81,9 @@ pub async fn purge_uploads(
 }
 
 async fn read_started_at(store: &dyn BlobStore, key: &str) -> storage::Result<Option<SystemTime>> {
-    match storage::read_small(store, key, 1024).await {
-        Ok(bytes) => Ok(std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|s| humantime::parse_rfc3339_weak(s.trim()).ok())),
-        Err(storage::Error::NotFound) => Ok(None),
-        Err(err) => Err(err),
-    }
+    let started = storage::read_if_present(store, key, 1024).await?;
+    Ok(started
+        .as_deref()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| humantime::parse_rfc3339_weak(s.trim()).ok()))
 }

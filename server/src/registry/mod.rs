@@ -80,18 +80,11 @@ impl Registry {
 
     /// Reads the digest a link file points at; `None` when there is no link.
     async fn read_link(&self, key: &str) -> Result<Option<Digest>> {
-        match storage::read_small(self.store.as_ref(), key, 1024).await {
-            Ok(bytes) => {
-                let text =
-                    std::str::from_utf8(&bytes).map_err(|_| Error::CorruptLink(key.into()))?;
-                let digest = text
-                    .trim()
-                    .parse()
-                    .map_err(|_| Error::CorruptLink(key.into()))?;
-                Ok(Some(digest))
-            }
-            Err(storage::Error::NotFound) => Ok(None),
-            Err(err) => Err(err.into()),
+        match storage::read_if_present(self.store.as_ref(), key, 1024).await? {
+            Some(bytes) => layout::parse_link(&bytes)
+                .map(Some)
+                .ok_or_else(|| Error::CorruptLink(key.into())),
+            None => Ok(None),
         }
     }
 

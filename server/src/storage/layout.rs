@@ -131,6 +131,11 @@ pub fn referrer_link(name: &RepositoryName, subject: &Digest, referrer: &Digest)
     )
 }
 
+/// The digest a link file points at; `None` for a corrupt link.
+pub fn parse_link(content: &[u8]) -> Option<Digest> {
+    std::str::from_utf8(content).ok()?.trim().parse().ok()
+}
+
 /// The content of a link file: the digest it points at, as Distribution writes it.
 pub fn link_content(digest: &Digest) -> bytes::Bytes {
     bytes::Bytes::from(digest.to_string())

@@ -185,6 +185,19 @@ pub async fn read_small(store: &dyn BlobStore, key: &str, limit: u64) -> Result<
     Ok(out.freeze())
 }
 
+/// Like [`read_small`], with a missing object as `None`.
+pub async fn read_if_present(
+    store: &dyn BlobStore,
+    key: &str,
+    limit: u64,
+) -> Result<Option<Bytes>> {
+    match read_small(store, key, limit).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(Error::NotFound) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 /// A stream over one in-memory buffer.
 pub fn stream_of(data: Bytes) -> ByteStream {
     futures::stream::once(async move { Ok(data) }).boxed()
