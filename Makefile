@@ -2,7 +2,7 @@
 # drive and runs every test.
 
 CARGO ?= cargo
-.PHONY: run build test test-deps unit lint fmt bench clean
+.PHONY: run build test test-deps unit lint fmt bench clean generate
 
 ## Serve the registry on the embedded default: filesystem storage in ./stowage-data, port 5000.
 run:
@@ -20,6 +20,10 @@ test: test-deps lint build
 ## installed only when missing.
 test-deps:
 	./scripts/test-deps.sh
+
+## Regenerate the CRD in crds/ from operator/src/crd.rs (the tests fail when it is stale).
+generate:
+	$(CARGO) run -q -p stowage-operator --bin crdgen crd > crds/registries.stowage.dev.yaml
 
 lint:
 	$(CARGO) fmt --all --check

@@ -1,0 +1,711 @@
+//! The `Registry` custom resource: the Rust types are the source of truth for `crds/`.
+//!
+//! Defaults live in the schema (from the serde defaults) so `kubectl get -o yaml` shows what runs,
+//! and the rules that can be checked without looking at the cluster are CEL validations, so a
+//! wrong `Registry` is refused by `kubectl apply` rather than reported later in its status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every Stowage resource.
+pub const GROUP: &str = "stowage.dev";
+
+/// A Stowage OCI registry: a Deployment of `stowage serve` on shared storage, with its Service,
+/// autoscaler, disruption budget and the CronJobs that collect garbage and purge stale uploads.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[allow(
+    clippy::duplicated_attributes,
+    reason = "each printcolumn repeats `type_`, which clippy reads as a repeated attribute"
+)]
+#[kube(
+    group = "stowage.dev",
+    version = "v1alpha1",
+    kind = "Registry",
+    namespaced,
+    shortname = "reg",
+    category = "stowage",
+    status = "RegistryStatus",
+    derive = "PartialEq",
+    doc = "A Stowage OCI registry",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = kube::core::Rule::new(
+    "has(self.storage.s3) || (self.replicas <= 1 && (!has(self.autoscaling) || self.autoscaling.maxReplicas <= 1))"
+).message("more than one replica needs shared storage: use storage.s3"))]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrySpec {
+    /// The server image. Defaults to the `stowage` image of the operator's own version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// When to pull the image: Always, IfNotPresent or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Secrets for pulling the image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// How many server pods run. Ignored while `autoscaling` is set; `kubectl scale` sets it.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// Scale the server with a HorizontalPodAutoscaler instead of a fixed replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+
+    /// Where images are stored: exactly one of `filesystem` or `s3`.
+    pub storage: Storage,
+
+    /// The key that signs upload state, so that any replica can continue any upload.
+    #[serde(default)]
+    pub upload_key: UploadKey,
+
+    /// How the registry is exposed inside the cluster.
+    #[serde(default)]
+    pub service: ServiceSettings,
+
+    /// CPU and memory for each server pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Where the server pods may run.
+    #[serde(default)]
+    pub scheduling: Scheduling,
+
+    /// Annotations for the ServiceAccount, such as an IAM role for S3 access.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_account_annotations: BTreeMap<String, String>,
+
+    /// Online garbage collection, run by a CronJob.
+    #[serde(default)]
+    pub garbage_collection: GarbageCollection,
+
+    /// Removal of upload sessions that were never finished, run by a CronJob.
+    #[serde(default)]
+    pub upload_purging: UploadPurging,
+
+    /// Serve pulls only: every push and delete is refused.
+    #[serde(default)]
+    pub read_only: bool,
+
+    /// Whether clients may delete manifests and blobs through the API.
+    #[serde(default = "yes")]
+    pub deletes_enabled: bool,
+
+    /// The server's log level.
+    #[serde(default)]
+    pub log_level: LogLevel,
+}
+
+/// Image pull policy.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// HorizontalPodAutoscaler settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new("self.minReplicas <= self.maxReplicas")
+    .message("minReplicas must not exceed maxReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct Autoscaling {
+    /// The fewest pods the autoscaler keeps.
+    #[serde(default = "two")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+
+    /// The most pods the autoscaler starts.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+
+    /// Average CPU use, in percent of the request, that the autoscaler aims for.
+    #[serde(default = "cpu_target", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization: Option<i32>,
+
+    /// Average memory use, in percent of the request, that the autoscaler aims for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_memory_utilization: Option<i32>,
+}
+
+/// Where the registry keeps blobs and manifests.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new("has(self.filesystem) != has(self.s3)")
+    .message("set exactly one storage kind: filesystem or s3"))]
+pub struct Storage {
+    /// A PersistentVolumeClaim: simple, but only for a single replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemStorage>,
+
+    /// An S3 bucket shared by every replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
+}
+
+/// A volume claimed for the registry's data.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FilesystemStorage {
+    /// Size of the claim the operator makes.
+    #[serde(default = "volume_size")]
+    pub size: Quantity,
+
+    /// Storage class of the claim; the cluster's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+
+    /// Use this existing claim instead of making one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_claim: Option<String>,
+
+    /// Keep the claim the operator made when the Registry is deleted.
+    #[serde(default = "yes")]
+    pub retain_on_delete: bool,
+}
+
+/// An S3 (or S3-compatible) bucket.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Storage {
+    /// The bucket. Immutable: moving a registry to another bucket means copying it.
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("bucket is immutable"))]
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+
+    /// The bucket's region.
+    #[serde(default = "region")]
+    pub region: String,
+
+    /// The S3 endpoint for servers other than AWS, such as `http://garage.storage:3900`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// Address the bucket in the path rather than the host name (most self-hosted servers).
+    #[serde(default)]
+    pub path_style: bool,
+
+    /// A prefix for every key, to share a bucket. Immutable, like the bucket.
+    #[serde(default)]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("rootPrefix is immutable"))]
+    pub root_prefix: String,
+
+    /// Send pulls straight to S3 with presigned URLs.
+    #[serde(default)]
+    pub redirect: bool,
+
+    /// A Secret with the access key; without one the server uses the pod's identity (IRSA and
+    /// the like).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<S3Credentials>,
+}
+
+/// Where the S3 access key is.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Credentials {
+    /// Name of the Secret, in the Registry's namespace.
+    pub name: String,
+
+    /// The Secret's key holding the access key ID.
+    #[serde(default = "access_key_id_key")]
+    pub access_key_id_key: String,
+
+    /// The Secret's key holding the secret access key.
+    #[serde(default = "secret_access_key_key")]
+    pub secret_access_key_key: String,
+}
+
+/// The upload-state signing key.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadKey {
+    /// An existing Secret with the key under `current` (and, while rotating, the old one under
+    /// `previous`). Unset: the operator generates `<name>-upload-key` once and keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+
+    /// Set to a new value to rotate the generated key: a new key becomes current and the old one
+    /// stays accepted as previous, so uploads under way finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<String>,
+}
+
+/// The Service in front of the server pods.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSettings {
+    /// ClusterIP, NodePort or LoadBalancer.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+
+    /// The port the Service listens on.
+    #[serde(default = "service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Annotations for the Service, such as a load balancer's settings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            type_: ServiceType::default(),
+            port: service_port(),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+/// Kubernetes Service type.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Pod placement.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Scheduling {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Spread constraints; their label selector may be left out, the server pods' is filled in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+
+    /// Extra annotations on the server pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+/// The garbage-collection CronJob (`stowage gc`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GarbageCollection {
+    /// When to run, in cron syntax.
+    #[serde(default = "gc_schedule")]
+    #[schemars(length(min = 9))]
+    pub schedule: String,
+
+    /// Nothing younger than this is deleted, such as `1h` or `30m`.
+    #[serde(default = "gc_grace_period")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub grace_period: String,
+
+    /// Also delete manifests that no tag refers to.
+    #[serde(default)]
+    pub delete_untagged: bool,
+
+    /// Stop scheduling runs.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+impl Default for GarbageCollection {
+    fn default() -> Self {
+        Self {
+            schedule: gc_schedule(),
+            grace_period: gc_grace_period(),
+            delete_untagged: false,
+            suspend: false,
+        }
+    }
+}
+
+/// The upload-purging CronJob (`stowage purge-uploads`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadPurging {
+    /// When to run, in cron syntax.
+    #[serde(default = "purge_schedule")]
+    #[schemars(length(min = 9))]
+    pub schedule: String,
+
+    /// Upload sessions started longer ago than this are deleted, such as `168h`.
+    #[serde(default = "purge_max_age")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub max_age: String,
+
+    /// Stop scheduling runs.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+impl Default for UploadPurging {
+    fn default() -> Self {
+        Self {
+            schedule: purge_schedule(),
+            max_age: purge_max_age(),
+            suspend: false,
+        }
+    }
+}
+
+/// Server log level.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// What the operator last saw of the registry.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryStatus {
+    /// The generation these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Progressing, Degraded, StorageReady and GarbageCollected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Server pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Server pods ready to serve.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// The server pods' label selector, for the scale subresource.
+    #[serde(default)]
+    pub selector: String,
+
+    /// The registry's address inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// The most recent finished garbage collection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_garbage_collection: Option<GarbageCollectionRun>,
+}
+
+/// One finished `stowage gc` run.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GarbageCollectionRun {
+    /// The Job that ran it.
+    pub job: String,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Succeeded or Failed.
+    pub result: GcResult,
+    #[serde(default)]
+    pub bytes_freed: u64,
+    #[serde(default)]
+    pub blobs_deleted: u64,
+    #[serde(default)]
+    pub manifests_deleted: u64,
+}
+
+/// How a garbage collection ended.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcResult {
+    Succeeded,
+    Failed,
+}
+
+fn one() -> i32 {
+    1
+}
+fn two() -> i32 {
+    2
+}
+fn yes() -> bool {
+    true
+}
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "serde default of an optional field"
+)]
+fn cpu_target() -> Option<i32> {
+    Some(80)
+}
+fn volume_size() -> Quantity {
+    Quantity("10Gi".to_owned())
+}
+fn region() -> String {
+    "us-east-1".to_owned()
+}
+fn access_key_id_key() -> String {
+    "accessKeyId".to_owned()
+}
+fn secret_access_key_key() -> String {
+    "secretAccessKey".to_owned()
+}
+fn service_port() -> i32 {
+    5000
+}
+fn gc_schedule() -> String {
+    "0 3 * * *".to_owned()
+}
+fn gc_grace_period() -> String {
+    "1h".to_owned()
+}
+fn purge_schedule() -> String {
+    "30 * * * *".to_owned()
+}
+fn purge_max_age() -> String {
+    "168h".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use kube::core::cel::Validator;
+    use serde_json::{Value, json};
+
+    use super::Registry;
+
+    fn schema() -> Value {
+        let crd = Registry::crd();
+        let version = &crd.spec.versions[0];
+        serde_json::to_value(
+            version
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .expect("schema"),
+        )
+        .expect("JSON")
+    }
+
+    #[expect(clippy::needless_pass_by_value, reason = "reads better at the call sites")]
+    fn object(spec: Value) -> Value {
+        json!({
+            "apiVersion": "stowage.dev/v1alpha1",
+            "kind": "Registry",
+            "metadata": {"name": "images", "namespace": "team-a"},
+            "spec": spec
+        })
+    }
+
+    /// The messages of the CEL rules `spec` breaks, on create or (with `old`) on update.
+    fn broken(spec: Value, old: Option<Value>) -> Vec<String> {
+        let old = old.map(object);
+        match Validator::new().validate(&schema(), &object(spec), old.as_ref()) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn exactly_one_storage_kind() {
+        assert_eq!(
+            broken(json!({"storage": {"s3": {"bucket": "images"}}}), None),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            broken(json!({"storage": {"filesystem": {}}}), None),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            broken(json!({"storage": {}}), None),
+            ["set exactly one storage kind: filesystem or s3"]
+        );
+        assert_eq!(
+            broken(
+                json!({"storage": {"filesystem": {}, "s3": {"bucket": "images"}}}),
+                None
+            ),
+            ["set exactly one storage kind: filesystem or s3"]
+        );
+    }
+
+    #[test]
+    fn more_than_one_replica_needs_shared_storage() {
+        let message = ["more than one replica needs shared storage: use storage.s3"];
+        assert_eq!(
+            broken(json!({"replicas": 2, "storage": {"filesystem": {}}}), None),
+            message
+        );
+        assert_eq!(
+            broken(
+                json!({"autoscaling": {"minReplicas": 1, "maxReplicas": 3}, "storage": {"filesystem": {}}}),
+                None
+            ),
+            message
+        );
+        assert!(broken(json!({"replicas": 1, "storage": {"filesystem": {}}}), None).is_empty());
+        assert!(broken(json!({"replicas": 0, "storage": {"filesystem": {}}}), None).is_empty());
+        assert!(
+            broken(
+                json!({"replicas": 5, "storage": {"s3": {"bucket": "images"}}}),
+                None
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn autoscaling_bounds_are_ordered() {
+        let s3 = json!({"s3": {"bucket": "images"}});
+        assert_eq!(
+            broken(
+                json!({"autoscaling": {"minReplicas": 5, "maxReplicas": 3}, "storage": s3}),
+                None
+            ),
+            ["minReplicas must not exceed maxReplicas"]
+        );
+        assert!(
+            broken(
+                json!({"autoscaling": {"minReplicas": 3, "maxReplicas": 3}, "storage": s3}),
+                None
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            broken(
+                json!({"autoscaling": {"maxReplicas": 1}, "storage": s3}),
+                None
+            ),
+            ["minReplicas must not exceed maxReplicas"],
+            "the default minimum of 2 applies before the rule"
+        );
+    }
+
+    #[test]
+    fn the_bucket_and_prefix_are_immutable() {
+        let old = json!({"storage": {"s3": {"bucket": "images", "rootPrefix": "a"}}});
+        assert!(
+            broken(
+                json!({"replicas": 4, "storage": {"s3": {"bucket": "images", "rootPrefix": "a"}}}),
+                Some(old.clone())
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            broken(
+                json!({"storage": {"s3": {"bucket": "other", "rootPrefix": "a"}}}),
+                Some(old.clone())
+            ),
+            ["bucket is immutable"]
+        );
+        assert_eq!(
+            broken(
+                json!({"storage": {"s3": {"bucket": "images", "rootPrefix": "b"}}}),
+                Some(old)
+            ),
+            ["rootPrefix is immutable"]
+        );
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_spec() {
+        let spec: super::RegistrySpec =
+            serde_json::from_value(json!({"storage": {"s3": {"bucket": "images"}}})).expect("spec");
+        assert_eq!(spec.replicas, 1);
+        assert!(spec.deletes_enabled);
+        assert_eq!(spec.service.port, 5000);
+        assert_eq!(spec.garbage_collection.grace_period, "1h");
+        assert_eq!(spec.upload_purging.max_age, "168h");
+        let s3 = spec.storage.s3.expect("s3");
+        assert_eq!(s3.region, "us-east-1");
+        assert!(!s3.path_style);
+    }
+
+    #[test]
+    fn status_and_scale_subresources() {
+        let crd = Registry::crd();
+        let version = &crd.spec.versions[0];
+        let subresources = version.subresources.as_ref().expect("subresources");
+        assert!(subresources.status.is_some());
+        let scale = subresources.scale.as_ref().expect("scale");
+        assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+        assert_eq!(scale.status_replicas_path, ".status.replicas");
+        assert_eq!(
+            scale.label_selector_path.as_deref(),
+            Some(".status.selector")
+        );
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(columns, ["Ready", "Replicas", "Endpoint", "Age"]);
+        assert_eq!(crd.spec.names.short_names, Some(vec!["reg".to_owned()]));
+    }
+}

@@ -1,0 +1,96 @@
+//! The permissions the operator needs, in one place: the Helm chart's ClusterRole (or Role) is
+//! generated from [`rules`], and the reconcile tests check every request against it.
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+
+const READ: &[&str] = &["get", "list", "watch"];
+/// Server-side apply is authorized as `patch`, and as `create` when the object is new.
+const APPLY: &[&str] = &["get", "list", "watch", "create", "patch"];
+
+/// Everything the operator reads and writes, verb by verb.
+pub fn rules() -> Vec<PolicyRule> {
+    let rule = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..PolicyRule::default()
+    };
+    vec![
+        rule(crate::crd::GROUP, &["registries"], READ),
+        rule(
+            crate::crd::GROUP,
+            &["registries/status"],
+            &["get", "patch", "update"],
+        ),
+        // Secrets: the generated upload key is created once, patched to rotate, and the S3
+        // credentials are read for the pods' checksum.
+        rule("", &["secrets"], APPLY),
+        rule(
+            "",
+            &[
+                "configmaps",
+                "services",
+                "serviceaccounts",
+                "persistentvolumeclaims",
+            ],
+            APPLY,
+        ),
+        // Pods are read for the termination message of garbage-collection runs.
+        rule("", &["pods"], &["get", "list"]),
+        rule("apps", &["deployments"], APPLY),
+        rule("batch", &["cronjobs"], APPLY),
+        rule("batch", &["jobs"], READ),
+        rule(
+            "autoscaling",
+            &["horizontalpodautoscalers"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        rule(
+            "policy",
+            &["poddisruptionbudgets"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        rule("events.k8s.io", &["events"], &["create", "patch"]),
+    ]
+}
+
+/// Rules for leader election, in the operator's own namespace.
+pub fn leader_election_rules() -> Vec<PolicyRule> {
+    vec![PolicyRule {
+        api_groups: Some(vec!["coordination.k8s.io".to_owned()]),
+        resources: Some(vec!["leases".to_owned()]),
+        verbs: ["get", "list", "watch", "create", "update", "patch"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..PolicyRule::default()
+    }]
+}
+
+/// Whether `rules` allow `verb` on `resource` (with `/subresource` if any) in API `group`.
+pub fn allows(rules: &[PolicyRule], verb: &str, group: &str, resource: &str) -> bool {
+    rules.iter().any(|rule| {
+        let has = |list: Option<&Vec<String>>, item: &str| {
+            list.is_some_and(|l| l.iter().any(|x| x == item || x == "*"))
+        };
+        has(rule.api_groups.as_ref(), group)
+            && has(rule.resources.as_ref(), resource)
+            && has(Some(&rule.verbs), verb)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_specific() {
+        let rules = rules();
+        assert!(allows(&rules, "patch", "apps", "deployments"));
+        assert!(allows(&rules, "patch", "stowage.dev", "registries/status"));
+        assert!(!allows(&rules, "patch", "stowage.dev", "registries"));
+        assert!(!allows(&rules, "delete", "", "secrets"));
+        assert!(!allows(&rules, "delete", "apps", "deployments"));
+        assert!(!allows(&rules, "get", "", "nodes"));
+        assert!(rules.iter().all(|r| !r.verbs.contains(&"*".to_owned())));
+    }
+}

@@ -1,0 +1,146 @@
+//! The server's TOML config file, in a ConfigMap. Secrets stay out of it: the file names the
+//! mounted key files, and the S3 access key comes in through the environment.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use toml::{Table, Value};
+
+use super::pod::{DATA_PATH, SERVER_PORT, UPLOAD_KEY_PATH};
+use super::upload_key::{CURRENT_KEY, PREVIOUS_KEY};
+use super::{SERVER_COMPONENT, owned_meta};
+use crate::crd::Registry;
+
+/// The ConfigMap key, and the file name in the pods.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// `stowage serve --config` settings for `registry` (kebab-case keys, as the server reads them).
+pub fn server_config(registry: &Registry, has_previous_key: bool) -> String {
+    let spec = &registry.spec;
+    let mut table = Table::new();
+    let mut set = |key: &str, value: Value| {
+        table.insert(key.to_owned(), value);
+    };
+    set("listen", format!("0.0.0.0:{SERVER_PORT}").into());
+    if let Some(s3) = &spec.storage.s3 {
+        set("storage", "s3".into());
+        set("s3-bucket", s3.bucket.clone().into());
+        set("s3-region", s3.region.clone().into());
+        if let Some(endpoint) = &s3.endpoint {
+            set("s3-endpoint", endpoint.clone().into());
+        }
+        set("s3-path-style", s3.path_style.into());
+        if !s3.root_prefix.is_empty() {
+            set("s3-root-prefix", s3.root_prefix.clone().into());
+        }
+        set("s3-redirect", s3.redirect.into());
+    } else {
+        set("storage", "filesystem".into());
+        set("fs-root", DATA_PATH.into());
+    }
+    set(
+        "upload-secret-file",
+        format!("{UPLOAD_KEY_PATH}/{CURRENT_KEY}").into(),
+    );
+    if has_previous_key {
+        set(
+            "upload-secret-previous-file",
+            format!("{UPLOAD_KEY_PATH}/{PREVIOUS_KEY}").into(),
+        );
+    }
+    set("read-only", spec.read_only.into());
+    set("deletes-enabled", spec.deletes_enabled.into());
+    set("log-format", "json".into());
+    set("log-level", spec.log_level.as_str().into());
+    format!(
+        "# Written by stowage-operator for Registry {}/{}; edits are overwritten.\n{table}",
+        registry.namespace().unwrap_or_default(),
+        registry.name_any()
+    )
+}
+
+/// The ConfigMap holding [`server_config`].
+pub fn config_map(registry: &Registry, config: String) -> ConfigMap {
+    ConfigMap {
+        metadata: owned_meta(registry, config_map_name(registry), SERVER_COMPONENT),
+        data: Some([(CONFIG_FILE.to_owned(), config)].into()),
+        ..ConfigMap::default()
+    }
+}
+
+pub(super) fn config_map_name(registry: &Registry) -> String {
+    format!("{}-config", registry.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{fs_registry, registry, s3_registry};
+    use super::*;
+
+    fn parsed(config: &str) -> Table {
+        config.parse().expect("valid TOML")
+    }
+
+    #[test]
+    fn s3_settings_reach_the_server() {
+        let config = parsed(&server_config(&s3_registry(), false));
+        assert_eq!(config["storage"].as_str(), Some("s3"));
+        assert_eq!(config["s3-bucket"].as_str(), Some("images"));
+        assert_eq!(config["s3-region"].as_str(), Some("us-east-1"));
+        assert_eq!(
+            config["s3-endpoint"].as_str(),
+            Some("http://garage.storage:3900")
+        );
+        assert_eq!(config["s3-path-style"].as_bool(), Some(true));
+        assert_eq!(config["s3-redirect"].as_bool(), Some(false));
+        assert!(!config.contains_key("s3-root-prefix"));
+        assert!(!config.contains_key("fs-root"));
+        assert_eq!(config["listen"].as_str(), Some("0.0.0.0:5000"));
+    }
+
+    #[test]
+    fn filesystem_storage_points_at_the_volume() {
+        let config = parsed(&server_config(&fs_registry(), false));
+        assert_eq!(config["storage"].as_str(), Some("filesystem"));
+        assert_eq!(config["fs-root"].as_str(), Some(DATA_PATH));
+        assert!(!config.contains_key("s3-bucket"));
+    }
+
+    #[test]
+    fn the_previous_key_is_named_only_while_rotating() {
+        let plain = parsed(&server_config(&s3_registry(), false));
+        assert_eq!(
+            plain["upload-secret-file"].as_str(),
+            Some("/etc/stowage/upload-key/current")
+        );
+        assert!(!plain.contains_key("upload-secret-previous-file"));
+        let rotating = parsed(&server_config(&s3_registry(), true));
+        assert_eq!(
+            rotating["upload-secret-previous-file"].as_str(),
+            Some("/etc/stowage/upload-key/previous")
+        );
+    }
+
+    #[test]
+    fn modes_and_logging() {
+        let registry = registry(serde_json::json!({
+            "storage": {"s3": {"bucket": "b3x", "rootPrefix": "team-a"}},
+            "readOnly": true,
+            "deletesEnabled": false,
+            "logLevel": "debug"
+        }));
+        let config = parsed(&server_config(&registry, false));
+        assert_eq!(config["read-only"].as_bool(), Some(true));
+        assert_eq!(config["deletes-enabled"].as_bool(), Some(false));
+        assert_eq!(config["log-level"].as_str(), Some("debug"));
+        assert_eq!(config["log-format"].as_str(), Some("json"));
+        assert_eq!(config["s3-root-prefix"].as_str(), Some("team-a"));
+    }
+
+    #[test]
+    fn the_config_map_is_owned_and_named_after_the_registry() {
+        let map = config_map(&s3_registry(), "x = 1".to_owned());
+        assert_eq!(map.metadata.name.as_deref(), Some("images-config"));
+        assert_eq!(map.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(map.data.expect("data")[CONFIG_FILE], "x = 1");
+    }
+}

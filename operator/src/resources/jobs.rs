@@ -1,0 +1,251 @@
+//! The CronJobs that run `stowage gc` and `stowage purge-uploads` on the registry's storage.
+
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, PodAffinity, PodAffinityTerm, PodSpec, PodTemplateSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+
+use super::pod::{config_args, pod_security_context, stowage_container, volumes};
+use super::{Inputs, labels, owned_meta, server_selector};
+use crate::crd::Registry;
+
+/// The two maintenance tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    GarbageCollection,
+    UploadPurging,
+}
+
+impl Task {
+    pub const ALL: [Self; 2] = [Self::GarbageCollection, Self::UploadPurging];
+
+    /// The subcommand, which is also the component label and the CronJob's name suffix.
+    pub fn command(self) -> &'static str {
+        match self {
+            Self::GarbageCollection => "gc",
+            Self::UploadPurging => "purge-uploads",
+        }
+    }
+
+    pub fn cron_job_name(self, registry: &Registry) -> String {
+        format!("{}-{}", registry.name_any(), self.command())
+    }
+}
+
+/// Where `gc` writes its summary: the container's termination message, which the operator reads
+/// into the Registry's status.
+pub const REPORT_PATH: &str = "/dev/termination-log";
+
+/// The CronJob running `task`. Runs never overlap, and a suspended task keeps its CronJob (and
+/// its history) with `suspend: true`.
+pub fn cron_job(registry: &Registry, inputs: &Inputs, task: Task) -> CronJob {
+    let spec = &registry.spec;
+    let (schedule, suspend, mut args) = match task {
+        Task::GarbageCollection => {
+            let gc = &spec.garbage_collection;
+            let mut args = vec!["--grace-period".to_owned(), gc.grace_period.clone()];
+            if gc.delete_untagged {
+                args.push("--delete-untagged".to_owned());
+            }
+            args.extend(["--report-file".to_owned(), REPORT_PATH.to_owned()]);
+            (&gc.schedule, gc.suspend, args)
+        }
+        Task::UploadPurging => {
+            let purge = &spec.upload_purging;
+            let args = vec!["--older-than".to_owned(), purge.max_age.clone()];
+            (&purge.schedule, purge.suspend, args)
+        }
+    };
+    args.extend(["--output".to_owned(), "json".to_owned()]);
+    let args = [
+        vec![task.command().to_owned()],
+        config_args().to_vec(),
+        args,
+    ]
+    .concat();
+    let mut container = stowage_container(registry, inputs, task.command(), args);
+    container.termination_message_policy = Some("FallbackToLogsOnError".to_owned());
+
+    let pod_labels = labels(registry, task.command());
+    CronJob {
+        metadata: owned_meta(registry, task.cron_job_name(registry), task.command()),
+        spec: Some(CronJobSpec {
+            schedule: schedule.clone(),
+            suspend: Some(suspend),
+            concurrency_policy: Some("Forbid".to_owned()),
+            starting_deadline_seconds: Some(600),
+            successful_jobs_history_limit: Some(3),
+            failed_jobs_history_limit: Some(3),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(JobSpec {
+                    backoff_limit: Some(2),
+                    template: PodTemplateSpec {
+                        metadata: Some(ObjectMeta {
+                            labels: Some(pod_labels),
+                            annotations: Some(
+                                [(
+                                    super::CHECKSUM_ANNOTATION.to_owned(),
+                                    inputs.checksum.clone(),
+                                )]
+                                .into(),
+                            ),
+                            ..ObjectMeta::default()
+                        }),
+                        spec: Some(PodSpec {
+                            restart_policy: Some("Never".to_owned()),
+                            service_account_name: Some(registry.name_any()),
+                            automount_service_account_token: Some(false),
+                            containers: vec![container],
+                            volumes: Some(volumes(registry)),
+                            security_context: Some(pod_security_context()),
+                            image_pull_secrets: (!spec.image_pull_secrets.is_empty())
+                                .then(|| spec.image_pull_secrets.clone()),
+                            node_selector: (!spec.scheduling.node_selector.is_empty())
+                                .then(|| spec.scheduling.node_selector.clone()),
+                            tolerations: (!spec.scheduling.tolerations.is_empty())
+                                .then(|| spec.scheduling.tolerations.clone()),
+                            affinity: same_node_as_server(registry),
+                            priority_class_name: spec.scheduling.priority_class_name.clone(),
+                            ..PodSpec::default()
+                        }),
+                    },
+                    ..JobSpec::default()
+                }),
+            },
+            ..CronJobSpec::default()
+        }),
+        ..CronJob::default()
+    }
+}
+
+/// A filesystem volume is single-node: the task must run where the server has it mounted.
+fn same_node_as_server(registry: &Registry) -> Option<Affinity> {
+    registry.spec.storage.filesystem.as_ref()?;
+    Some(Affinity {
+        pod_affinity: Some(PodAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(server_selector(registry)),
+                topology_key: "kubernetes.io/hostname".to_owned(),
+                ..PodAffinityTerm::default()
+            }]),
+            ..PodAffinity::default()
+        }),
+        ..Affinity::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{fs_registry, inputs, registry, s3_registry};
+    use super::*;
+
+    fn pod(job: &CronJob) -> &PodSpec {
+        job.spec
+            .as_ref()
+            .and_then(|s| s.job_template.spec.as_ref())
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod")
+    }
+
+    fn args(job: &CronJob) -> Vec<String> {
+        pod(job).containers[0].args.clone().expect("args")
+    }
+
+    #[test]
+    fn gc_runs_on_schedule_never_overlapping() {
+        let job = cron_job(&s3_registry(), &inputs(), Task::GarbageCollection);
+        assert_eq!(job.metadata.name.as_deref(), Some("images-gc"));
+        let spec = job.spec.as_ref().expect("spec");
+        assert_eq!(spec.schedule, "0 3 * * *");
+        assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+        assert_eq!(spec.suspend, Some(false));
+        assert_eq!(
+            args(&job),
+            [
+                "gc",
+                "--config",
+                "/etc/stowage/config.toml",
+                "--grace-period",
+                "1h",
+                "--report-file",
+                "/dev/termination-log",
+                "--output",
+                "json"
+            ]
+        );
+        assert_eq!(pod(&job).restart_policy.as_deref(), Some("Never"));
+        assert!(pod(&job).affinity.is_none());
+    }
+
+    #[test]
+    fn gc_settings_apply() {
+        let registry = registry(serde_json::json!({
+            "storage": {"s3": {"bucket": "bkt"}},
+            "garbageCollection": {"schedule": "*/30 * * * *", "gracePeriod": "2h", "deleteUntagged": true, "suspend": true}
+        }));
+        let job = cron_job(&registry, &inputs(), Task::GarbageCollection);
+        assert_eq!(
+            job.spec.as_ref().map(|s| s.schedule.as_str()),
+            Some("*/30 * * * *")
+        );
+        assert_eq!(job.spec.as_ref().and_then(|s| s.suspend), Some(true));
+        let args = args(&job);
+        assert!(args.windows(2).any(|w| w == ["--grace-period", "2h"]));
+        assert!(args.contains(&"--delete-untagged".to_owned()));
+    }
+
+    #[test]
+    fn purge_uses_the_maximum_age() {
+        let job = cron_job(&s3_registry(), &inputs(), Task::UploadPurging);
+        assert_eq!(job.metadata.name.as_deref(), Some("images-purge-uploads"));
+        assert_eq!(
+            args(&job),
+            [
+                "purge-uploads",
+                "--config",
+                "/etc/stowage/config.toml",
+                "--older-than",
+                "168h",
+                "--output",
+                "json"
+            ]
+        );
+    }
+
+    #[test]
+    fn tasks_share_the_servers_storage() {
+        let job = cron_job(&fs_registry(), &inputs(), Task::GarbageCollection);
+        let pod = pod(&job);
+        assert!(
+            pod.volumes
+                .as_ref()
+                .expect("volumes")
+                .iter()
+                .any(|v| v.persistent_volume_claim.is_some())
+        );
+        let term = &pod
+            .affinity
+            .as_ref()
+            .and_then(|a| a.pod_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .expect("affinity")[0];
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        let labels = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.job_template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .expect("labels");
+        assert_eq!(labels[super::super::REGISTRY_LABEL], "images");
+        assert_eq!(labels["app.kubernetes.io/component"], "gc");
+    }
+}

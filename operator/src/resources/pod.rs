@@ -1,0 +1,176 @@
+//! What every Stowage pod shares, whether it serves or runs `gc` and `purge-uploads`: the image,
+//! the config and key volumes, the S3 credentials and a locked-down security context.
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+
+use super::Inputs;
+use super::config::{CONFIG_FILE, config_map_name};
+use super::storage::data_claim_name;
+use super::upload_key::upload_key_secret_name;
+use crate::crd::Registry;
+
+/// The port the server listens on inside the pod.
+pub const SERVER_PORT: i32 = 5000;
+/// Where the config file is mounted.
+pub const CONFIG_PATH: &str = "/etc/stowage";
+/// Where the upload key files are mounted.
+pub const UPLOAD_KEY_PATH: &str = "/etc/stowage/upload-key";
+/// Where filesystem storage is mounted.
+pub const DATA_PATH: &str = "/var/lib/stowage";
+/// The non-root user the images run as.
+const USER_ID: i64 = 65532;
+
+/// `--config` pointing at the mounted config file.
+pub(super) fn config_args() -> [String; 2] {
+    [
+        "--config".to_owned(),
+        format!("{CONFIG_PATH}/{CONFIG_FILE}"),
+    ]
+}
+
+/// A container running `stowage` with `args`, with the config, key and data mounted.
+pub(super) fn stowage_container(
+    registry: &Registry,
+    inputs: &Inputs,
+    name: &str,
+    args: Vec<String>,
+) -> Container {
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".to_owned(),
+            mount_path: CONFIG_PATH.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "upload-key".to_owned(),
+            mount_path: UPLOAD_KEY_PATH.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        },
+    ];
+    if registry.spec.storage.filesystem.is_some() {
+        mounts.push(VolumeMount {
+            name: "data".to_owned(),
+            mount_path: DATA_PATH.to_owned(),
+            ..VolumeMount::default()
+        });
+    }
+    Container {
+        name: name.to_owned(),
+        image: Some(inputs.image.clone()),
+        image_pull_policy: registry
+            .spec
+            .image_pull_policy
+            .map(|p| p.as_str().to_owned()),
+        args: Some(args),
+        env: Some(env(registry)),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// The S3 access key, from the credentials Secret; nothing else travels in the environment.
+fn env(registry: &Registry) -> Vec<EnvVar> {
+    let Some(credentials) = registry
+        .spec
+        .storage
+        .s3
+        .as_ref()
+        .and_then(|s3| s3.credentials_secret.as_ref())
+    else {
+        return Vec::new();
+    };
+    let from_secret = |name: &str, key: &str| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: credentials.name.clone(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    vec![
+        from_secret("STOWAGE_S3_ACCESS_KEY_ID", &credentials.access_key_id_key),
+        from_secret(
+            "STOWAGE_S3_SECRET_ACCESS_KEY",
+            &credentials.secret_access_key_key,
+        ),
+    ]
+}
+
+/// The volumes [`stowage_container`] mounts.
+pub(super) fn volumes(registry: &Registry) -> Vec<Volume> {
+    let mut volumes = vec![
+        Volume {
+            name: "config".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(registry),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "upload-key".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(upload_key_secret_name(registry)),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    if registry.spec.storage.filesystem.is_some() {
+        volumes.push(Volume {
+            name: "data".to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: data_claim_name(registry),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
+}
+
+/// Non-root, with the data volume writable by the image's user.
+pub(super) fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(USER_ID),
+        run_as_group: Some(USER_ID),
+        fs_group: Some(USER_ID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
