@@ -552,7 +552,10 @@ mod tests {
         .expect("JSON")
     }
 
-    #[expect(clippy::needless_pass_by_value, reason = "reads better at the call sites")]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "reads better at the call sites"
+    )]
     fn object(spec: Value) -> Value {
         json!({
             "apiVersion": "stowage.dev/v1alpha1",

@@ -72,6 +72,11 @@ pub struct GcArgs {
     #[arg(long, default_value = "text")]
     pub output: OutputFormat,
 
+    /// Also write the counts as one line of JSON to this file, such as `/dev/termination-log`
+    /// in a Kubernetes Job.
+    #[arg(long, env = "STOWAGE_REPORT_FILE")]
+    pub report_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub storage: ServeArgs,
 }
@@ -89,6 +94,11 @@ pub struct PurgeArgs {
     /// Report format.
     #[arg(long, default_value = "text")]
     pub output: OutputFormat,
+
+    /// Also write the counts as one line of JSON to this file, such as `/dev/termination-log`
+    /// in a Kubernetes Job.
+    #[arg(long, env = "STOWAGE_REPORT_FILE")]
+    pub report_file: Option<PathBuf>,
 
     #[command(flatten)]
     pub storage: ServeArgs,
@@ -501,7 +511,7 @@ impl Cli {
                     sweep_wait: args.sweep_wait,
                 };
                 let report = gc::run_once(storage::open(&config.storage).await?, &options).await?;
-                print_report(&report, args.output)
+                print_report(&report, args.output, args.report_file.as_deref())
             }
             Command::PurgeUploads(args) => {
                 let config = args.storage.resolve()?;
@@ -512,7 +522,7 @@ impl Cli {
                 };
                 let report =
                     gc::purge_uploads(storage::open(&config.storage).await?, &options).await?;
-                print_report(&report, args.output)
+                print_report(&report, args.output, args.report_file.as_deref())
             }
         }
     }
@@ -521,7 +531,12 @@ impl Cli {
 fn print_report(
     report: &gc::Report,
     output: OutputFormat,
+    report_file: Option<&Path>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(path) = report_file {
+        std::fs::write(path, serde_json::to_string(&report.to_summary())?)
+            .map_err(|e| format!("writing the report to {}: {e}", path.display()))?;
+    }
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string(report)?),
         OutputFormat::Text => {

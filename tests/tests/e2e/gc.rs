@@ -47,7 +47,11 @@ async fn push_image(
         .status()
 }
 
+/// Runs `stowage gc` and returns its JSON report, after checking that the `--report-file`
+/// summary (what the operator reads from a Job) agrees with it.
 fn stowage_gc(root: &Path, flags: &[&str]) -> Value {
+    let summary_dir = tempfile::tempdir().unwrap();
+    let summary_path = summary_dir.path().join("termination-log");
     let output = run(Command::new(stowage_bin())
         .args([
             "gc",
@@ -57,9 +61,25 @@ fn stowage_gc(root: &Path, flags: &[&str]) -> Value {
             "0s",
             "--fs-root",
             root.to_str().unwrap(),
+            "--report-file",
+            summary_path.to_str().unwrap(),
         ])
         .args(flags));
-    serde_json::from_slice(&output.stdout).unwrap()
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    for count in [
+        "blobs_deleted",
+        "manifests_deleted",
+        "bytes_freed",
+        "dry_run",
+    ] {
+        assert_eq!(summary[count], report[count], "{count} in the summary");
+    }
+    assert!(
+        summary.get("deleted").is_none(),
+        "the summary leaves out the item list"
+    );
+    report
 }
 
 /// `(blobs, manifests)` that Distribution's `garbage-collect --dry-run` would delete.
