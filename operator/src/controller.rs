@@ -1,0 +1,664 @@
+//! The reconcile loop: read what the objects depend on, server-side apply every child, then
+//! write the status. Children carry owner references, so deleting a Registry deletes them
+//! through Kubernetes' garbage collector and no finalizer is needed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::crd::{Registry, RegistryStatus};
+use crate::metrics::Metrics;
+use crate::resources::{self, FIELD_MANAGER, Inputs, Task};
+use crate::status::{self, Observed, StorageCheck};
+
+/// What the reconcile loop shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// The server image for Registries that name none.
+    pub default_image: String,
+    /// Consecutive failures per Registry, for the error backoff.
+    failures: Mutex<HashMap<ObjectRef<Registry>, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, default_image: String) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            default_image,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("upload key Secret {0:?} does not exist")]
+    UploadKeyMissing(String),
+    #[error("upload key Secret {0:?} needs a `current` key of at least 32 bytes")]
+    UploadKeyInvalid(String),
+    #[error("the Registry has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// The `reason` label of the failure metric, and the event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "ApiError",
+            Self::UploadKeyMissing(_) => "UploadKeyMissing",
+            Self::UploadKeyInvalid(_) => "UploadKeyInvalid",
+            Self::NoNamespace => "NoNamespace",
+        }
+    }
+}
+
+fn kube_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube {
+        action,
+        source: Box::new(source),
+    }
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+/// Runs the controller until a shutdown signal, for every Registry `registries` can see.
+pub async fn run(context: Arc<Context>, registries: Api<Registry>, namespace: Option<&str>) {
+    let api = |client: &Client| -> (Api<Secret>, Api<Job>) {
+        match namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        }
+    };
+    let (secrets, jobs) = api(&context.client);
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    macro_rules! owned_api {
+        ($kind:ty) => {
+            match namespace {
+                Some(ns) => Api::<$kind>::namespaced(context.client.clone(), ns),
+                None => Api::<$kind>::all(context.client.clone()),
+            }
+        };
+    }
+    let controller = Controller::new(registries, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .owns(owned_api!(Deployment), owned.clone())
+        .owns(owned_api!(Service), owned.clone())
+        .owns(owned_api!(ConfigMap), owned.clone())
+        .owns(owned_api!(HorizontalPodAutoscaler), owned.clone())
+        .owns(owned_api!(PodDisruptionBudget), owned.clone())
+        .owns(owned_api!(CronJob), owned.clone())
+        // A finished gc Job updates the status; the Job is the CronJob's, so map it by label.
+        .watches(jobs, owned, |job| {
+            let registry = job.labels().get(resources::REGISTRY_LABEL).cloned();
+            registry.map(|name| {
+                let reference = ObjectRef::new(&name);
+                match job.namespace() {
+                    Some(ns) => reference.within(&ns),
+                    None => reference,
+                }
+            })
+        })
+        // A changed upload key or S3 credentials Secret rolls the pods of the Registries using it.
+        .watches(secrets, watcher::Config::default(), move |secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|registry| {
+                    registry.namespace() == namespace && uses_secret(registry, &name)
+                })
+                .map(|registry| ObjectRef::from_obj(&*registry))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(registry = %object, "reconciled"),
+                Err(error) => tracing::warn!(%error, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+fn uses_secret(registry: &Registry, secret: &str) -> bool {
+    resources::upload_key_secret_name(registry) == secret
+        || registry
+            .spec
+            .storage
+            .s3
+            .as_ref()
+            .and_then(|s3| s3.credentials_secret.as_ref())
+            .is_some_and(|c| c.name == secret)
+}
+
+/// Requeues a failed Registry after 5s, doubling per consecutive failure up to 5 minutes.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature kube's Controller::run calls"
+)]
+pub fn error_policy(registry: Arc<Registry>, error: &Error, context: Arc<Context>) -> Action {
+    let attempts = {
+        let mut failures = context
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = failures.entry(ObjectRef::from_obj(&*registry)).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = Duration::from_secs(5)
+        .saturating_mul(2_u32.saturating_pow(attempts.saturating_sub(1).min(6)))
+        .min(Duration::from_secs(300));
+    tracing::warn!(registry = %registry.name_any(), %error, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// Brings every child of `registry` to what its spec asks for, then writes its status.
+pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result<Action, Error> {
+    let _timer = context.metrics.reconcile_started();
+    if registry.metadata.deletion_timestamp.is_some() {
+        // Owner references take the children away; nothing to do.
+        return Ok(Action::await_change());
+    }
+    let namespace = registry.namespace().ok_or(Error::NoNamespace)?;
+    let client = context.client.clone();
+    let applied = apply_children(&registry, &context, &namespace).await;
+    let (observed_deployment, storage, last_gc, error) = match &applied {
+        Ok(applied) => (
+            Some(&applied.deployment),
+            applied.storage.clone(),
+            applied.last_gc.clone(),
+            None,
+        ),
+        Err(error) => (
+            None,
+            StorageCheck::unavailable("Unknown", "not checked: the reconcile failed"),
+            registry
+                .status
+                .as_ref()
+                .and_then(|s| s.last_garbage_collection.clone()),
+            Some(error.to_string()),
+        ),
+    };
+    let status = status::compute(
+        &registry,
+        Observed {
+            deployment: observed_deployment,
+            storage: &storage,
+            last_gc,
+            error,
+            now: Time(Timestamp::now()),
+        },
+    );
+    let status_written = write_status(&client, &registry, &namespace, &status).await;
+
+    match applied {
+        Ok(applied) => {
+            status_written?;
+            if let Ok(mut failures) = context.failures.lock() {
+                failures.remove(&ObjectRef::from_obj(&*registry));
+            }
+            let generation_changed = registry.status.as_ref().and_then(|s| s.observed_generation)
+                != registry.metadata.generation;
+            if generation_changed {
+                publish(
+                    &context,
+                    &registry,
+                    EventType::Normal,
+                    "Reconciled",
+                    format!(
+                        "applied generation {}",
+                        registry.metadata.generation.unwrap_or_default()
+                    ),
+                )
+                .await;
+            }
+            for (reason, note) in applied.events {
+                publish(&context, &registry, EventType::Normal, reason, note).await;
+            }
+            if !storage.ready {
+                publish(
+                    &context,
+                    &registry,
+                    EventType::Warning,
+                    storage.reason,
+                    storage.message,
+                )
+                .await;
+            }
+            let settling = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Progressing" && c.status == "True");
+            Ok(Action::requeue(Duration::from_secs(if settling {
+                15
+            } else {
+                300
+            })))
+        }
+        Err(error) => {
+            context.metrics.reconcile_failed(error.reason());
+            publish(
+                &context,
+                &registry,
+                EventType::Warning,
+                error.reason(),
+                error.to_string(),
+            )
+            .await;
+            Err(error)
+        }
+    }
+}
+
+/// What applying the children found out.
+struct Applied {
+    deployment: Deployment,
+    storage: StorageCheck,
+    last_gc: Option<crate::crd::GarbageCollectionRun>,
+    /// Events worth telling: `(reason, note)`.
+    events: Vec<(&'static str, String)>,
+}
+
+async fn apply_children(
+    registry: &Registry,
+    context: &Context,
+    namespace: &str,
+) -> Result<Applied, Error> {
+    let client = &context.client;
+    let mut events = Vec::new();
+    let key = upload_key(client, registry, namespace, &mut events).await?;
+    let (storage, credentials) = check_storage(client, registry, namespace).await?;
+
+    let config = resources::server_config(registry, key.has_previous);
+    let inputs = Inputs {
+        image: registry
+            .spec
+            .image
+            .clone()
+            .unwrap_or_else(|| context.default_image.clone()),
+        has_previous_key: key.has_previous,
+        checksum: checksum(&config, &key.secret, credentials.as_ref()),
+    };
+
+    apply(client, namespace, &resources::service_account(registry)).await?;
+    apply(client, namespace, &resources::config_map(registry, config)).await?;
+    if let Some(claim) = resources::persistent_volume_claim(registry) {
+        apply::<PersistentVolumeClaim>(client, namespace, &claim).await?;
+    }
+    let deployment = apply(client, namespace, &resources::deployment(registry, &inputs)).await?;
+    apply(client, namespace, &resources::service(registry)).await?;
+    match resources::horizontal_pod_autoscaler(registry) {
+        Some(hpa) => drop(apply(client, namespace, &hpa).await?),
+        None => delete::<HorizontalPodAutoscaler>(client, namespace, &registry.name_any()).await?,
+    }
+    match resources::pod_disruption_budget(registry) {
+        Some(pdb) => drop(apply(client, namespace, &pdb).await?),
+        None => delete::<PodDisruptionBudget>(client, namespace, &registry.name_any()).await?,
+    }
+    for task in Task::ALL {
+        apply(
+            client,
+            namespace,
+            &resources::cron_job(registry, &inputs, task),
+        )
+        .await?;
+    }
+    let last_gc = last_garbage_collection(client, registry, namespace).await?;
+    Ok(Applied {
+        deployment,
+        storage,
+        last_gc,
+        events,
+    })
+}
+
+/// Server-side applies `object` with the operator's field manager, taking over fields others
+/// changed (the spec is the truth), and returns what the API server made of it.
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(kube_error(format!("applying {} {name}", K::kind(&()))))
+}
+
+/// Deletes a child the spec no longer asks for; gone already is fine.
+async fn delete<K>(client: &Client, namespace: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(error) => Err(kube_error(format!("deleting {} {name}", K::kind(&())))(
+            error,
+        )),
+    }
+}
+
+struct UploadKeyState {
+    secret: Secret,
+    has_previous: bool,
+}
+
+/// Reads the upload key Secret; generates it on first sight (never again), and carries out a
+/// rotation the spec asks for.
+async fn upload_key(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+    events: &mut Vec<(&'static str, String)>,
+) -> Result<UploadKeyState, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let name = resources::upload_key_secret_name(registry);
+    let generated = registry.spec.upload_key.secret_name.is_none();
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_error(format!("reading Secret {name}")))?;
+    let secret = match existing {
+        Some(secret) if generated => {
+            match resources::rotated_upload_key_secret(registry, &secret, resources::generate_key())
+            {
+                Some(rotated) => {
+                    let secret = apply(client, namespace, &rotated).await?;
+                    events.push((
+                        "UploadKeyRotated",
+                        format!(
+                            "Secret {name}: new current key; the old one stays accepted as previous"
+                        ),
+                    ));
+                    secret
+                }
+                None => secret,
+            }
+        }
+        Some(secret) => secret,
+        None if generated => {
+            let new = resources::new_upload_key_secret(registry, resources::generate_key());
+            let secret = match api.create(&PostParams::default(), &new).await {
+                Ok(secret) => secret,
+                // Another operator instance made it first: use theirs.
+                Err(kube::Error::Api(status)) if status.code == 409 => api
+                    .get(&name)
+                    .await
+                    .map_err(kube_error(format!("reading Secret {name}")))?,
+                Err(error) => return Err(kube_error(format!("creating Secret {name}"))(error)),
+            };
+            events.push((
+                "UploadKeyGenerated",
+                format!("generated the upload key in Secret {name}"),
+            ));
+            secret
+        }
+        None => return Err(Error::UploadKeyMissing(name)),
+    };
+    let value = |key: &str| {
+        let data = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| v.0.len());
+        let string_data = secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(String::len);
+        data.or(string_data)
+    };
+    if value(resources::CURRENT_KEY).is_none_or(|len| len < 32) {
+        return Err(Error::UploadKeyInvalid(name));
+    }
+    let has_previous = value(resources::PREVIOUS_KEY).is_some_and(|len| len >= 32);
+    Ok(UploadKeyState {
+        secret,
+        has_previous,
+    })
+}
+
+/// Checks that the S3 credentials Secret has the keys the pods read (or that the claim to
+/// mount exists), and returns the credentials Secret for the checksum.
+async fn check_storage(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+) -> Result<(StorageCheck, Option<Secret>), Error> {
+    if let Some(fs) = &registry.spec.storage.filesystem {
+        let claim = resources::data_claim_name(registry);
+        if fs.existing_claim.is_none() {
+            return Ok((StorageCheck::ready(format!("volume claim {claim}")), None));
+        }
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+        let found = api
+            .get_opt(&claim)
+            .await
+            .map_err(kube_error(format!("reading PersistentVolumeClaim {claim}")))?;
+        return Ok(match found {
+            Some(_) => (StorageCheck::ready(format!("volume claim {claim}")), None),
+            None => (
+                StorageCheck::unavailable(
+                    "ClaimMissing",
+                    format!("PersistentVolumeClaim {claim} does not exist"),
+                ),
+                None,
+            ),
+        });
+    }
+    let Some(s3) = &registry.spec.storage.s3 else {
+        return Ok((
+            StorageCheck::unavailable("NoStorage", "no storage kind is set"),
+            None,
+        ));
+    };
+    let Some(credentials) = &s3.credentials_secret else {
+        return Ok((
+            StorageCheck::ready(format!("bucket {} with the pod's own identity", s3.bucket)),
+            None,
+        ));
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get_opt(&credentials.name)
+        .await
+        .map_err(kube_error(format!("reading Secret {}", credentials.name)))?;
+    let Some(secret) = secret else {
+        return Ok((
+            StorageCheck::unavailable(
+                "CredentialsMissing",
+                format!("S3 credentials Secret {} does not exist", credentials.name),
+            ),
+            None,
+        ));
+    };
+    let has = |key: &str| {
+        secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+            || secret
+                .string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(key))
+    };
+    for key in [
+        &credentials.access_key_id_key,
+        &credentials.secret_access_key_key,
+    ] {
+        if !has(key) {
+            return Ok((
+                StorageCheck::unavailable(
+                    "CredentialsMissing",
+                    format!(
+                        "S3 credentials Secret {} has no key {key}",
+                        credentials.name
+                    ),
+                ),
+                Some(secret),
+            ));
+        }
+    }
+    Ok((
+        StorageCheck::ready(format!("bucket {}", s3.bucket)),
+        Some(secret),
+    ))
+}
+
+/// SHA-256 over the config and every Secret value the pods read.
+fn checksum(config: &str, upload_key: &Secret, credentials: Option<&Secret>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(config.as_bytes());
+    for secret in std::iter::once(upload_key).chain(credentials) {
+        for (key, value) in secret.data.iter().flatten() {
+            hasher.update((key.len() as u64).to_be_bytes());
+            hasher.update(key.as_bytes());
+            hasher.update((value.0.len() as u64).to_be_bytes());
+            hasher.update(&value.0);
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The newest finished gc run; the pods of a Job already in the status are not read again.
+async fn last_garbage_collection(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+) -> Result<Option<crate::crd::GarbageCollectionRun>, Error> {
+    let known = registry
+        .status
+        .as_ref()
+        .and_then(|s| s.last_garbage_collection.clone());
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let selector = format!(
+        "{}={},app.kubernetes.io/component={}",
+        resources::REGISTRY_LABEL,
+        registry.name_any(),
+        Task::GarbageCollection.command()
+    );
+    let list = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_error("listing gc Jobs"))?;
+    let Some((job, finished_at, result)) = status::latest_finished_job(&list.items) else {
+        return Ok(known);
+    };
+    if known
+        .as_ref()
+        .is_some_and(|k| k.job == job.name_any() && k.result == result)
+    {
+        return Ok(known);
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods = pods
+        .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+        .await
+        .map_err(kube_error("listing gc pods"))?;
+    Ok(Some(status::gc_run(job, finished_at, result, &pods.items)))
+}
+
+/// Writes the status when it changed (an unchanged status is not written, so a status write
+/// does not feed the watch that triggered it).
+async fn write_status(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+    status: &RegistryStatus,
+) -> Result<(), Error> {
+    if registry.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<Registry> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        &registry.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_error("writing the status"))?;
+    Ok(())
+}
+
+/// Publishes an event about `registry`; a failure to record it is logged, never fatal.
+async fn publish(
+    context: &Context,
+    registry: &Registry,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = context
+        .recorder
+        .publish(&event, &registry.object_ref(&()))
+        .await
+    {
+        tracing::warn!(%error, reason, "could not record an event");
+    }
+}
