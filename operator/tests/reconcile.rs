@@ -1,0 +1,526 @@
+//! The reconcile loop against a fake API server (tower-test): create, update, autoscaling on and
+//! off, status, deletion, key rotation and API errors, with every request checked against the
+//! RBAC rules the Helm chart grants.
+
+mod fake_api;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use fake_api::FakeApi;
+use http::Method;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use stowage_operator::controller::{Context, error_policy, reconcile};
+use stowage_operator::crd::Registry;
+use stowage_operator::metrics::Metrics;
+use stowage_operator::rbac;
+
+const NS: &str = "/api/v1/namespaces/team-a";
+const REGISTRY: &str = "/apis/stowage.dev/v1alpha1/namespaces/team-a/registries/images";
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/team-a/deployments/images";
+const HPA: &str = "/apis/autoscaling/v2/namespaces/team-a/horizontalpodautoscalers/images";
+const PDB: &str = "/apis/policy/v1/namespaces/team-a/poddisruptionbudgets/images";
+const KEY: &str = "/api/v1/namespaces/team-a/secrets/images-upload-key";
+const CONFIG: &str = "/api/v1/namespaces/team-a/configmaps/images-config";
+
+struct Harness {
+    fake: FakeApi,
+    context: Arc<Context>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let (client, fake) = FakeApi::start();
+        let context = Arc::new(Context::new(
+            client,
+            Arc::new(Metrics::default()),
+            "ghcr.io/stowage/stowage:test".to_owned(),
+        ));
+        fake.put(
+            &format!("{NS}/secrets/s3-creds"),
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "s3-creds", "namespace": "team-a"},
+                "data": {"accessKeyId": "R0s=", "secretAccessKey": "c2VjcmV0"}
+            }),
+        );
+        Self { fake, context }
+    }
+
+    /// Stores a Registry with `spec` (as `kubectl apply` would) and returns what the API holds.
+    fn apply_registry(&self, spec: &Value) {
+        let existing = self.fake.get(REGISTRY);
+        let generation = existing
+            .as_ref()
+            .and_then(|r| r["metadata"]["generation"].as_i64())
+            .unwrap_or(0)
+            + 1;
+        let mut registry = json!({
+            "apiVersion": "stowage.dev/v1alpha1", "kind": "Registry",
+            "metadata": {"name": "images", "namespace": "team-a", "uid": "registry-uid", "generation": generation},
+            "spec": spec
+        });
+        if let Some(status) = existing.as_ref().map(|r| r["status"].clone()) {
+            registry["status"] = status;
+        }
+        self.fake.put(REGISTRY, registry);
+    }
+
+    fn registry(&self) -> Registry {
+        serde_json::from_value(self.fake.get(REGISTRY).expect("registry")).expect("a Registry")
+    }
+
+    async fn reconcile(&self) -> Result<Action, stowage_operator::controller::Error> {
+        reconcile(Arc::new(self.registry()), Arc::clone(&self.context)).await
+    }
+
+    fn object(&self, path: &str) -> Value {
+        self.fake
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} was not made"))
+    }
+
+    fn condition(&self, type_: &str) -> Value {
+        let registry = self.object(REGISTRY);
+        registry["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
+            .unwrap_or_else(|| panic!("no {type_} condition in {}", registry["status"]))
+    }
+
+    fn event_reasons(&self) -> Vec<String> {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| r.resource == "events" && r.method == Method::POST)
+            .map(|r| r.body["reason"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Marks the Deployment as rolled out with `ready` replicas, as its controller would.
+    fn deployment_ready(&self, ready: i64) {
+        self.fake.update(DEPLOYMENT, |d| {
+            let generation = d["metadata"]["generation"].clone();
+            d["status"] = json!({
+                "observedGeneration": generation, "replicas": ready, "readyReplicas": ready,
+                "availableReplicas": ready, "updatedReplicas": ready
+            });
+        });
+    }
+}
+
+fn s3_spec() -> Value {
+    json!({
+        "replicas": 3,
+        "storage": {"s3": {
+            "bucket": "images", "endpoint": "http://garage.storage:3900", "pathStyle": true,
+            "credentialsSecret": {"name": "s3-creds"}
+        }}
+    })
+}
+
+fn checksum(deployment: &Value) -> String {
+    deployment["spec"]["template"]["metadata"]["annotations"]["stowage.dev/config-checksum"]
+        .as_str()
+        .expect("checksum")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn create_makes_every_child_and_reports_status() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    let action = h.reconcile().await.expect("reconciles");
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)), "settling");
+
+    for path in [
+        format!("{NS}/serviceaccounts/images"),
+        CONFIG.to_owned(),
+        KEY.to_owned(),
+        DEPLOYMENT.to_owned(),
+        format!("{NS}/services/images"),
+        PDB.to_owned(),
+        "/apis/batch/v1/namespaces/team-a/cronjobs/images-gc".to_owned(),
+        "/apis/batch/v1/namespaces/team-a/cronjobs/images-purge-uploads".to_owned(),
+    ] {
+        let object = h.object(&path);
+        let owner = &object["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "Registry", "{path} is owned");
+        assert_eq!(owner["uid"], "registry-uid", "{path} is owned");
+    }
+    assert!(
+        h.fake.get(HPA).is_none(),
+        "no autoscaler without autoscaling"
+    );
+    assert!(
+        h.fake
+            .get(&format!("{NS}/persistentvolumeclaims/images-data"))
+            .is_none()
+    );
+
+    let deployment = h.object(DEPLOYMENT);
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/stowage/stowage:test"
+    );
+    let key = h.object(KEY);
+    assert_eq!(
+        key["data"]["current"].as_str().map(str::len),
+        Some(128),
+        "96 hex bytes, base64"
+    );
+
+    let status = &h.object(REGISTRY)["status"];
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["endpoint"], "images.team-a.svc:5000");
+    assert!(
+        status["selector"]
+            .as_str()
+            .expect("selector")
+            .contains("stowage.dev/registry=images")
+    );
+    assert_eq!(
+        h.condition("Ready")["status"],
+        "False",
+        "no pod is ready yet"
+    );
+    assert_eq!(h.condition("Progressing")["status"], "True");
+    assert_eq!(h.condition("StorageReady")["status"], "True");
+    assert_eq!(h.event_reasons(), ["Reconciled", "UploadKeyGenerated"]);
+
+    // Applies go through server-side apply with our field manager, forced.
+    let applies: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::PATCH && r.resource == "deployments")
+        .collect();
+    assert_eq!(applies.len(), 1);
+    assert!(applies[0].path.ends_with("/deployments/images"));
+}
+
+#[tokio::test]
+async fn every_request_is_allowed_by_the_generated_rbac() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    h.reconcile().await.expect("reconciles");
+    h.deployment_ready(3);
+    h.apply_registry(&json!({"autoscaling": {"maxReplicas": 6}, "storage": s3_spec()["storage"], "uploadKey": {"rotation": "r1"}}));
+    h.reconcile().await.expect("reconciles");
+    h.apply_registry(&json!({"replicas": 1, "storage": s3_spec()["storage"]}));
+    h.reconcile().await.expect("reconciles");
+
+    let rules = rbac::rules();
+    let requests = h.fake.requests();
+    assert!(requests.len() > 30, "the scenario exercised the operator");
+    for request in requests {
+        for verb in &request.verbs {
+            assert!(
+                rbac::allows(&rules, verb, &request.group, &request.resource),
+                "{verb} {}/{} ({} {}) is not in the RBAC rules",
+                request.group,
+                request.resource,
+                request.method,
+                request.path
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_spec_change_converges_and_rolls_the_pods() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    h.reconcile().await.expect("reconciles");
+    let first_key = h.object(KEY)["data"]["current"].clone();
+    let first = checksum(&h.object(DEPLOYMENT));
+
+    let mut spec = s3_spec();
+    spec["replicas"] = json!(5);
+    spec["logLevel"] = json!("debug");
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+
+    let deployment = h.object(DEPLOYMENT);
+    assert_eq!(deployment["spec"]["replicas"], 5);
+    assert_ne!(
+        checksum(&deployment),
+        first,
+        "a config change rolls the pods"
+    );
+    assert!(
+        h.object(CONFIG)["data"]["config.toml"]
+            .as_str()
+            .expect("config")
+            .contains("log-level = \"debug\"")
+    );
+    assert_eq!(
+        h.object(KEY)["data"]["current"],
+        first_key,
+        "the key is never regenerated"
+    );
+    assert_eq!(h.object(REGISTRY)["status"]["observedGeneration"], 2);
+
+    // The same spec again changes nothing the pods see.
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(checksum(&h.object(DEPLOYMENT)), checksum(&deployment));
+}
+
+#[tokio::test]
+async fn changed_credentials_roll_the_pods() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    h.reconcile().await.expect("reconciles");
+    let before = checksum(&h.object(DEPLOYMENT));
+    h.fake.update(&format!("{NS}/secrets/s3-creds"), |s| {
+        s["data"]["secretAccessKey"] = json!("bmV3")
+    });
+    h.reconcile().await.expect("reconciles");
+    assert_ne!(checksum(&h.object(DEPLOYMENT)), before);
+}
+
+#[tokio::test]
+async fn autoscaling_switched_on_and_off() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    h.reconcile().await.expect("reconciles");
+
+    let mut spec = s3_spec();
+    spec["autoscaling"] = json!({"minReplicas": 2, "maxReplicas": 8, "targetCpuUtilization": 60});
+    h.apply_registry(&spec);
+    h.fake.clear_requests();
+    h.reconcile().await.expect("reconciles");
+    let hpa = h.object(HPA);
+    assert_eq!(hpa["spec"]["maxReplicas"], 8);
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "images");
+    let applied = h
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == Method::PATCH && r.resource == "deployments")
+        .expect("deployment applied");
+    assert!(
+        applied.body["spec"].get("replicas").is_none(),
+        "the autoscaler owns replicas"
+    );
+    assert_eq!(h.object(PDB)["spec"]["maxUnavailable"], 1);
+
+    h.apply_registry(&json!({"replicas": 1, "storage": s3_spec()["storage"]}));
+    h.reconcile().await.expect("reconciles");
+    assert!(h.fake.get(HPA).is_none(), "the autoscaler is deleted");
+    assert!(
+        h.fake.get(PDB).is_none(),
+        "one replica needs no disruption budget"
+    );
+    assert_eq!(h.object(DEPLOYMENT)["spec"]["replicas"], 1);
+}
+
+#[tokio::test]
+async fn status_follows_the_deployment_and_the_last_gc() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    h.reconcile().await.expect("reconciles");
+    h.deployment_ready(3);
+    h.fake.put(
+        "/apis/batch/v1/namespaces/team-a/jobs/images-gc-29000000",
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "images-gc-29000000", "namespace": "team-a",
+                "labels": {"stowage.dev/registry": "images", "app.kubernetes.io/component": "gc"}},
+            "status": {"completionTime": "2026-11-23T03:01:00Z",
+                "conditions": [{"type": "Complete", "status": "True"}]}
+        }),
+    );
+    h.fake.put(
+        &format!("{NS}/pods/images-gc-29000000-abcde"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "images-gc-29000000-abcde", "namespace": "team-a",
+                "labels": {"job-name": "images-gc-29000000"}},
+            "spec": {"containers": [{"name": "gc"}]},
+            "status": {"containerStatuses": [{"name": "gc", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "message":
+                    "{\"dry_run\":false,\"manifests_deleted\":1,\"blobs_deleted\":4,\"links_deleted\":0,\"uploads_deleted\":0,\"bytes_freed\":9000,\"duration_seconds\":31.0}"}}}]}
+        }),
+    );
+    let action = h.reconcile().await.expect("reconciles");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)), "settled");
+    let status = h.object(REGISTRY)["status"].clone();
+    assert_eq!(
+        (status["replicas"].clone(), status["readyReplicas"].clone()),
+        (json!(3), json!(3))
+    );
+    assert_eq!(h.condition("Ready")["status"], "True");
+    assert_eq!(h.condition("Progressing")["status"], "False");
+    assert_eq!(h.condition("GarbageCollected")["status"], "True");
+    let gc = &status["lastGarbageCollection"];
+    assert_eq!(gc["job"], "images-gc-29000000");
+    assert_eq!(gc["bytesFreed"], 9000);
+    assert_eq!(gc["blobsDeleted"], 4);
+    assert_eq!(gc["result"], "Succeeded");
+
+    // A settled Registry is not written again.
+    h.fake.clear_requests();
+    h.reconcile().await.expect("reconciles");
+    let requests = h.fake.requests();
+    assert!(
+        !requests.iter().any(|r| r.resource == "registries/status"),
+        "unchanged status is not written"
+    );
+    assert!(
+        !requests.iter().any(|r| r.resource == "pods"),
+        "a known gc run is not read again"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_registry_is_left_to_the_garbage_collector() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    h.fake.update(REGISTRY, |r| {
+        r["metadata"]["deletionTimestamp"] = json!("2026-11-23T11:00:00Z")
+    });
+    h.fake.clear_requests();
+    let action = h.reconcile().await.expect("reconciles");
+    assert_eq!(action, Action::await_change());
+    assert!(
+        h.fake.requests().is_empty(),
+        "nothing is applied to a Registry being deleted"
+    );
+    assert!(h.fake.get(DEPLOYMENT).is_none());
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_previous_key() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    h.reconcile().await.expect("reconciles");
+    let old_key = h.object(KEY)["data"]["current"].clone();
+    let before = checksum(&h.object(DEPLOYMENT));
+
+    let mut spec = s3_spec();
+    spec["uploadKey"] = json!({"rotation": "2026-11"});
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+    let key = h.object(KEY);
+    assert_eq!(key["data"]["previous"], old_key);
+    assert_ne!(key["data"]["current"], old_key);
+    assert_eq!(
+        key["metadata"]["annotations"]["stowage.dev/rotation"],
+        "2026-11"
+    );
+    assert!(
+        h.object(CONFIG)["data"]["config.toml"]
+            .as_str()
+            .expect("config")
+            .contains("upload-secret-previous-file")
+    );
+    assert_ne!(
+        checksum(&h.object(DEPLOYMENT)),
+        before,
+        "the pods roll onto the new key"
+    );
+    assert!(h.event_reasons().contains(&"UploadKeyRotated".to_owned()));
+
+    // Reconciling again does not rotate again.
+    let rotated = h.object(KEY)["data"].clone();
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(h.object(KEY)["data"], rotated);
+}
+
+#[tokio::test]
+async fn an_api_error_is_reported_and_retried_with_backoff() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    h.fake.fail(Method::PATCH, "/deployments/images", 500);
+    let error = h.reconcile().await.expect_err("the apply fails");
+    assert!(
+        error.to_string().contains("applying Deployment images"),
+        "{error}"
+    );
+    assert_eq!(h.condition("Degraded")["status"], "True");
+    assert_eq!(h.condition("Degraded")["reason"], "ReconcileFailed");
+    assert_eq!(h.condition("Ready")["status"], "False");
+    assert!(h.event_reasons().contains(&"ApiError".to_owned()));
+
+    let registry = Arc::new(h.registry());
+    let first = error_policy(Arc::clone(&registry), &error, Arc::clone(&h.context));
+    let second = error_policy(Arc::clone(&registry), &error, Arc::clone(&h.context));
+    assert_eq!(first, Action::requeue(Duration::from_secs(5)));
+    assert_eq!(second, Action::requeue(Duration::from_secs(10)));
+
+    h.fake.heal();
+    h.reconcile().await.expect("recovers");
+    assert_eq!(h.condition("Degraded")["status"], "False");
+    let third = error_policy(registry, &error, Arc::clone(&h.context));
+    assert_eq!(
+        third,
+        Action::requeue(Duration::from_secs(5)),
+        "a success resets the backoff"
+    );
+}
+
+#[tokio::test]
+async fn missing_secrets_are_reported() {
+    let h = Harness::new();
+    let mut spec = s3_spec();
+    spec["uploadKey"] = json!({"secretName": "my-key"});
+    h.apply_registry(&spec);
+    let error = h.reconcile().await.expect_err("no key");
+    assert_eq!(error.reason(), "UploadKeyMissing");
+    assert!(
+        h.fake.get(DEPLOYMENT).is_none(),
+        "nothing runs without its key"
+    );
+
+    h.fake.put(
+        &format!("{NS}/secrets/my-key"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "my-key", "namespace": "team-a"},
+               "data": {"current": "c2hvcnQ="}}),
+    );
+    assert_eq!(
+        h.reconcile().await.expect_err("short key").reason(),
+        "UploadKeyInvalid"
+    );
+
+    let long = "a".repeat(40);
+    h.fake.update(&format!("{NS}/secrets/my-key"), |s| {
+        s["data"]["current"] = json!(BASE64.encode(&long));
+    });
+    h.fake.update(&format!("{NS}/secrets/s3-creds"), |s| {
+        s["data"]
+            .as_object_mut()
+            .expect("data")
+            .remove("secretAccessKey");
+    });
+    h.reconcile()
+        .await
+        .expect("runs, reporting the storage problem");
+    assert_eq!(h.condition("StorageReady")["status"], "False");
+    assert_eq!(h.condition("StorageReady")["reason"], "CredentialsMissing");
+    assert_eq!(h.condition("Degraded")["status"], "True");
+    assert!(
+        h.fake.get(KEY).is_none(),
+        "no key is generated beside the user's"
+    );
+    assert!(h.event_reasons().contains(&"CredentialsMissing".to_owned()));
+}
+
+#[tokio::test]
+async fn filesystem_storage_claims_a_volume() {
+    let h = Harness::new();
+    h.apply_registry(&json!({"storage": {"filesystem": {"size": "20Gi"}}}));
+    h.reconcile().await.expect("reconciles");
+    let claim = h.object(&format!("{NS}/persistentvolumeclaims/images-data"));
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "20Gi");
+    assert!(
+        claim["metadata"].get("ownerReferences").is_none(),
+        "the data outlives the Registry"
+    );
+    assert_eq!(h.object(DEPLOYMENT)["spec"]["strategy"]["type"], "Recreate");
+    assert!(h.fake.get(PDB).is_none());
+}
