@@ -104,7 +104,7 @@ pub struct PurgeArgs {
     pub storage: ServeArgs,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (kebab-case keys); flags and env override it.
     #[arg(long, env = "STOWAGE_CONFIG")]

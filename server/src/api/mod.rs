@@ -26,6 +26,11 @@ use serde::Deserialize;
 pub use error::{ApiError, Code, DistributionCode};
 pub use state::{ApiSettings, AppState};
 
+/// Answers 200 while the process runs (a liveness probe).
+pub const LIVENESS_PATH: &str = "/healthz";
+/// Answers 200 while storage answers, 503 otherwise (a readiness probe).
+pub const READINESS_PATH: &str = "/readyz";
+
 use crate::oci::RepositoryName;
 use path::OciPath;
 
@@ -35,8 +40,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", get(base))
         .route("/v2/", get(base))
         .route("/v2/{*rest}", any(dispatch))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
+        .route(LIVENESS_PATH, get(|| async { "ok" }))
+        .route(READINESS_PATH, get(ready))
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(access_log))
         .with_state(state)

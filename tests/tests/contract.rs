@@ -1,0 +1,336 @@
+//! The operator and the server can never drift apart: the containers the operator builds
+//! (Deployment and CronJobs) are fed, with their mounted files and environment, to the server's
+//! own command-line parser and configuration resolver.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{CommandFactory, Parser};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret};
+use serde_json::json;
+use stowage::cli::{Cli, Command, ServeConfig};
+use stowage::storage::StorageConfig;
+use stowage_operator::crd::Registry;
+use stowage_operator::resources::{self, Inputs, Task};
+
+/// A Registry as the API server hands it over.
+fn registry(spec: serde_json::Value) -> Registry {
+    let mut registry = Registry::new("images", serde_json::from_value(spec).expect("spec"));
+    registry.metadata.namespace = Some("team-a".to_owned());
+    registry.metadata.uid = Some("uid-1".to_owned());
+    registry
+}
+
+/// What the cluster would hold for `registry`: the config map, the key and S3 credentials.
+struct Cluster {
+    config_map: ConfigMap,
+    secrets: Vec<Secret>,
+    inputs: Inputs,
+}
+
+fn cluster(registry: &Registry, rotating: bool) -> Cluster {
+    let mut key = resources::new_upload_key_secret(registry, "k".repeat(64));
+    if rotating {
+        // The key as generated before the rotation was asked for.
+        key.metadata.annotations = None;
+        key = resources::rotated_upload_key_secret(registry, &key, "n".repeat(64))
+            .expect("a rotation is asked for");
+    }
+    let credentials: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s3-creds"},
+        "stringData": {"accessKeyId": "GK0123", "secretAccessKey": "s3cr3t"}
+    }))
+    .expect("secret");
+    let config = resources::server_config(registry, rotating);
+    Cluster {
+        config_map: resources::config_map(registry, config),
+        secrets: vec![key, credentials],
+        inputs: Inputs {
+            image: "stowage:test".to_owned(),
+            has_previous_key: rotating,
+            checksum: "c".to_owned(),
+        },
+    }
+}
+
+fn secret_value(cluster: &Cluster, name: &str, key: &str) -> String {
+    let secret = cluster
+        .secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Secret {name}"));
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no key {key} in Secret {name}"))
+}
+
+/// Lays the container's volumes out under `root` as the kubelet would under `/`, and returns
+/// the container's arguments with mount paths moved under `root`.
+fn materialize(
+    root: &Path,
+    cluster: &Cluster,
+    pod: &PodSpec,
+    container: &Container,
+) -> Vec<String> {
+    let mounts = container.volume_mounts.clone().unwrap_or_default();
+    // In one pass through placeholders, so that a root under /tmp is not moved again by the
+    // /tmp mount.
+    let relocate = |text: &str| {
+        let marked = mounts
+            .iter()
+            .enumerate()
+            .fold(text.to_owned(), |text, (i, mount)| {
+                text.replace(&mount.mount_path, &format!("\u{0}{i}\u{0}"))
+            });
+        mounts.iter().enumerate().fold(marked, |text, (i, mount)| {
+            text.replace(
+                &format!("\u{0}{i}\u{0}"),
+                &format!("{}{}", root.display(), mount.mount_path),
+            )
+        })
+    };
+    for mount in &mounts {
+        let dir = PathBuf::from(format!("{}{}", root.display(), mount.mount_path));
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .unwrap_or_else(|| panic!("mount {} has no volume", mount.name));
+        let files: BTreeMap<String, String> = if let Some(map) = &volume.config_map {
+            assert_eq!(Some(&map.name), cluster.config_map.metadata.name.as_ref());
+            cluster
+                .config_map
+                .data
+                .clone()
+                .expect("data")
+                .into_iter()
+                .collect()
+        } else if let Some(secret) = &volume.secret {
+            let name = secret.secret_name.as_deref().expect("secret name");
+            let found = cluster
+                .secrets
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(name));
+            let found = found.unwrap_or_else(|| panic!("no Secret {name}"));
+            found
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        for (file, content) in files {
+            std::fs::write(dir.join(file), relocate(&content)).expect("file");
+        }
+    }
+    container
+        .args
+        .iter()
+        .flatten()
+        .map(|arg| relocate(arg))
+        .collect()
+}
+
+/// Turns the container's environment into the flags clap would read it as, checking that every
+/// variable is one the server knows.
+fn env_as_flags(cluster: &Cluster, container: &Container, subcommand: &str) -> Vec<String> {
+    let command = Cli::command();
+    let sub = command.find_subcommand(subcommand).expect("subcommand");
+    let mut flags = Vec::new();
+    for var in container.env.iter().flatten() {
+        let arg = sub
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == var.name.as_str()))
+            .unwrap_or_else(|| panic!("`stowage {subcommand}` reads no variable {}", var.name));
+        let value = match (&var.value, &var.value_from) {
+            (Some(value), _) => value.clone(),
+            (None, Some(from)) => {
+                let reference = from.secret_key_ref.as_ref().expect("a Secret reference");
+                secret_value(cluster, &reference.name, &reference.key)
+            }
+            (None, None) => String::new(),
+        };
+        flags.push(format!("--{}", arg.get_long().expect("long flag")));
+        flags.push(value);
+    }
+    flags
+}
+
+/// Parses and resolves `container` as the server would start it, from a fresh directory.
+fn resolve(cluster: &Cluster, pod: &PodSpec, container: &Container) -> (Command, ServeConfig) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let args = materialize(root.path(), cluster, pod, container);
+    let subcommand = args.first().expect("a subcommand").clone();
+    let env = env_as_flags(cluster, container, &subcommand);
+    let argv = std::iter::once("stowage".to_owned()).chain(args).chain(env);
+    let cli =
+        Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("the server refuses the args: {e}"));
+    let serve_args = match &cli.command {
+        Command::Serve(args) => args.clone(),
+        Command::Gc(gc) => gc.storage.clone(),
+        Command::PurgeUploads(purge) => purge.storage.clone(),
+    };
+    let config = serve_args
+        .resolve()
+        .unwrap_or_else(|e| panic!("the server refuses the config: {e}"));
+    (cli.command, config)
+}
+
+fn pods(registry: &Registry, cluster: &Cluster) -> Vec<(String, PodSpec)> {
+    let deployment = resources::deployment(registry, &cluster.inputs);
+    let mut pods = vec![(
+        "deployment".to_owned(),
+        deployment.spec.and_then(|s| s.template.spec).expect("pod"),
+    )];
+    for task in Task::ALL {
+        let job = resources::cron_job(registry, &cluster.inputs, task);
+        let pod = job
+            .spec
+            .and_then(|s| s.job_template.spec)
+            .and_then(|s| s.template.spec);
+        pods.push((task.command().to_owned(), pod.expect("pod")));
+    }
+    pods
+}
+
+#[test]
+fn s3_pods_start_with_the_settings_asked_for() {
+    let registry = registry(json!({
+        "replicas": 3,
+        "readOnly": true,
+        "logLevel": "debug",
+        "storage": {"s3": {
+            "bucket": "images", "region": "eu-west-3", "endpoint": "http://garage:3900",
+            "pathStyle": true, "rootPrefix": "team-a", "redirect": true,
+            "credentialsSecret": {"name": "s3-creds"}
+        }},
+        "garbageCollection": {"gracePeriod": "2h", "deleteUntagged": true},
+        "uploadPurging": {"maxAge": "72h"}
+    }));
+    let cluster = cluster(&registry, false);
+    for (what, pod) in pods(&registry, &cluster) {
+        let (command, config) = resolve(&cluster, &pod, &pod.containers[0]);
+        let StorageConfig::S3(s3) = &config.storage else {
+            panic!("{what}: not S3: {:?}", config.storage);
+        };
+        assert_eq!(s3.bucket, "images", "{what}");
+        assert_eq!(s3.region, "eu-west-3", "{what}");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://garage:3900"), "{what}");
+        assert!(s3.path_style && s3.redirect, "{what}");
+        assert_eq!(s3.root_prefix, "team-a", "{what}");
+        assert_eq!(
+            s3.credentials,
+            Some(("GK0123".to_owned(), "s3cr3t".to_owned())),
+            "{what}: credentials from the Secret"
+        );
+        assert!(
+            config.keys.is_some(),
+            "{what}: the shared upload key is read"
+        );
+        assert!(config.api.read_only, "{what}");
+        assert_eq!(config.log_level, "debug", "{what}");
+        match command {
+            Command::Serve(_) => {
+                assert_eq!(what, "deployment");
+                let port = pod.containers[0].ports.as_ref().expect("ports")[0].container_port;
+                assert_eq!(
+                    i32::from(config.listen.port()),
+                    port,
+                    "the server listens where probed"
+                );
+            }
+            Command::Gc(gc) => {
+                assert_eq!(gc.grace_period.as_secs(), 7200);
+                assert!(gc.delete_untagged);
+                assert!(!gc.dry_run);
+                assert_eq!(
+                    gc.report_file.as_deref(),
+                    Some(Path::new("/dev/termination-log"))
+                );
+            }
+            Command::PurgeUploads(purge) => {
+                assert_eq!(purge.older_than.as_secs(), 72 * 3600);
+                assert!(!purge.dry_run);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_rotating_key_reaches_every_pod() {
+    let registry = registry(json!({
+        "replicas": 2,
+        "storage": {"s3": {"bucket": "images", "credentialsSecret": {"name": "s3-creds"}}},
+        "uploadKey": {"rotation": "2026-11"}
+    }));
+    let cluster = cluster(&registry, true);
+    for (what, pod) in pods(&registry, &cluster) {
+        let root = tempfile::tempdir().expect("tempdir");
+        materialize(root.path(), &cluster, &pod, &pod.containers[0]);
+        let key_dir = root.path().join("etc/stowage/upload-key");
+        assert_eq!(
+            std::fs::read_to_string(key_dir.join("previous")).expect("previous"),
+            "k".repeat(64),
+            "{what}"
+        );
+        let (_, config) = resolve(&cluster, &pod, &pod.containers[0]);
+        assert!(config.keys.is_some(), "{what}");
+    }
+}
+
+#[test]
+fn filesystem_pods_use_the_volume() {
+    let registry = registry(json!({"storage": {"filesystem": {"size": "5Gi"}}}));
+    let cluster = cluster(&registry, false);
+    for (what, pod) in pods(&registry, &cluster) {
+        let (_, config) = resolve(&cluster, &pod, &pod.containers[0]);
+        let StorageConfig::Filesystem { root, fsync } = &config.storage else {
+            panic!("{what}: not filesystem: {:?}", config.storage);
+        };
+        assert!(
+            root.ends_with("var/lib/stowage"),
+            "{what}: {}",
+            root.display()
+        );
+        assert!(*fsync);
+        assert!(!config.api.read_only);
+        assert!(config.api.deletes_enabled);
+    }
+}
+
+#[test]
+fn the_probes_name_the_servers_health_endpoints() {
+    let registry = registry(json!({"storage": {"s3": {"bucket": "images"}}}));
+    let cluster = cluster(&registry, false);
+    let (_, pod) = pods(&registry, &cluster).remove(0);
+    let container = &pod.containers[0];
+    let path = |probe: Option<&k8s_openapi::api::core::v1::Probe>| {
+        probe
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|g| g.path.clone())
+            .expect("path")
+    };
+    // The same routes the server's own tests serve.
+    assert_eq!(
+        path(container.readiness_probe.as_ref()),
+        stowage::api::READINESS_PATH
+    );
+    assert_eq!(
+        path(container.liveness_probe.as_ref()),
+        stowage::api::LIVENESS_PATH
+    );
+}
