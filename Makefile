@@ -2,7 +2,7 @@
 # drive and runs every test.
 
 CARGO ?= cargo
-.PHONY: run build test test-deps unit lint fmt bench clean generate
+.PHONY: run build test test-deps unit lint fmt bench clean generate images
 
 ## Serve the registry on the embedded default: filesystem storage in ./stowage-data, port 5000.
 run:
@@ -16,14 +16,24 @@ build:
 test: test-deps lint build
 	./target/debug/with-garage ./scripts/run-tests.sh
 
-## skopeo, docker-registry (CNCF Distribution), haproxy, Garage and the oras SDK, each
-## installed only when missing.
+## skopeo, docker-registry (CNCF Distribution), haproxy, umoci, Garage, the oras SDK and Helm's
+## Go SDK for Python, each installed only when missing.
 test-deps:
 	./scripts/test-deps.sh
 
-## Regenerate the CRD in crds/ from operator/src/crd.rs (the tests fail when it is stale).
+## The stowage and stowage-operator images as OCI layouts in target/images, without a Docker
+## engine (umoci); images/*.Dockerfile build the same images where there is one.
+images:
+	$(CARGO) build --release -p stowage --bin stowage -p stowage-operator --bin stowage-operator
+	./scripts/build-images.sh release target/images
+
+## Regenerate the CRD in crds/ and the chart's CRD and RBAC rules from the operator's types
+## (the tests fail when they are stale).
 generate:
 	$(CARGO) run -q -p stowage-operator --bin crdgen crd > crds/registries.stowage.dev.yaml
+	cp crds/registries.stowage.dev.yaml charts/stowage-operator/files/
+	$(CARGO) run -q -p stowage-operator --bin crdgen rbac > charts/stowage-operator/files/rbac-rules.yaml
+	$(CARGO) run -q -p stowage-operator --bin crdgen leader-election-rbac > charts/stowage-operator/files/leader-election-rules.yaml
 
 lint:
 	$(CARGO) fmt --all --check

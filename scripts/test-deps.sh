@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives, skipping whatever is already there: skopeo, CNCF
-# Distribution (docker-registry) and haproxy from Debian, Garage (S3) from crates.io, the oras
-# SDK from PyPI.
+# Distribution (docker-registry), haproxy and umoci from Debian, Garage (S3) from crates.io, the
+# oras SDK, Helm's Go SDK (helm-python-sdk) and PyYAML from PyPI.
 set -euo pipefail
 
 sudo=""
@@ -11,6 +11,7 @@ packages=()
 command -v skopeo >/dev/null || packages+=(skopeo)
 command -v docker-registry >/dev/null || packages+=(docker-registry)
 command -v haproxy >/dev/null || packages+=(haproxy)
+command -v umoci >/dev/null || packages+=(umoci)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "installing ${packages[*]} from Debian"
   $sudo apt-get update -qq
@@ -25,6 +26,11 @@ fi
 if ! python3 -c "import oras.client" 2>/dev/null; then
   echo "installing the oras SDK from PyPI"
   python3 -m pip install --quiet oras
+fi
+
+if ! python3 -c "import helm_python, yaml" 2>/dev/null; then
+  echo "installing helm-python-sdk and PyYAML from PyPI"
+  python3 -m pip install --quiet helm-python-sdk pyyaml
 fi
 
 command -v cargo-nextest >/dev/null || echo "cargo-nextest not found: tests will run with cargo test"

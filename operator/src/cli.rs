@@ -63,6 +63,10 @@ pub struct Cli {
     /// Log filter, such as `info` or `stowage_operator=debug,info`.
     #[arg(long, env = "STOWAGE_OPERATOR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Check the flags and exit, without connecting to the cluster.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,6 +118,16 @@ fn http_router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
 
 impl Cli {
     pub async fn run(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.check_config {
+            tracing_subscriber::EnvFilter::try_new(&self.log_level)?;
+            if self.leader_election && self.lease_namespace.is_none() && self.namespace.is_none() {
+                return Err(
+                    "--leader-election needs the Lease's namespace: set POD_NAMESPACE".into(),
+                );
+            }
+            println!("configuration ok");
+            return Ok(());
+        }
         init_logging(self.log_format, &self.log_level)?;
         let client = Client::try_default().await?;
         let metrics = Arc::new(Metrics::default());

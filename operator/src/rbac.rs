@@ -3,11 +3,13 @@
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
-const READ: &[&str] = &["get", "list", "watch"];
-/// Server-side apply is authorized as `patch`, and as `create` when the object is new.
-const APPLY: &[&str] = &["get", "list", "watch", "create", "patch"];
+/// Kinds the controller watches: listed and watched.
+const WATCH: &[&str] = &["list", "watch"];
+/// Owned kinds it also watches; server-side apply is authorized as `patch`, and as `create`
+/// when the object is new.
+const WATCH_AND_APPLY: &[&str] = &["list", "watch", "create", "patch"];
 
-/// Everything the operator reads and writes, verb by verb.
+/// Everything the operator reads and writes, verb by verb, and nothing more.
 pub fn rules() -> Vec<PolicyRule> {
     let rule = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![group.to_owned()]),
@@ -16,40 +18,35 @@ pub fn rules() -> Vec<PolicyRule> {
         ..PolicyRule::default()
     };
     vec![
-        rule(crate::crd::GROUP, &["registries"], READ),
-        rule(
-            crate::crd::GROUP,
-            &["registries/status"],
-            &["get", "patch", "update"],
-        ),
-        // Secrets: the generated upload key is created once, patched to rotate, and the S3
-        // credentials are read for the pods' checksum.
-        rule("", &["secrets"], APPLY),
+        rule(crate::crd::GROUP, &["registries"], WATCH),
+        rule(crate::crd::GROUP, &["registries/status"], &["patch"]),
+        // The upload key is read, created once and patched to rotate; S3 credentials are read
+        // for the pods' checksum; both are watched so a change rolls the pods.
         rule(
             "",
-            &[
-                "configmaps",
-                "services",
-                "serviceaccounts",
-                "persistentvolumeclaims",
-            ],
-            APPLY,
+            &["secrets"],
+            &["get", "list", "watch", "create", "patch"],
         ),
-        // Pods are read for the termination message of garbage-collection runs.
-        rule("", &["pods"], &["get", "list"]),
-        rule("apps", &["deployments"], APPLY),
-        rule("batch", &["cronjobs"], APPLY),
-        rule("batch", &["jobs"], READ),
+        rule("", &["configmaps", "services"], WATCH_AND_APPLY),
+        rule("", &["serviceaccounts"], &["create", "patch"]),
+        // An existing claim is checked; a new one is applied.
+        rule("", &["persistentvolumeclaims"], &["get", "create", "patch"]),
+        // The pods of a finished gc Job hold its counts in their termination message.
+        rule("", &["pods"], &["list"]),
+        rule("apps", &["deployments"], WATCH_AND_APPLY),
+        rule("batch", &["cronjobs"], WATCH_AND_APPLY),
+        rule("batch", &["jobs"], WATCH),
         rule(
             "autoscaling",
             &["horizontalpodautoscalers"],
-            &["get", "list", "watch", "create", "patch", "delete"],
+            &["list", "watch", "create", "patch", "delete"],
         ),
         rule(
             "policy",
             &["poddisruptionbudgets"],
-            &["get", "list", "watch", "create", "patch", "delete"],
+            &["list", "watch", "create", "patch", "delete"],
         ),
+        // The event recorder creates an event, then patches its count when it repeats.
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]
 }
@@ -86,6 +83,7 @@ mod tests {
     fn rules_are_specific() {
         let rules = rules();
         assert!(allows(&rules, "patch", "apps", "deployments"));
+        assert!(allows(&rules, "watch", "batch", "jobs"));
         assert!(allows(&rules, "patch", "stowage.dev", "registries/status"));
         assert!(!allows(&rules, "patch", "stowage.dev", "registries"));
         assert!(!allows(&rules, "delete", "", "secrets"));

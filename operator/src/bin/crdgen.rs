@@ -1,15 +1,65 @@
-//! Prints the generated manifests: `crdgen` the CRD, `crdgen rbac` the operator's RBAC rules.
-//! `make generate` writes them into `crds/` and the Helm chart.
+//! Prints the generated manifests (`make generate` writes them into `crds/` and the Helm chart),
+//! or checks Registry manifests against the CRD:
+//!
+//! - `crdgen crd`: the CRD
+//! - `crdgen rbac`: the operator's RBAC rules
+//! - `crdgen leader-election-rbac`: the rules for its Lease
+//! - `crdgen check FILE…`: every `Registry` in the YAML files, checked as the API server would
+
+use stowage_operator::manifests;
 
 fn main() {
-    let what = std::env::args().nth(1);
-    let text = match what.as_deref() {
-        None | Some("crd") => stowage_operator::manifests::crd_yaml(),
-        Some("rbac") => stowage_operator::manifests::rbac_rules_yaml(),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let text = match args.first().map(String::as_str) {
+        None | Some("crd") => manifests::crd_yaml(),
+        Some("rbac") => manifests::rbac_rules_yaml(),
+        Some("leader-election-rbac") => manifests::leader_election_rules_yaml(),
+        Some("check") => std::process::exit(check(&args[1..])),
         Some(other) => {
-            eprintln!("usage: crdgen [crd|rbac]; unknown {other:?}");
+            eprintln!(
+                "usage: crdgen [crd|rbac|leader-election-rbac|check FILE…]; unknown {other:?}"
+            );
             std::process::exit(2);
         }
     };
     print!("{text}");
+}
+
+/// Checks every Registry in `files`; returns the exit code.
+fn check(files: &[String]) -> i32 {
+    let mut failed = false;
+    let mut checked = 0;
+    for file in files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!("{file}: {error}");
+                failed = true;
+                continue;
+            }
+        };
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value: serde_json::Value = match serde::Deserialize::deserialize(document) {
+                Ok(value) => value,
+                Err(error) => {
+                    eprintln!("{file}: not YAML: {error}");
+                    failed = true;
+                    continue;
+                }
+            };
+            if value["kind"] != "Registry" {
+                continue;
+            }
+            checked += 1;
+            let name = value["metadata"]["name"].as_str().unwrap_or("?").to_owned();
+            if let Err(problems) = manifests::check_registry(&value) {
+                failed = true;
+                for problem in problems {
+                    eprintln!("{file}: Registry {name}: {problem}");
+                }
+            }
+        }
+    }
+    println!("checked {checked} Registry manifests");
+    if failed || checked == 0 { 1 } else { 0 }
 }

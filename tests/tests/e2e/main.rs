@@ -5,6 +5,7 @@
 
 mod distribution_compat;
 mod gc;
+mod images;
 mod lifecycle;
 mod oras;
 mod replicas;
