@@ -82,7 +82,10 @@ mod tests {
 
     use super::check_registry;
 
-    #[expect(clippy::needless_pass_by_value, reason = "reads better at the call sites")]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "reads better at the call sites"
+    )]
     fn registry(spec: serde_json::Value) -> serde_json::Value {
         json!({"apiVersion": "stowage.dev/v1alpha1", "kind": "Registry", "metadata": {"name": "r"}, "spec": spec})
     }

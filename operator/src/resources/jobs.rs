@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
-use super::pod::{config_args, pod_security_context, stowage_container, volumes};
+use super::pod::{config_args, pod_spec, stowage_container};
 use super::{Inputs, labels, owned_meta, server_selector};
 use crate::crd::Registry;
 
@@ -99,20 +99,8 @@ pub fn cron_job(registry: &Registry, inputs: &Inputs, task: Task) -> CronJob {
                         }),
                         spec: Some(PodSpec {
                             restart_policy: Some("Never".to_owned()),
-                            service_account_name: Some(registry.name_any()),
-                            automount_service_account_token: Some(false),
-                            containers: vec![container],
-                            volumes: Some(volumes(registry)),
-                            security_context: Some(pod_security_context()),
-                            image_pull_secrets: (!spec.image_pull_secrets.is_empty())
-                                .then(|| spec.image_pull_secrets.clone()),
-                            node_selector: (!spec.scheduling.node_selector.is_empty())
-                                .then(|| spec.scheduling.node_selector.clone()),
-                            tolerations: (!spec.scheduling.tolerations.is_empty())
-                                .then(|| spec.scheduling.tolerations.clone()),
                             affinity: same_node_as_server(registry),
-                            priority_class_name: spec.scheduling.priority_class_name.clone(),
-                            ..PodSpec::default()
+                            ..pod_spec(registry, container)
                         }),
                     },
                     ..JobSpec::default()

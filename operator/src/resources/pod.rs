@@ -3,9 +3,10 @@
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, SeccompProfile, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
+use kube::ResourceExt;
 
 use super::Inputs;
 use super::config::{CONFIG_FILE, config_map_name};
@@ -122,7 +123,7 @@ fn env(registry: &Registry) -> Vec<EnvVar> {
 }
 
 /// The volumes [`stowage_container`] mounts.
-pub(super) fn volumes(registry: &Registry) -> Vec<Volume> {
+fn volumes(registry: &Registry) -> Vec<Volume> {
     let mut volumes = vec![
         Volume {
             name: "config".to_owned(),
@@ -160,8 +161,29 @@ pub(super) fn volumes(registry: &Registry) -> Vec<Volume> {
     volumes
 }
 
+/// A pod running `container`, with what every Stowage pod shares: its identity (without an API
+/// token), volumes, security context, pull secrets and node placement.
+pub(super) fn pod_spec(registry: &Registry, container: Container) -> PodSpec {
+    let spec = &registry.spec;
+    PodSpec {
+        service_account_name: Some(registry.name_any()),
+        automount_service_account_token: Some(false),
+        containers: vec![container],
+        volumes: Some(volumes(registry)),
+        security_context: Some(pod_security_context()),
+        image_pull_secrets: (!spec.image_pull_secrets.is_empty())
+            .then(|| spec.image_pull_secrets.clone()),
+        node_selector: (!spec.scheduling.node_selector.is_empty())
+            .then(|| spec.scheduling.node_selector.clone()),
+        tolerations: (!spec.scheduling.tolerations.is_empty())
+            .then(|| spec.scheduling.tolerations.clone()),
+        priority_class_name: spec.scheduling.priority_class_name.clone(),
+        ..PodSpec::default()
+    }
+}
+
 /// Non-root, with the data volume writable by the image's user.
-pub(super) fn pod_security_context() -> PodSecurityContext {
+fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(USER_ID),

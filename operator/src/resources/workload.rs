@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::pod::{config_args, pod_security_context, stowage_container, volumes};
+use super::pod::{config_args, pod_spec, stowage_container};
 use super::{Inputs, SERVER_COMPONENT, labels, owned_meta, server_selector};
 use crate::crd::Registry;
 
@@ -67,23 +67,11 @@ pub fn deployment(registry: &Registry, inputs: &Inputs) -> Deployment {
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    service_account_name: Some(registry.name_any()),
-                    automount_service_account_token: Some(false),
-                    containers: vec![container],
-                    volumes: Some(volumes(registry)),
-                    security_context: Some(pod_security_context()),
-                    image_pull_secrets: (!spec.image_pull_secrets.is_empty())
-                        .then(|| spec.image_pull_secrets.clone()),
-                    node_selector: (!spec.scheduling.node_selector.is_empty())
-                        .then(|| spec.scheduling.node_selector.clone()),
-                    tolerations: (!spec.scheduling.tolerations.is_empty())
-                        .then(|| spec.scheduling.tolerations.clone()),
                     affinity: spec.scheduling.affinity.clone(),
                     topology_spread_constraints,
-                    priority_class_name: spec.scheduling.priority_class_name.clone(),
                     // The server drains for up to 30s after SIGTERM.
                     termination_grace_period_seconds: Some(40),
-                    ..PodSpec::default()
+                    ..pod_spec(registry, container)
                 }),
             },
             ..DeploymentSpec::default()
