@@ -99,19 +99,10 @@ fn is_not_found(error: &kube::Error) -> bool {
 
 /// Runs the controller until a shutdown signal, for every Registry `registries` can see.
 pub async fn run(context: Arc<Context>, registries: Api<Registry>, namespace: Option<&str>) {
-    let api = |client: &Client| -> (Api<Secret>, Api<Job>) {
-        match namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        }
-    };
-    let (secrets, jobs) = api(&context.client);
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
-    macro_rules! owned_api {
+    // Every watch is scoped like the Registries: one namespace, or all.
+    macro_rules! scoped_api {
         ($kind:ty) => {
             match namespace {
                 Some(ns) => Api::<$kind>::namespaced(context.client.clone(), ns),
@@ -119,15 +110,16 @@ pub async fn run(context: Arc<Context>, registries: Api<Registry>, namespace: Op
             }
         };
     }
+    let (secrets, jobs) = (scoped_api!(Secret), scoped_api!(Job));
     let controller = Controller::new(registries, watcher::Config::default());
     let store = controller.store();
     controller
-        .owns(owned_api!(Deployment), owned.clone())
-        .owns(owned_api!(Service), owned.clone())
-        .owns(owned_api!(ConfigMap), owned.clone())
-        .owns(owned_api!(HorizontalPodAutoscaler), owned.clone())
-        .owns(owned_api!(PodDisruptionBudget), owned.clone())
-        .owns(owned_api!(CronJob), owned.clone())
+        .owns(scoped_api!(Deployment), owned.clone())
+        .owns(scoped_api!(Service), owned.clone())
+        .owns(scoped_api!(ConfigMap), owned.clone())
+        .owns(scoped_api!(HorizontalPodAutoscaler), owned.clone())
+        .owns(scoped_api!(PodDisruptionBudget), owned.clone())
+        .owns(scoped_api!(CronJob), owned.clone())
         // A finished gc Job updates the status; the Job is the CronJob's, so map it by label.
         .watches(jobs, owned, |job| {
             let registry = job.labels().get(resources::REGISTRY_LABEL).cloned();
