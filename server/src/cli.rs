@@ -534,7 +534,12 @@ fn print_report(
     report_file: Option<&Path>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if let Some(path) = report_file {
-        std::fs::write(path, serde_json::to_string(&report.to_summary())?)
+        // The counts only: the item list could overflow a termination message (4 KiB).
+        let mut counts = serde_json::to_value(report)?;
+        if let Some(fields) = counts.as_object_mut() {
+            fields.remove("deleted");
+        }
+        std::fs::write(path, counts.to_string())
             .map_err(|e| format!("writing the report to {}: {e}", path.display()))?;
     }
     match output {

@@ -70,33 +70,7 @@ pub struct Report {
     pub deleted: Vec<String>,
 }
 
-/// A [`Report`] without the list of what was deleted: small enough for a container's
-/// termination message (4 KiB), where the operator reads it back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    pub dry_run: bool,
-    pub manifests_deleted: usize,
-    pub blobs_deleted: usize,
-    pub links_deleted: usize,
-    pub uploads_deleted: usize,
-    pub bytes_freed: u64,
-    pub duration_seconds: f64,
-}
-
 impl Report {
-    /// The counts, without the item list.
-    pub fn to_summary(&self) -> Summary {
-        Summary {
-            dry_run: self.dry_run,
-            manifests_deleted: self.manifests_deleted,
-            blobs_deleted: self.blobs_deleted,
-            links_deleted: self.links_deleted,
-            uploads_deleted: self.uploads_deleted,
-            bytes_freed: self.bytes_freed,
-            duration_seconds: self.duration_seconds,
-        }
-    }
-
     /// The human summary `stowage gc` prints.
     pub fn summary(&self) -> String {
         let verb = if self.dry_run {
