@@ -77,12 +77,25 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
     });
 
     let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        let status = if status { "True" } else { "False" };
         make_condition(
             previous,
             generation,
             &observed.now,
             type_,
             status,
+            reason,
+            message,
+        )
+    };
+    let unknown = |type_: &str, reason: &str, message: &str| {
+        let message = message.to_owned();
+        make_condition(
+            previous,
+            generation,
+            &observed.now,
+            type_,
+            "Unknown",
             reason,
             message,
         )
@@ -163,18 +176,12 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
     );
 
     let gc = match &observed.last_gc {
-        _ if registry.spec.garbage_collection.suspend => make_unknown(
-            previous,
-            generation,
-            &observed.now,
+        _ if registry.spec.garbage_collection.suspend => unknown(
             "GarbageCollected",
             "Suspended",
             "garbage collection is suspended",
         ),
-        None => make_unknown(
-            previous,
-            generation,
-            &observed.now,
+        None => unknown(
             "GarbageCollected",
             "NotRunYet",
             "no garbage collection has finished yet",
@@ -204,59 +211,29 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
     }
 }
 
+/// A condition of `status` ("True", "False" or "Unknown"), keeping the previous transition time
+/// while the status stays the same.
 fn make_condition(
     previous: &[Condition],
     generation: Option<i64>,
     now: &Time,
     type_: &str,
-    status: bool,
+    status: &str,
     reason: &str,
     message: String,
 ) -> Condition {
-    let status = if status { "True" } else { "False" };
-    with_transition_time(
-        previous,
-        now,
-        Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message,
-            observed_generation: generation,
-            last_transition_time: now.clone(),
-        },
-    )
-}
-
-fn make_unknown(
-    previous: &[Condition],
-    generation: Option<i64>,
-    now: &Time,
-    type_: &str,
-    reason: &str,
-    message: &str,
-) -> Condition {
-    with_transition_time(
-        previous,
-        now,
-        Condition {
-            type_: type_.to_owned(),
-            status: "Unknown".to_owned(),
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            observed_generation: generation,
-            last_transition_time: now.clone(),
-        },
-    )
-}
-
-/// Keeps the previous transition time while a condition's status stays the same.
-fn with_transition_time(previous: &[Condition], now: &Time, mut condition: Condition) -> Condition {
-    condition.last_transition_time = previous
+    let last_transition_time = previous
         .iter()
-        .find(|c| c.type_ == condition.type_ && c.status == condition.status)
+        .find(|c| c.type_ == type_ && c.status == status)
         .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    condition
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
 }
 
 /// The counts `stowage gc --report-file` writes.
