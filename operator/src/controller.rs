@@ -444,27 +444,25 @@ async fn upload_key(
         }
         None => return Err(Error::UploadKeyMissing(name)),
     };
-    let value = |key: &str| {
-        let data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| v.0.len());
-        let string_data = secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(String::len);
-        data.or(string_data)
-    };
-    if value(resources::CURRENT_KEY).is_none_or(|len| len < 32) {
+    if secret_value_len(&secret, resources::CURRENT_KEY).is_none_or(|len| len < 32) {
         return Err(Error::UploadKeyInvalid(name));
     }
-    let has_previous = value(resources::PREVIOUS_KEY).is_some_and(|len| len >= 32);
+    let has_previous =
+        secret_value_len(&secret, resources::PREVIOUS_KEY).is_some_and(|len| len >= 32);
     Ok(UploadKeyState {
         secret,
         has_previous,
     })
+}
+
+/// The length of `key`'s value in `secret`, in `data` or (not yet encoded) in `stringData`.
+fn secret_value_len(secret: &Secret, key: &str) -> Option<usize> {
+    let data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.0.len());
+    data.or_else(|| secret.string_data.as_ref()?.get(key).map(String::len))
 }
 
 /// Checks that the S3 credentials Secret has the keys the pods read (or that the claim to
@@ -521,18 +519,11 @@ async fn check_storage(
             None,
         ));
     };
-    let has = |key: &str| {
-        secret.data.as_ref().is_some_and(|d| d.contains_key(key))
-            || secret
-                .string_data
-                .as_ref()
-                .is_some_and(|d| d.contains_key(key))
-    };
     for key in [
         &credentials.access_key_id_key,
         &credentials.secret_access_key_key,
     ] {
-        if !has(key) {
+        if secret_value_len(&secret, key).is_none() {
             return Ok((
                 StorageCheck::unavailable(
                     "CredentialsMissing",
