@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the stowage and stowage-operator images as OCI image layouts, without a Docker engine:
 # the binaries, the glibc libraries they link (as the distroless base of the Dockerfiles has),
-# a passwd entry for the non-root user, and the image config, assembled with umoci.
+# a passwd entry for the non-root user, the CA certificates that TLS clients (S3, the Kubernetes
+# API) verify servers with, and the image config, assembled with umoci.
 #
 #   scripts/build-images.sh [release|debug] [output dir]     (default: release target/images)
 #
@@ -14,6 +15,10 @@ profile="${1:-release}"
 out="${2:-target/images}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 command -v umoci >/dev/null || { echo "umoci is missing: scripts/test-deps.sh installs it" >&2; exit 1; }
+
+# Debian's bundle, as in the distroless base: without it no https endpoint can be verified.
+ca_bundle=/etc/ssl/certs/ca-certificates.crt
+[ -s "$ca_bundle" ] || { echo "$ca_bundle is missing: install Debian's ca-certificates (scripts/test-deps.sh does)" >&2; exit 1; }
 
 for binary in stowage stowage-operator; do
   [ -x "target/$profile/$binary" ] || { echo "target/$profile/$binary is missing: build it first (make images does)" >&2; exit 1; }
@@ -36,6 +41,7 @@ build_image() {
     install -D -m 0755 "$(readlink -f "$lib")" "$rootfs$lib"
   done
   mkdir -p "$rootfs/etc" "$rootfs/tmp"
+  install -D -m 0644 "$ca_bundle" "$rootfs/etc/ssl/certs/ca-certificates.crt"
   chmod 1777 "$rootfs/tmp"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$rootfs/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' > "$rootfs/etc/group"

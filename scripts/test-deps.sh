@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives, skipping whatever is already there: skopeo, CNCF
-# Distribution (docker-registry), haproxy and umoci from Debian, Garage (S3) from crates.io, the
-# oras SDK, Helm's Go SDK (helm-python-sdk) and PyYAML from PyPI.
+# Distribution (docker-registry), haproxy, umoci and the CA bundle from Debian, Garage (S3) from
+# crates.io, the oras SDK, Helm's Go SDK (helm-python-sdk) and PyYAML from PyPI.
 set -euo pipefail
 
 sudo=""
@@ -12,10 +12,14 @@ command -v skopeo >/dev/null || packages+=(skopeo)
 command -v docker-registry >/dev/null || packages+=(docker-registry)
 command -v haproxy >/dev/null || packages+=(haproxy)
 command -v umoci >/dev/null || packages+=(umoci)
+[ -s /etc/ssl/certs/ca-certificates.crt ] || packages+=(ca-certificates)
+command -v unshare >/dev/null || packages+=(util-linux)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "installing ${packages[*]} from Debian"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  # Another apt run (an unattended upgrade, a parallel job) may hold the dpkg lock: wait for it.
+  apt=(apt-get -o DPkg::Lock::Timeout=600 -qq)
+  $sudo "${apt[@]}" update
+  DEBIAN_FRONTEND=noninteractive $sudo "${apt[@]}" install -y --no-install-recommends "${packages[@]}" >/dev/null
 fi
 
 if ! command -v garage >/dev/null; then

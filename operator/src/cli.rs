@@ -129,6 +129,7 @@ impl Cli {
             return Ok(());
         }
         init_logging(self.log_format, &self.log_level)?;
+        install_crypto_provider();
         let client = Client::try_default().await?;
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(Health::default());
@@ -201,6 +202,14 @@ impl Cli {
         let _ = lease_task.await;
         Ok(())
     }
+}
+
+/// Installs aws-lc-rs as the process-wide rustls crypto provider before any TLS client exists:
+/// rustls panics at the first client when feature unification compiled in more than one
+/// provider and none was chosen. The workspace builds only aws-lc-rs (the AWS SDK's choice).
+pub fn install_crypto_provider() {
+    // Err only when a provider is already installed, which is what we want either way.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 fn init_logging(

@@ -488,6 +488,7 @@ fn secret(
 impl Cli {
     /// Runs the chosen subcommand to completion.
     pub async fn run(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        crate::tls::install_crypto_provider();
         match self.command {
             Command::Serve(args) => {
                 let config = args.resolve()?;

@@ -12,6 +12,7 @@ pub mod oci;
 pub mod registry;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod upload;
 
 pub use api::router;

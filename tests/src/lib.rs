@@ -8,6 +8,7 @@
 
 pub mod garage;
 pub mod layout;
+pub mod tls;
 
 use std::fs;
 use std::io::Write;
