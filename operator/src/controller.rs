@@ -321,7 +321,7 @@ async fn apply_children(
     if let Some(claim) = resources::persistent_volume_claim(registry) {
         apply::<PersistentVolumeClaim>(client, namespace, &claim).await?;
     }
-    let deployment = apply(client, namespace, &resources::deployment(registry, &inputs)).await?;
+    let deployment = apply_deployment(client, registry, namespace, &inputs).await?;
     apply(client, namespace, &resources::service(registry)).await?;
     match resources::horizontal_pod_autoscaler(registry) {
         Some(hpa) => drop(apply(client, namespace, &hpa).await?),
@@ -367,6 +367,53 @@ where
     )
     .await
     .map_err(kube_error(format!("applying {} {name}", K::kind(&()))))
+}
+
+/// Applies the server Deployment. With autoscaling on, `spec.replicas` is the autoscaler's: a
+/// new Deployment is created at `minReplicas`, and while the operator still owns the field alone
+/// (just created, or autoscaling just switched on), the current count is first handed to
+/// [`resources::REPLICAS_HANDOVER_MANAGER`] so that leaving the field out does not reset the
+/// Deployment to one pod.
+async fn apply_deployment(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+    inputs: &Inputs,
+) -> Result<Deployment, Error> {
+    let mut deployment = resources::deployment(registry, inputs);
+    if let Some(autoscaling) = &registry.spec.autoscaling {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+        let name = registry.name_any();
+        let existing = api
+            .get_opt(&name)
+            .await
+            .map_err(kube_error(format!("reading Deployment {name}")))?;
+        match existing {
+            None => {
+                if let Some(spec) = deployment.spec.as_mut() {
+                    spec.replicas = Some(autoscaling.min_replicas);
+                }
+            }
+            Some(existing) if !resources::replicas_owned_by_others(&existing) => {
+                let current = existing.spec.as_ref().and_then(|s| s.replicas);
+                let replicas = current
+                    .unwrap_or(autoscaling.min_replicas)
+                    .max(autoscaling.min_replicas)
+                    .min(autoscaling.max_replicas);
+                api.patch(
+                    &name,
+                    &PatchParams::apply(resources::REPLICAS_HANDOVER_MANAGER).force(),
+                    &Patch::Apply(resources::replicas_handover(registry, replicas)),
+                )
+                .await
+                .map_err(kube_error(format!(
+                    "handing the replicas of Deployment {name} to the autoscaler"
+                )))?;
+            }
+            Some(_) => {}
+        }
+    }
+    apply(client, namespace, &deployment).await
 }
 
 /// Deletes a child the spec no longer asks for; gone already is fine.

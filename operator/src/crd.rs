@@ -56,6 +56,12 @@ pub const GROUP: &str = "stowage.dev";
 #[x_kube(validation = kube::core::Rule::new(
     "has(self.storage.s3) || (self.replicas <= 1 && (!has(self.autoscaling) || self.autoscaling.maxReplicas <= 1))"
 ).message("more than one replica needs shared storage: use storage.s3"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.autoscaling) || !has(oldSelf.autoscaling) || self.replicas == oldSelf.replicas"
+).message(
+    "replicas cannot change while autoscaling is set: the autoscaler owns the replica count; \
+     change autoscaling.minReplicas or maxReplicas, or remove autoscaling first"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrySpec {
     /// The server image. Defaults to the `stowage` image of the operator's own version.
@@ -70,7 +76,8 @@ pub struct RegistrySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
 
-    /// How many server pods run. Ignored while `autoscaling` is set; `kubectl scale` sets it.
+    /// How many server pods run; `kubectl scale` sets it. While `autoscaling` is set the
+    /// autoscaler owns the count, and changing this is refused.
     #[serde(default = "one")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
@@ -472,12 +479,16 @@ pub struct GarbageCollectionRun {
     pub finished_at: Option<Time>,
     /// Succeeded or Failed.
     pub result: GcResult,
+    // Signed, as Kubernetes knows `int64` and not schemars' `uint64` format.
     #[serde(default)]
-    pub bytes_freed: u64,
+    #[schemars(range(min = 0))]
+    pub bytes_freed: i64,
     #[serde(default)]
-    pub blobs_deleted: u64,
+    #[schemars(range(min = 0))]
+    pub blobs_deleted: i64,
     #[serde(default)]
-    pub manifests_deleted: u64,
+    #[schemars(range(min = 0))]
+    pub manifests_deleted: i64,
 }
 
 /// How a garbage collection ended.
@@ -673,6 +684,65 @@ mod tests {
             ),
             ["rootPrefix is immutable"]
         );
+    }
+
+    #[test]
+    fn replicas_are_frozen_while_autoscaling() {
+        let autoscaled = |replicas: i32| {
+            json!({"replicas": replicas, "autoscaling": {"minReplicas": 2, "maxReplicas": 6},
+                   "storage": {"s3": {"bucket": "images"}}})
+        };
+        let fixed =
+            |replicas: i32| json!({"replicas": replicas, "storage": {"s3": {"bucket": "images"}}});
+        let message = [
+            "replicas cannot change while autoscaling is set: the autoscaler owns the replica \
+             count; change autoscaling.minReplicas or maxReplicas, or remove autoscaling first",
+        ];
+        // `kubectl scale` on an autoscaled Registry.
+        assert_eq!(broken(autoscaled(5), Some(autoscaled(1))), message);
+        // Other changes to an autoscaled Registry, and scaling a fixed one, are fine.
+        assert!(broken(autoscaled(1), Some(autoscaled(1))).is_empty());
+        assert!(broken(fixed(5), Some(fixed(1))).is_empty());
+        // Switching autoscaling on or off may come with a new count.
+        assert!(broken(autoscaled(5), Some(fixed(1))).is_empty());
+        assert!(broken(fixed(5), Some(autoscaled(1))).is_empty());
+    }
+
+    /// Every `format` in the schema is one the API server knows, so installing the CRD warns of
+    /// nothing.
+    #[test]
+    fn only_formats_the_api_server_knows() {
+        fn formats(value: &Value, found: &mut Vec<String>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(format)) = map.get("format") {
+                        found.push(format.clone());
+                    }
+                    map.values().for_each(|v| formats(v, found));
+                }
+                Value::Array(items) => items.iter().for_each(|v| formats(v, found)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        formats(&schema(), &mut found);
+        assert!(!found.is_empty(), "the walk finds formats");
+        let known = [
+            "int32",
+            "int64",
+            "float",
+            "double",
+            "byte",
+            "date",
+            "date-time",
+            "int-or-string",
+        ];
+        for format in found {
+            assert!(
+                known.contains(&format.as_str()),
+                "unknown format {format:?}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub fn rules() -> Vec<PolicyRule> {
     vec![
         rule(crate::crd::GROUP, &["registries"], WATCH),
         rule(crate::crd::GROUP, &["registries/status"], &["patch"]),
+        // Children's owner references set `blockOwnerDeletion`, which the API server allows
+        // only to those who may update the owner's finalizers.
+        rule(crate::crd::GROUP, &["registries/finalizers"], &["update"]),
         // The upload key is read, created once and patched to rotate; S3 credentials are read
         // for the pods' checksum; both are watched so a change rolls the pods.
         rule(
@@ -31,9 +34,15 @@ pub fn rules() -> Vec<PolicyRule> {
         rule("", &["serviceaccounts"], &["create", "patch"]),
         // An existing claim is checked; a new one is applied.
         rule("", &["persistentvolumeclaims"], &["get", "create", "patch"]),
-        // The pods of a finished gc Job hold its counts in their termination message.
+        // The pods of a finished gc Job hold its counts in their termination message, and the
+        // server pods' readiness tells whether they reach storage.
         rule("", &["pods"], &["list"]),
-        rule("apps", &["deployments"], WATCH_AND_APPLY),
+        // An autoscaled Deployment is read to hand its replica count over to the autoscaler.
+        rule(
+            "apps",
+            &["deployments"],
+            &["get", "list", "watch", "create", "patch"],
+        ),
         rule("batch", &["cronjobs"], WATCH_AND_APPLY),
         rule("batch", &["jobs"], WATCH),
         rule(

@@ -240,11 +240,11 @@ fn make_condition(
 #[derive(Deserialize)]
 struct GcSummary {
     #[serde(default)]
-    bytes_freed: u64,
+    bytes_freed: i64,
     #[serde(default)]
-    blobs_deleted: u64,
+    blobs_deleted: i64,
     #[serde(default)]
-    manifests_deleted: u64,
+    manifests_deleted: i64,
 }
 
 /// The most recently finished of `jobs`, with when it finished and whether it succeeded.

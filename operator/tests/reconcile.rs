@@ -17,6 +17,7 @@ use stowage_operator::controller::{Context, error_policy, reconcile};
 use stowage_operator::crd::Registry;
 use stowage_operator::metrics::Metrics;
 use stowage_operator::rbac;
+use stowage_operator::resources::{FIELD_MANAGER, REPLICAS_HANDOVER_MANAGER};
 
 const NS: &str = "/api/v1/namespaces/team-a";
 const REGISTRY: &str = "/apis/stowage.dev/v1alpha1/namespaces/team-a/registries/images";
@@ -225,7 +226,9 @@ async fn every_request_is_allowed_by_the_generated_rbac() {
     let requests = h.fake.requests();
     assert!(requests.len() > 30, "the scenario exercised the operator");
     // Nothing more: every verb granted is one the scenario used, but for the list and watch of
-    // the controller's watches and the recorder's patch of a repeated event.
+    // the controller's watches, the recorder's patch of a repeated event, and the finalizers
+    // update that the API server checks (never requested) before it accepts an owner reference
+    // with `blockOwnerDeletion`.
     for rule in &rules {
         for resource in rule.resources.iter().flatten() {
             for verb in &rule.verbs {
@@ -234,7 +237,8 @@ async fn every_request_is_allowed_by_the_generated_rbac() {
                     &r.group == group && &r.resource == resource && r.verbs.contains(&verb.as_str())
                 });
                 let exempt = matches!(verb.as_str(), "watch" | "list")
-                    || (resource == "events" && verb == "patch");
+                    || (resource == "events" && verb == "patch")
+                    || (resource == "registries/finalizers" && verb == "update");
                 assert!(
                     used || exempt,
                     "{verb} {group}/{resource} is granted but never used"
@@ -326,7 +330,11 @@ async fn autoscaling_switched_on_and_off() {
         .fake
         .requests()
         .into_iter()
-        .find(|r| r.method == Method::PATCH && r.resource == "deployments")
+        .find(|r| {
+            r.method == Method::PATCH
+                && r.resource == "deployments"
+                && !r.body["spec"]["template"].is_null()
+        })
         .expect("deployment applied");
     assert!(
         applied.body["spec"].get("replicas").is_none(),
@@ -342,6 +350,99 @@ async fn autoscaling_switched_on_and_off() {
         "one replica needs no disruption budget"
     );
     assert_eq!(h.object(DEPLOYMENT)["spec"]["replicas"], 1);
+}
+
+fn handover_applies(h: &Harness) -> usize {
+    h.fake
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == Method::PATCH
+                && r.resource == "deployments"
+                && r.body["spec"]["template"].is_null()
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_new_autoscaled_registry_starts_at_its_minimum_and_leaves_the_count_to_the_autoscaler() {
+    let h = Harness::new();
+    let mut spec = s3_spec();
+    spec["autoscaling"] = json!({"minReplicas": 2, "maxReplicas": 6});
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(
+        h.object(DEPLOYMENT)["spec"]["replicas"],
+        2,
+        "not the API server's default of one"
+    );
+
+    // The next pass hands the count over before it stops applying it: no dip to one.
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(h.object(DEPLOYMENT)["spec"]["replicas"], 2);
+    assert_eq!(
+        h.fake.replicas_owners(DEPLOYMENT),
+        [REPLICAS_HANDOVER_MANAGER]
+    );
+
+    // The autoscaler scales through /scale; the operator leaves that alone.
+    h.fake.scale(DEPLOYMENT, "kube-controller-manager", 5);
+    h.fake.clear_requests();
+    h.reconcile().await.expect("reconciles");
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(h.object(DEPLOYMENT)["spec"]["replicas"], 5);
+    assert_eq!(
+        h.fake.replicas_owners(DEPLOYMENT),
+        ["kube-controller-manager"]
+    );
+    assert_eq!(handover_applies(&h), 0, "nothing to hand over any more");
+}
+
+#[tokio::test]
+async fn switching_autoscaling_on_keeps_the_running_pods() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(h.object(DEPLOYMENT)["spec"]["replicas"], 3);
+    assert_eq!(h.fake.replicas_owners(DEPLOYMENT), [FIELD_MANAGER]);
+
+    let mut spec = s3_spec();
+    spec["autoscaling"] = json!({"minReplicas": 2, "maxReplicas": 8});
+    h.apply_registry(&spec);
+    h.fake.clear_requests();
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(
+        h.object(DEPLOYMENT)["spec"]["replicas"],
+        3,
+        "the three running pods stay"
+    );
+    assert_eq!(
+        h.fake.replicas_owners(DEPLOYMENT),
+        [REPLICAS_HANDOVER_MANAGER]
+    );
+    assert_eq!(handover_applies(&h), 1);
+    h.fake.clear_requests();
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(h.object(DEPLOYMENT)["spec"]["replicas"], 3);
+    assert_eq!(handover_applies(&h), 0, "handed over once");
+
+    // Switched off again: the spec's count, owned by the operator.
+    let mut spec = s3_spec();
+    spec["replicas"] = json!(4);
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(h.object(DEPLOYMENT)["spec"]["replicas"], 4);
+    assert_eq!(h.fake.replicas_owners(DEPLOYMENT), [FIELD_MANAGER]);
+
+    // Switched on from below the minimum: the autoscaler's floor applies at once.
+    let mut spec = s3_spec();
+    spec["replicas"] = json!(1);
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+    spec["autoscaling"] = json!({"minReplicas": 2, "maxReplicas": 8});
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(h.object(DEPLOYMENT)["spec"]["replicas"], 2);
 }
 
 #[tokio::test]

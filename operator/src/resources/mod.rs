@@ -28,7 +28,10 @@ pub use upload_key::{
     CURRENT_KEY, PREVIOUS_KEY, ROTATION_ANNOTATION, generate_key, new_upload_key_secret,
     rotated_upload_key_secret, upload_key_secret_name,
 };
-pub use workload::{CHECKSUM_ANNOTATION, deployment};
+pub use workload::{
+    CHECKSUM_ANNOTATION, REPLICAS_HANDOVER_MANAGER, deployment, replicas_handover,
+    replicas_owned_by_others,
+};
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "stowage-operator";
@@ -104,18 +107,18 @@ fn owned_meta(registry: &Registry, name: String, component: &str) -> ObjectMeta 
     }
 }
 
-/// The controller reference that makes Kubernetes delete a child with its Registry.
+/// The controller reference that makes Kubernetes delete a child with its Registry; a
+/// foreground deletion of the Registry waits for the child to go (`blockOwnerDeletion`, which
+/// the API server lets the operator set through its `registries/finalizers` permission).
 pub fn owner_reference(registry: &Registry) -> OwnerReference {
-    registry
-        .controller_owner_ref(&())
-        .unwrap_or_else(|| OwnerReference {
-            api_version: Registry::api_version(&()).into_owned(),
-            kind: Registry::kind(&()).into_owned(),
-            name: registry.name_any(),
-            uid: registry.uid().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        })
+    OwnerReference {
+        api_version: Registry::api_version(&()).into_owned(),
+        kind: Registry::kind(&()).into_owned(),
+        name: registry.name_any(),
+        uid: registry.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
 }
 
 #[cfg(test)]

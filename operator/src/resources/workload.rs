@@ -15,6 +15,16 @@ use crate::crd::Registry;
 /// The pod template annotation carrying [`Inputs::checksum`].
 pub const CHECKSUM_ANNOTATION: &str = "stowage.dev/config-checksum";
 
+/// The field manager that holds `spec.replicas` between the operator and the autoscaler.
+///
+/// Server-side apply resets a field to its default when its only owner stops applying it, so
+/// an operator that simply dropped `replicas` when autoscaling is switched on would scale the
+/// Deployment down to one pod until the autoscaler acts. As the Kubernetes documentation on
+/// transferring ownership (migrating to a HorizontalPodAutoscaler) prescribes, the current count
+/// is first applied under this separate manager, which then never applies again: the field
+/// stays, and the autoscaler's updates take it over.
+pub const REPLICAS_HANDOVER_MANAGER: &str = "stowage-operator-replicas-handover";
+
 /// The Deployment running `stowage serve`. With autoscaling on, `replicas` is left out so that
 /// the HorizontalPodAutoscaler alone owns it.
 pub fn deployment(registry: &Registry, inputs: &Inputs) -> Deployment {
@@ -78,6 +88,36 @@ pub fn deployment(registry: &Registry, inputs: &Inputs) -> Deployment {
         }),
         ..Deployment::default()
     }
+}
+
+/// Whether a field manager other than the operator's own owns the Deployment's `spec.replicas`:
+/// the autoscaler, the hand-over manager, or someone who scaled it by hand.
+pub fn replicas_owned_by_others(deployment: &Deployment) -> bool {
+    deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref() != Some(super::FIELD_MANAGER))
+        .filter_map(|entry| entry.fields_v1.as_ref())
+        .any(|fields| {
+            fields
+                .0
+                .get("f:spec")
+                .and_then(|spec| spec.get("f:replicas"))
+                .is_some()
+        })
+}
+
+/// The apply configuration, for [`REPLICAS_HANDOVER_MANAGER`], that owns only the Deployment's
+/// `spec.replicas`.
+pub fn replicas_handover(registry: &Registry, replicas: i32) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": registry.name_any(), "namespace": registry.namespace()},
+        "spec": {"replicas": replicas}
+    })
 }
 
 /// Surge one pod at a time on shared storage; a single-writer volume must be released first.
@@ -196,6 +236,54 @@ mod tests {
         }));
         let deployment = deployment(&registry, &inputs());
         assert_eq!(deployment.spec.expect("spec").replicas, None);
+    }
+
+    #[test]
+    fn replicas_held_by_anyone_but_the_operator() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+        let entry = |manager: &str, fields: serde_json::Value| ManagedFieldsEntry {
+            manager: Some(manager.to_owned()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..ManagedFieldsEntry::default()
+        };
+        let replicas = serde_json::json!({"f:spec": {"f:replicas": {}}});
+        let owned_by = |entries: Vec<ManagedFieldsEntry>| {
+            replicas_owned_by_others(&Deployment {
+                metadata: ObjectMeta {
+                    managed_fields: Some(entries),
+                    ..ObjectMeta::default()
+                },
+                ..Deployment::default()
+            })
+        };
+        assert!(!owned_by(vec![]));
+        assert!(!owned_by(vec![entry(
+            super::super::FIELD_MANAGER,
+            replicas.clone()
+        )]));
+        assert!(!owned_by(vec![
+            entry(super::super::FIELD_MANAGER, replicas.clone()),
+            entry(
+                "kubectl",
+                serde_json::json!({"f:metadata": {"f:labels": {}}})
+            )
+        ]));
+        assert!(owned_by(vec![
+            entry(
+                super::super::FIELD_MANAGER,
+                serde_json::json!({"f:spec": {}})
+            ),
+            entry("kube-controller-manager", replicas.clone())
+        ]));
+        assert!(owned_by(vec![entry(REPLICAS_HANDOVER_MANAGER, replicas)]));
+    }
+
+    #[test]
+    fn the_handover_owns_only_replicas() {
+        let handover = replicas_handover(&s3_registry(), 4);
+        assert_eq!(handover["spec"], serde_json::json!({"replicas": 4}));
+        assert_eq!(handover["metadata"]["name"], "images");
+        assert_eq!(handover["kind"], "Deployment");
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! A small in-memory Kubernetes API server behind a tower-test mock: it stores what is created
 //! and applied, answers gets, lists (with label selectors) and deletes, merges status patches,
 //! records every request, and fails the requests a test asks it to.
+//!
+//! Server-side apply is modelled as the API server does it, where it matters to the operator:
+//! the object is the merge of every field manager's applied configuration, and `spec.replicas`
+//! has owners: a forced apply takes it from the others, an update through `/scale` (the
+//! autoscaler) takes it from every applier, and when nobody owns it any more the field is reset
+//! to its default. `metadata.managedFields` shows who owns it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,6 +38,10 @@ struct Fault {
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Value>,
+    /// Per object, each field manager's applied configuration, oldest applier first.
+    applied: BTreeMap<String, Vec<(String, Value)>>,
+    /// Per object, the manager that last set `spec.replicas` through `/scale`, and the value.
+    scaled: BTreeMap<String, (String, i64)>,
     requests: Vec<Recorded>,
     faults: Vec<Fault>,
     version: u64,
@@ -114,6 +124,37 @@ impl FakeApi {
         let mut state = self.state();
         let object = state.objects.get_mut(path).expect("object to update");
         change(object);
+    }
+
+    /// Sets `spec.replicas` through the `/scale` subresource as `manager`, as the
+    /// HorizontalPodAutoscaler (`kube-controller-manager`) or `kubectl scale` do: an update,
+    /// which takes the field from every applier.
+    pub fn scale(&self, path: &str, manager: &str, replicas: i64) {
+        let mut state = self.state();
+        for (_, config) in state.applied.entry(path.to_owned()).or_default() {
+            forget_replicas(config);
+        }
+        state
+            .scaled
+            .insert(path.to_owned(), (manager.to_owned(), replicas));
+        let object = state.objects.get_mut(path).expect("object to scale");
+        object["spec"]["replicas"] = json!(replicas);
+        let managed = managed_fields(&state, path);
+        if let Some(object) = state.objects.get_mut(path) {
+            object["metadata"]["managedFields"] = managed;
+        }
+    }
+
+    /// The field managers that own `spec.replicas` of the object at `path`.
+    pub fn replicas_owners(&self, path: &str) -> Vec<String> {
+        let state = self.state();
+        managed_fields(&state, path)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|entry| !entry["fieldsV1"]["f:spec"]["f:replicas"].is_null())
+            .filter_map(|entry| entry["manager"].as_str().map(str::to_owned))
+            .collect()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -253,11 +294,13 @@ impl FakeApi {
                 let key = path_without_subresource(path, &target);
                 let old = state.objects.get(&key).cloned();
                 let object = if is_apply {
-                    let mut object = body;
+                    let manager = query_value(query, "fieldManager").unwrap_or_default();
+                    let mut object = server_side_apply(&mut state, &key, &manager, body);
                     if let Some(old) = old.as_ref().filter(|o| !o["status"].is_null()) {
                         object["status"] = old["status"].clone();
                     }
                     stamp(&mut object, &version, old.as_ref());
+                    object["metadata"]["managedFields"] = managed_fields(&state, &key);
                     object
                 } else {
                     let Some(mut object) = old else {
@@ -270,7 +313,10 @@ impl FakeApi {
                 state.objects.insert(key, object.clone());
                 (StatusCode::OK, object)
             }
-            ("DELETE", Some(_)) => match state.objects.remove(path) {
+            ("DELETE", Some(_)) => match state.objects.remove(path).inspect(|_| {
+                state.applied.remove(path);
+                state.scaled.remove(path);
+            }) {
                 Some(_) => (
                     StatusCode::OK,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
@@ -280,6 +326,77 @@ impl FakeApi {
             _ => status(StatusCode::METHOD_NOT_ALLOWED, "not supported by the fake"),
         }
     }
+}
+
+/// The object `manager`'s apply of `body` makes: every applier's configuration merged, this
+/// one's last, with `spec.replicas` owned as the API server would own it.
+fn server_side_apply(state: &mut State, key: &str, manager: &str, body: Value) -> Value {
+    let applies_replicas = !body["spec"]["replicas"].is_null();
+    let configs = state.applied.entry(key.to_owned()).or_default();
+    configs.retain(|(m, _)| m != manager);
+    if applies_replicas {
+        // A forced apply takes the field from owners that hold another value; equal values
+        // are shared.
+        for (_, config) in configs.iter_mut() {
+            if config["spec"]["replicas"] != body["spec"]["replicas"] {
+                forget_replicas(config);
+            }
+        }
+        state.scaled.remove(key);
+    }
+    configs.push((manager.to_owned(), body));
+    let mut object = json!({});
+    for (_, config) in configs.iter() {
+        merge(&mut object, config);
+    }
+    let is_deployment = object["kind"] == "Deployment";
+    if object["spec"]["replicas"].is_null() && is_deployment {
+        // Owned by the autoscaler's updates, or by nobody: then the API server's default.
+        let replicas = state.scaled.get(key).map_or(1, |(_, replicas)| *replicas);
+        object["spec"]["replicas"] = json!(replicas);
+    }
+    object
+}
+
+fn forget_replicas(config: &mut Value) {
+    if let Some(spec) = config.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("replicas");
+    }
+}
+
+/// `metadata.managedFields`, reduced to what the fake tracks: who applied, and who owns
+/// `spec.replicas`.
+fn managed_fields(state: &State, key: &str) -> Value {
+    let replicas = json!({"f:spec": {"f:replicas": {}}});
+    let mut entries: Vec<Value> = state
+        .applied
+        .get(key)
+        .into_iter()
+        .flatten()
+        .map(|(manager, config)| {
+            let fields = if config["spec"]["replicas"].is_null() {
+                json!({"f:metadata": {}})
+            } else {
+                replicas.clone()
+            };
+            json!({"manager": manager, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields})
+        })
+        .collect();
+    if let Some((manager, _)) = state.scaled.get(key) {
+        entries.push(
+            json!({"manager": manager, "operation": "Update", "subresource": "scale",
+            "fieldsType": "FieldsV1", "fieldsV1": replicas}),
+        );
+    }
+    Value::Array(entries)
+}
+
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
 }
 
 fn path_without_subresource(path: &str, target: &Target) -> String {
