@@ -267,9 +267,7 @@ impl From<upload::Error> for ApiError {
                 ErrorCode::BlobUploadInvalid,
                 err.to_string(),
             ),
-            E::DigestMismatch { .. } | E::AlgorithmMismatch { .. } => {
-                Self::digest_invalid(err.to_string())
-            }
+            E::DigestMismatch { .. } => Self::digest_invalid(err.to_string()),
             E::Body(_) => Self::upload_invalid(err.to_string()),
             E::Storage(err) => err.into(),
         }

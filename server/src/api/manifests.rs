@@ -15,9 +15,30 @@ pub(super) async fn serve(
     name: RepositoryName,
     reference: &str,
 ) -> Result<Response, ApiError> {
-    let reference: Reference = reference.parse()?;
+    let parsed = reference.parse::<Reference>();
     match call.method {
-        Method::GET | Method::HEAD => fetch(call, name, reference).await,
+        Method::GET | Method::HEAD => {
+            // A reference that cannot exist names no manifest: the spec's 404, not a 400, for
+            // reads (conformance asks this); writes still get the precise 400.
+            let Ok(reference) = parsed else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::ManifestUnknown,
+                    format!("no manifest can have the reference {reference:?}"),
+                ));
+            };
+            fetch(call, name, reference).await
+        }
+        _ => write(call, name, parsed?).await,
+    }
+}
+
+async fn write(
+    call: Call,
+    name: RepositoryName,
+    reference: Reference,
+) -> Result<Response, ApiError> {
+    match call.method {
         Method::PUT => push(call, name, reference).await,
         Method::DELETE => {
             call.require_deletes()?;

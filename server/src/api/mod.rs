@@ -78,10 +78,15 @@ async fn access_log(request: Request, next: Next) -> Response {
         %method,
         path,
         status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = rounded_millis(started.elapsed()),
         "request"
     );
     response
+}
+
+/// Milliseconds to the microsecond, so logs read `1.674`, not `1.6743439999999998`.
+fn rounded_millis(elapsed: std::time::Duration) -> f64 {
+    (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
 /// Query parameters used by any endpoint.
@@ -204,4 +209,22 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 /// A header value from text we built ourselves (digests, URLs of validated parts, numbers).
 fn header_value(value: impl AsRef<str>) -> HeaderValue {
     HeaderValue::from_str(value.as_ref()).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn latency_is_logged_to_the_microsecond() {
+        let cases = [
+            (Duration::from_nanos(1_674_344), "1.674"),
+            (Duration::from_nanos(999), "0.001"),
+            (Duration::from_millis(250), "250"),
+            (Duration::ZERO, "0"),
+        ];
+        for (elapsed, printed) in cases {
+            assert_eq!(super::rounded_millis(elapsed).to_string(), printed);
+        }
+    }
 }

@@ -24,8 +24,10 @@ pub(super) async fn start(call: Call, name: RepositoryName) -> Result<Response, 
     if call.method != Method::POST {
         return Err(call.method_not_allowed());
     }
+    let mut mount_algorithm = None;
     if let Some(mount) = &call.params.mount {
         let digest: Digest = mount.parse()?;
+        mount_algorithm = Some(digest.algorithm());
         if let Some(from) = &call.params.from {
             let from: RepositoryName = from.parse()?;
             if call
@@ -45,10 +47,12 @@ pub(super) async fn start(call: Call, name: RepositoryName) -> Result<Response, 
         .as_deref()
         .map(str::parse::<Digest>)
         .transpose()?;
+    // The session hashes with the algorithm of the digest it will be finished with, when that
+    // is known: a monolithic digest, an explicit choice, or the blob a failed mount named.
     let algorithm = match (&digest, &call.params.digest_algorithm) {
         (Some(digest), _) => digest.algorithm(),
         (None, Some(algorithm)) => algorithm.parse()?,
-        (None, None) => Algorithm::Sha256,
+        (None, None) => mount_algorithm.unwrap_or(Algorithm::Sha256),
     };
     let uploads = &call.state.uploads;
     let state = uploads.start(&name, algorithm).await?;
@@ -81,7 +85,8 @@ pub(super) async fn serve(
     let state = call.state.uploads.open(token, &name, id)?;
     match call.method {
         Method::GET | Method::HEAD => {
-            call.state.uploads.check_alive(&state).await?;
+            // Any token of a live upload learns where it really stands, with a fresh token.
+            let state = call.state.uploads.status(&state).await?;
             Ok(upload_progress(
                 &call.state.uploads,
                 &name,
@@ -91,7 +96,11 @@ pub(super) async fn serve(
         }
         Method::PATCH => {
             let uploads = call.state.uploads;
-            let state = append_chunk(&uploads, &state, &call.headers, call.body).await?;
+            let appended = append_chunk(&uploads, &state, &call.headers, call.body).await?;
+            if appended != state {
+                uploads.record(&appended).await;
+            }
+            let state = appended;
             Ok(upload_progress(
                 &uploads,
                 &name,

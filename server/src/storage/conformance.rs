@@ -16,6 +16,7 @@ pub async fn run_all(store: &dyn BlobStore) {
     put_get_stat(store).await;
     ranged_reads(store).await;
     list_and_delete(store).await;
+    renames(store).await;
     walk_lists_everything_below(store).await;
     resumable_writes(store).await;
     stale_states_are_refused(store).await;
@@ -102,6 +103,37 @@ async fn list_and_delete(store: &dyn BlobStore) {
         Err(Error::NotFound)
     ));
     assert_eq!(store.list("c/list").await.unwrap(), ["b"]);
+}
+
+async fn renames(store: &dyn BlobStore) {
+    store
+        .put("c/rename/from", Bytes::from_static(b"moved"))
+        .await
+        .unwrap();
+    store
+        .put("c/rename/to/x", Bytes::from_static(b"replaced"))
+        .await
+        .unwrap();
+    store
+        .rename("c/rename/from", "c/rename/to/x")
+        .await
+        .unwrap();
+    assert_eq!(read(store, "c/rename/to/x", None).await, b"moved");
+    assert!(matches!(
+        store.stat("c/rename/from").await,
+        Err(Error::NotFound)
+    ));
+    // Into a new directory, too.
+    store
+        .rename("c/rename/to/x", "c/rename/new/dir/y")
+        .await
+        .unwrap();
+    assert_eq!(read(store, "c/rename/new/dir/y", None).await, b"moved");
+    assert!(matches!(
+        store.rename("c/rename/from", "c/rename/z").await,
+        Err(Error::NotFound)
+    ));
+    store.delete("c/rename").await.unwrap();
 }
 
 async fn walk_lists_everything_below(store: &dyn BlobStore) {
@@ -203,11 +235,22 @@ async fn stale_states_are_refused(store: &dyn BlobStore) {
     ));
     let forged = WriteStateExt::forged(&first);
     assert!(store.append(key, &forged, chunks(&[b"x"])).await.is_err());
+    // Only the latest state is current.
+    assert!(store.is_current(key, &first).await.unwrap());
+    assert!(!store.is_current(key, &start).await.unwrap());
+    assert!(!store.is_current(key, &forged).await.unwrap());
+    assert!(
+        !store
+            .is_current("c/upload/none/data", &first)
+            .await
+            .unwrap()
+    );
     store
         .commit_resumable(key, &first, "c/blobs/genuine")
         .await
         .unwrap();
     assert_eq!(read(store, "c/blobs/genuine", None).await, b"genuine");
+    assert!(!store.is_current(key, &first).await.unwrap(), "committed");
     assert!(matches!(
         store.stat("c/blobs/stale").await,
         Err(Error::NotFound)

@@ -58,6 +58,10 @@ impl BlobStore for Counting {
         self.count().walk(prefix).await
     }
 
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.count().rename(from, to).await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         self.count().delete(key).await
     }
@@ -76,6 +80,10 @@ impl BlobStore for Counting {
 
     async fn append(&self, key: &str, state: &WriteState, body: ByteStream) -> Result<WriteState> {
         self.count().append(key, state, body).await
+    }
+
+    async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool> {
+        self.count().is_current(key, state).await
     }
 
     async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()> {

@@ -334,6 +334,15 @@ impl BlobStore for FsStore {
         Ok(found)
     }
 
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let from = self.path_of(from)?;
+        let to = self.path_of(to)?;
+        if let Err(err) = fs::metadata(&from).await {
+            return Err(not_found_as_error(err));
+        }
+        self.rename_into_place(&from, &to).await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path_of(key)?;
         let result = match fs::symlink_metadata(&path).await {
@@ -403,6 +412,19 @@ impl BlobStore for FsStore {
         };
         fs::rename(&current, resumable_file(&path, &next)?).await?;
         Ok(next)
+    }
+
+    async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool> {
+        let Ok(current) = resumable_file(&self.path_of(key)?, state) else {
+            return Ok(false);
+        };
+        match fs::metadata(&current).await {
+            Ok(meta) => Ok(meta.len() >= state.size),
+            Err(err) => match not_found_as_error(err) {
+                Error::NotFound => Ok(false),
+                err => Err(err),
+            },
+        }
     }
 
     async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()> {

@@ -111,6 +111,18 @@ pub fn upload_started_at(name: &RepositoryName, id: &str) -> String {
     format!("{}/startedat", upload_dir(name, id))
 }
 
+/// The upload's latest state, written after each chunk, so that a client whose response was
+/// lost can ask where the upload stands (Stowage's own; Distribution keeps `hashstates/`).
+pub fn upload_latest_state(name: &RepositoryName, id: &str) -> String {
+    format!("{}/state", upload_dir(name, id))
+}
+
+/// Where a finished upload is staged while it is read back to check a digest of another
+/// algorithm than the one computed while it streamed in.
+pub fn upload_staged(name: &RepositoryName, id: &str) -> String {
+    format!("{}/staged", upload_dir(name, id))
+}
+
 /// Directory of the manifests that name `subject` as their subject.
 pub fn referrers_dir(name: &RepositoryName, subject: &Digest) -> String {
     format!(

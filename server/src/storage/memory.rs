@@ -116,6 +116,13 @@ impl BlobStore for MemoryStore {
             .collect())
     }
 
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let object = inner.objects.remove(from).ok_or(Error::NotFound)?;
+        inner.objects.insert(to.to_owned(), object);
+        Ok(())
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let dir = format!("{}/", key.trim_end_matches('/'));
         let mut inner = self.lock();
@@ -169,6 +176,16 @@ impl BlobStore for MemoryStore {
             size: entry.1.len() as u64,
             backend: generation.to_be_bytes().to_vec(),
         })
+    }
+
+    async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool> {
+        Ok(self
+            .lock()
+            .writes
+            .get(key)
+            .is_some_and(|(generation, data)| {
+                state.backend == generation.to_be_bytes() && data.len() as u64 >= state.size
+            }))
     }
 
     async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()> {

@@ -115,6 +115,13 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     /// empty when nothing is there. One listing, not a request per object, where the backend can.
     async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
 
+    /// Moves the object at `from` to `to`, atomically replacing what was at `to`; `from` is gone
+    /// afterwards. Inside the store: no byte travels through the registry.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when nothing is at `from`.
+    async fn rename(&self, from: &str, to: &str) -> Result<()>;
+
     /// Removes the object at `key` and everything below it; succeeds if nothing is there.
     async fn delete(&self, key: &str) -> Result<()>;
 
@@ -134,6 +141,10 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     /// [`Error::Stale`] for a state that is not the latest; [`Error::Body`] when `body` fails, in
     /// which case `state` stays the latest, so the same request can be retried.
     async fn append(&self, key: &str, state: &WriteState, body: ByteStream) -> Result<WriteState>;
+
+    /// Whether `state` is the latest state of the resumable write at `key` (so `append` and
+    /// `commit_resumable` would take it). One cheap lookup; `false` when there is no such write.
+    async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool>;
 
     /// Makes the resumable write at `key` visible at `dest` (atomically), ending the write.
     async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()>;

@@ -501,6 +501,23 @@ impl S3Store {
         Ok(())
     }
 
+    /// The size of the object at `full_key`, or `None` when there is none.
+    async fn head_size(&self, full_key: &str) -> Result<Option<u64>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full_key)
+            .send()
+            .await
+            .map_err(classify)
+        {
+            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+            Err(Error::NotFound) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Why a state's tail is missing: a newer state replaced it, or the write is gone.
     async fn missing_tail(&self, key: &str) -> Result<Error> {
         let tails = self.keys_below(&self.tail_key(key, "")?).await?;
@@ -651,6 +668,13 @@ impl BlobStore for S3Store {
         Ok(found)
     }
 
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (self.key(from)?, self.key(to)?);
+        let size = self.head_size(&from).await?.ok_or(Error::NotFound)?;
+        self.copy(&from, &to, size).await?;
+        self.delete_keys(vec![from]).await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let full = self.key(key)?;
         let mut keys = self.keys_below(&format!("{full}/")).await?;
@@ -735,24 +759,23 @@ impl BlobStore for S3Store {
         Ok(next.encode(size))
     }
 
+    async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool> {
+        let Ok(current) = Multipart::decode(state) else {
+            return Ok(false);
+        };
+        let tail = self.head_size(&self.tail_key(key, &current.tail)?).await?;
+        Ok(tail == Some(current.tail_len))
+    }
+
     async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()> {
         let full_key = self.key(key)?;
         let dest = self.key(dest)?;
         let current = Multipart::decode(state)?;
         let tail = self.tail_key(key, &current.tail)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&tail)
-            .send()
-            .await
-            .map_err(classify)
-        {
-            Ok(head) if head.content_length() == Some(current.tail_len as i64) => {}
-            Ok(_) => return Err(Error::Stale),
-            Err(Error::NotFound) => return Err(self.missing_tail(key).await?),
-            Err(err) => return Err(err),
+        match self.head_size(&tail).await? {
+            Some(len) if len == current.tail_len => {}
+            Some(_) => return Err(Error::Stale),
+            None => return Err(self.missing_tail(key).await?),
         }
         let Some(upload_id) = &current.upload_id else {
             // Everything is in the tail: one server-side copy. Removing the tail ends the write.

@@ -18,6 +18,9 @@ pub use token::{SecretKey, TokenError, TokenKeys, UploadState};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A recorded upload state is a few hundred bytes; anything larger is not one of ours.
+const MAX_RECORDED_STATE: u64 = 64 * 1024;
+
 /// Why an upload request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,13 +34,8 @@ pub enum Error {
     Stale,
     #[error("another request is writing to this upload")]
     Busy,
-    #[error("provided digest did not match uploaded content")]
+    #[error("provided digest {expected} did not match uploaded content ({actual})")]
     DigestMismatch { expected: Digest, actual: Digest },
-    #[error("upload was started for {started:?}, cannot finish with a {requested:?} digest")]
-    AlgorithmMismatch {
-        started: Algorithm,
-        requested: Algorithm,
-    },
     #[error("request body failed: {0}")]
     Body(#[source] io::Error),
     #[error(transparent)]
@@ -140,37 +138,105 @@ impl Uploads {
         })
     }
 
+    /// Records `state` as the upload's latest, so that a client that lost the response carrying
+    /// it can recover it with [`Uploads::status`]. Best effort: the chunk is already stored, and
+    /// the client holds the same state in its token.
+    pub async fn record(&self, state: &UploadState) {
+        let recorded = match self.repository(state) {
+            Ok(repository) => {
+                // Plain data with string keys: serializing cannot fail.
+                let json = serde_json::to_vec(state).unwrap_or_default();
+                let key = layout::upload_latest_state(&repository, &state.id);
+                self.store.put(&key, json.into()).await
+            }
+            Err(_) => return,
+        };
+        if let Err(err) = recorded {
+            tracing::warn!(error = %err, "could not record an upload's state");
+        }
+    }
+
+    /// Where the upload really stands, asked with any of its tokens: the latest recorded state,
+    /// or the token's own, whichever storage confirms as current. So a client whose `PATCH`
+    /// response was lost (a replica died after storing the chunk) resumes from the real offset.
+    ///
+    /// # Errors
+    /// [`Error::Unknown`] when the session is gone, or when it moved on past every state known
+    /// (a replica died between storing a chunk and recording it): the client starts again.
+    pub async fn status(&self, state: &UploadState) -> Result<UploadState> {
+        let repository = self.repository(state)?;
+        let recorded = storage::read_if_present(
+            &*self.store,
+            &layout::upload_latest_state(&repository, &state.id),
+            MAX_RECORDED_STATE,
+        )
+        .await?
+        .and_then(|json| serde_json::from_slice::<UploadState>(&json).ok())
+        .filter(|recorded| recorded.repository == state.repository && recorded.id == state.id);
+        let data = layout::upload_data(&repository, &state.id);
+        for candidate in recorded.iter().chain(std::iter::once(state)) {
+            if self.store.is_current(&data, &candidate.write).await? {
+                let expires_at = token::unix_seconds(SystemTime::now()) + self.token_ttl.as_secs();
+                return Ok(UploadState {
+                    expires_at,
+                    ..candidate.clone()
+                });
+            }
+        }
+        self.check_alive(state).await?;
+        tracing::warn!(
+            upload = %state.id,
+            "upload moved past its recorded state; the client must start it again"
+        );
+        Err(Error::Unknown)
+    }
+
     /// Checks the upload against `expected` and, if it matches, makes it the blob `expected` in
     /// the upload's repository. A mismatch ends the session: its bytes can never become a blob.
+    ///
+    /// The digest computed while the bytes streamed in settles it when `expected` uses the same
+    /// algorithm; for another algorithm, the stored bytes are read back and hashed.
     pub async fn finish(&self, state: &UploadState, expected: &Digest) -> Result<()> {
-        if expected.algorithm() != state.algorithm {
-            return Err(Error::AlgorithmMismatch {
-                started: state.algorithm,
-                requested: expected.algorithm(),
-            });
-        }
-        let actual = DigestHasher::restore(state.algorithm, &state.hash_state)
-            .ok_or(TokenError::Malformed)?
-            .finish();
         let repository = self.repository(state)?;
-        if &actual != expected {
-            self.cancel(state).await?;
-            return Err(Error::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
-        }
+        let data = layout::upload_data(&repository, &state.id);
         let blob = layout::blob_data(expected);
-        match self.store.stat(&blob).await {
-            // Content addressing: the same digest is the same bytes, so skip the copy.
-            Ok(_) => {}
-            Err(storage::Error::NotFound) => {
-                let key = layout::upload_data(&repository, &state.id);
-                self.store
-                    .commit_resumable(&key, &state.write, &blob)
-                    .await?;
+        if expected.algorithm() == state.algorithm {
+            let actual = DigestHasher::restore(state.algorithm, &state.hash_state)
+                .ok_or(TokenError::Malformed)?
+                .finish();
+            if &actual != expected {
+                self.cancel(state).await?;
+                return Err(Error::DigestMismatch {
+                    expected: expected.clone(),
+                    actual,
+                });
             }
-            Err(err) => return Err(err.into()),
+            match self.store.stat(&blob).await {
+                // Content addressing: the same digest is the same bytes, so skip the copy.
+                Ok(_) => {}
+                Err(storage::Error::NotFound) => {
+                    self.store
+                        .commit_resumable(&data, &state.write, &blob)
+                        .await?;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        } else {
+            let staged = layout::upload_staged(&repository, &state.id);
+            self.store
+                .commit_resumable(&data, &state.write, &staged)
+                .await?;
+            let actual = self.digest_of(&staged, expected.algorithm()).await?;
+            if &actual != expected {
+                self.store
+                    .delete(&layout::upload_dir(&repository, &state.id))
+                    .await?;
+                return Err(Error::DigestMismatch {
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+            self.store.rename(&staged, &blob).await?;
         }
         let link = layout::layer_link(&repository, expected);
         self.store
@@ -183,7 +249,7 @@ impl Uploads {
     }
 
     /// Confirms the session still exists: a token outlives a finished, cancelled or purged one.
-    pub async fn check_alive(&self, state: &UploadState) -> Result<()> {
+    async fn check_alive(&self, state: &UploadState) -> Result<()> {
         let repository = self.repository(state)?;
         self.store
             .stat(&layout::upload_started_at(&repository, &state.id))
@@ -201,6 +267,16 @@ impl Uploads {
             .await?;
         self.store.delete(&dir).await?;
         Ok(())
+    }
+
+    /// The `algorithm` digest of the object at `key`, streamed from storage.
+    async fn digest_of(&self, key: &str, algorithm: Algorithm) -> Result<Digest> {
+        let mut hasher = DigestHasher::new(algorithm);
+        let mut stream = self.store.get(key, None).await?;
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk.map_err(storage::Error::Io)?);
+        }
+        Ok(hasher.finish())
     }
 
     fn repository(&self, state: &UploadState) -> Result<RepositoryName> {

@@ -175,16 +175,35 @@ async fn every_bad_request_gets_the_specs_error() {
             400,
             "DIGEST_INVALID",
         ),
-        // Tags and references.
-        case("GET", "/v2/a/manifests/-bad", 400, "MANIFEST_INVALID"),
+        // Tags and references: a read of one that cannot exist finds nothing (as conformance
+        // expects); a write gets the precise 400.
+        case("GET", "/v2/a/manifests/-bad", 404, "MANIFEST_UNKNOWN"),
+        case("HEAD", "/v2/a/manifests/-bad", 404, ""),
         case(
             "GET",
             format!("/v2/a/manifests/{huge_tag}"),
-            400,
-            "MANIFEST_INVALID",
+            404,
+            "MANIFEST_UNKNOWN",
         ),
         case(
             "GET",
+            "/v2/a/manifests/sha256:nothex",
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        case("PUT", "/v2/a/manifests/-bad", 400, "MANIFEST_INVALID")
+            .header("Content-Type", OCI_MANIFEST)
+            .body("{}"),
+        case(
+            "PUT",
+            format!("/v2/a/manifests/{huge_tag}"),
+            400,
+            "MANIFEST_INVALID",
+        )
+        .header("Content-Type", OCI_MANIFEST)
+        .body("{}"),
+        case(
+            "DELETE",
             "/v2/a/manifests/sha256:nothex",
             400,
             "DIGEST_INVALID",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Parser;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use stowage::cli::{Cli, Command};
+use stowage::cli::{Cli, Command, ServeConfig};
 use stowage::oci::Digest;
 use stowage::storage::{self, BlobStore};
 use stowage::upload::{SecretKey, TokenKeys};
@@ -23,7 +23,9 @@ pub struct Server {
     /// The storage root, when the server runs on the filesystem.
     pub root: PathBuf,
     store: Arc<dyn BlobStore>,
-    _dir: tempfile::TempDir,
+    config: ServeConfig,
+    keys: TokenKeys,
+    _dir: Arc<tempfile::TempDir>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -113,7 +115,29 @@ impl Server {
             .keys
             .clone()
             .unwrap_or_else(|| TokenKeys::new(SecretKey::random(), None));
-        let app = stowage::cli::app(&config, Arc::clone(&store), keys);
+        Self::serve(config, store, keys, root, Arc::new(dir)).await
+    }
+
+    /// Another replica of this registry: its own process state, the same storage and key.
+    pub async fn replica(&self) -> Self {
+        Self::serve(
+            self.config.clone(),
+            self.store(),
+            self.keys.clone(),
+            self.root.clone(),
+            Arc::clone(&self._dir),
+        )
+        .await
+    }
+
+    async fn serve(
+        config: ServeConfig,
+        store: Arc<dyn BlobStore>,
+        keys: TokenKeys,
+        root: PathBuf,
+        dir: Arc<tempfile::TempDir>,
+    ) -> Self {
+        let app = stowage::cli::app(&config, Arc::clone(&store), keys.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -128,6 +152,8 @@ impl Server {
             http,
             root,
             store,
+            config,
+            keys,
             _dir: dir,
             task,
         }
