@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -25,14 +25,16 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{Registry, RegistryStatus};
+use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::resources::{self, FIELD_MANAGER, Inputs, Task};
-use crate::status::{self, Observed, StorageCheck};
+use crate::status::{self, Observed};
+use crate::storage::{self, StorageCheck};
 
 /// What the reconcile loop shares.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Events,
     pub metrics: Arc<Metrics>,
     /// The server image for Registries that name none.
     pub default_image: String,
@@ -47,7 +49,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(client.clone(), reporter),
             client,
             metrics,
             default_image,
@@ -207,7 +209,7 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
         ),
         Err(error) => (
             None,
-            StorageCheck::unavailable("Unknown", "not checked: the reconcile failed"),
+            StorageCheck::unknown("NotChecked", "not checked: the reconcile failed"),
             registry
                 .status
                 .as_ref()
@@ -251,7 +253,7 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
             for (reason, note) in applied.events {
                 publish(&context, &registry, EventType::Normal, reason, note).await;
             }
-            if !storage.ready {
+            if storage.is_unavailable() {
                 publish(
                     &context,
                     &registry,
@@ -303,7 +305,7 @@ async fn apply_children(
     let client = &context.client;
     let mut events = Vec::new();
     let key = upload_key(client, registry, namespace, &mut events).await?;
-    let (storage, credentials) = check_storage(client, registry, namespace).await?;
+    let settings = check_storage_settings(client, registry, namespace).await?;
 
     let config = resources::server_config(registry, key.has_previous);
     let inputs = Inputs {
@@ -313,14 +315,15 @@ async fn apply_children(
             .clone()
             .unwrap_or_else(|| context.default_image.clone()),
         has_previous_key: key.has_previous,
-        checksum: checksum(&config, &key.secret, credentials.as_ref()),
+        checksum: checksum(&config, &key.secret, settings.credentials.as_ref()),
     };
 
     apply(client, namespace, &resources::service_account(registry)).await?;
     apply(client, namespace, &resources::config_map(registry, config)).await?;
-    if let Some(claim) = resources::persistent_volume_claim(registry) {
-        apply::<PersistentVolumeClaim>(client, namespace, &claim).await?;
-    }
+    let claim = match resources::persistent_volume_claim(registry) {
+        Some(claim) => Some(apply::<PersistentVolumeClaim>(client, namespace, &claim).await?),
+        None => settings.existing_claim,
+    };
     let deployment = apply_deployment(client, registry, namespace, &inputs).await?;
     apply(client, namespace, &resources::service(registry)).await?;
     match resources::horizontal_pod_autoscaler(registry) {
@@ -340,6 +343,10 @@ async fn apply_children(
         .await?;
     }
     let last_gc = last_garbage_collection(client, registry, namespace).await?;
+    let storage = match settings.problem {
+        Some(problem) => problem,
+        None => observe_storage(client, registry, namespace, claim.as_ref()).await?,
+    };
     Ok(Applied {
         deployment,
         storage,
@@ -512,45 +519,59 @@ fn secret_value_len(secret: &Secret, key: &str) -> Option<usize> {
     data.or_else(|| secret.string_data.as_ref()?.get(key).map(String::len))
 }
 
-/// Checks that the S3 credentials Secret has the keys the pods read (or that the claim to
-/// mount exists), and returns the credentials Secret for the checksum.
-async fn check_storage(
+/// What the pods' storage settings refer to, as found in the cluster.
+struct StorageSettings {
+    /// What is wrong with them, if anything is.
+    problem: Option<StorageCheck>,
+    /// The S3 credentials Secret, for the checksum that rolls the pods when it changes.
+    credentials: Option<Secret>,
+    /// The existing claim a filesystem Registry mounts.
+    existing_claim: Option<PersistentVolumeClaim>,
+}
+
+/// Checks that what the pods will mount and read exists: the S3 credentials Secret with the
+/// keys the pods read, or the existing claim to mount.
+async fn check_storage_settings(
     client: &Client,
     registry: &Registry,
     namespace: &str,
-) -> Result<(StorageCheck, Option<Secret>), Error> {
+) -> Result<StorageSettings, Error> {
+    let fine = StorageSettings {
+        problem: None,
+        credentials: None,
+        existing_claim: None,
+    };
+    let problem = |reason, message: String| StorageSettings {
+        problem: Some(StorageCheck::unavailable(reason, message)),
+        credentials: None,
+        existing_claim: None,
+    };
     if let Some(fs) = &registry.spec.storage.filesystem {
-        let claim = resources::data_claim_name(registry);
         if fs.existing_claim.is_none() {
-            return Ok((StorageCheck::ready(format!("volume claim {claim}")), None));
+            return Ok(fine);
         }
+        let claim = resources::data_claim_name(registry);
         let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
         let found = api
             .get_opt(&claim)
             .await
             .map_err(kube_error(format!("reading PersistentVolumeClaim {claim}")))?;
         return Ok(match found {
-            Some(_) => (StorageCheck::ready(format!("volume claim {claim}")), None),
-            None => (
-                StorageCheck::unavailable(
-                    "ClaimMissing",
-                    format!("PersistentVolumeClaim {claim} does not exist"),
-                ),
-                None,
+            Some(found) => StorageSettings {
+                existing_claim: Some(found),
+                ..fine
+            },
+            None => problem(
+                "ClaimMissing",
+                format!("PersistentVolumeClaim {claim} does not exist"),
             ),
         });
     }
     let Some(s3) = &registry.spec.storage.s3 else {
-        return Ok((
-            StorageCheck::unavailable("NoStorage", "no storage kind is set"),
-            None,
-        ));
+        return Ok(problem("NoStorage", "no storage kind is set".to_owned()));
     };
     let Some(credentials) = &s3.credentials_secret else {
-        return Ok((
-            StorageCheck::ready(format!("bucket {} with the pod's own identity", s3.bucket)),
-            None,
-        ));
+        return Ok(fine);
     };
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = api
@@ -558,12 +579,9 @@ async fn check_storage(
         .await
         .map_err(kube_error(format!("reading Secret {}", credentials.name)))?;
     let Some(secret) = secret else {
-        return Ok((
-            StorageCheck::unavailable(
-                "CredentialsMissing",
-                format!("S3 credentials Secret {} does not exist", credentials.name),
-            ),
-            None,
+        return Ok(problem(
+            "CredentialsMissing",
+            format!("S3 credentials Secret {} does not exist", credentials.name),
         ));
     };
     for key in [
@@ -571,21 +589,48 @@ async fn check_storage(
         &credentials.secret_access_key_key,
     ] {
         if secret_value_len(&secret, key).is_none() {
-            return Ok((
-                StorageCheck::unavailable(
+            return Ok(StorageSettings {
+                credentials: Some(secret),
+                ..problem(
                     "CredentialsMissing",
                     format!(
                         "S3 credentials Secret {} has no key {key}",
                         credentials.name
                     ),
-                ),
-                Some(secret),
-            ));
+                )
+            });
         }
     }
-    Ok((
-        StorageCheck::ready(format!("bucket {}", s3.bucket)),
-        Some(secret),
+    Ok(StorageSettings {
+        credentials: Some(secret),
+        ..fine
+    })
+}
+
+/// Whether storage works for the pods: the claim must be bound, and then the server pods'
+/// readiness (their probe reads and writes storage) tells.
+async fn observe_storage(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+    claim: Option<&PersistentVolumeClaim>,
+) -> Result<StorageCheck, Error> {
+    if let Some(problem) = claim.and_then(storage::claim_problem) {
+        return Ok(problem);
+    }
+    let described = match &registry.spec.storage.s3 {
+        Some(s3) => format!("bucket {}", s3.bucket),
+        None => format!("volume claim {}", resources::data_claim_name(registry)),
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods = pods
+        .list(&ListParams::default().labels(&resources::selector_string(registry)))
+        .await
+        .map_err(kube_error("listing server pods"))?;
+    Ok(storage::from_pods(
+        &pods.items,
+        &described,
+        &Time(Timestamp::now()),
     ))
 }
 
@@ -677,18 +722,8 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = context
-        .recorder
-        .publish(&event, &registry.object_ref(&()))
-        .await
-    {
-        tracing::warn!(%error, reason, "could not record an event");
-    }
+    context
+        .events
+        .publish(&registry.object_ref(&()), type_, reason, note)
+        .await;
 }

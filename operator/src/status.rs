@@ -10,32 +10,7 @@ use serde::Deserialize;
 
 use crate::crd::{GarbageCollectionRun, GcResult, Registry, RegistryStatus};
 use crate::resources;
-
-/// Whether the storage the pods need is there.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StorageCheck {
-    pub ready: bool,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl StorageCheck {
-    pub fn ready(message: impl Into<String>) -> Self {
-        Self {
-            ready: true,
-            reason: "Available",
-            message: message.into(),
-        }
-    }
-
-    pub fn unavailable(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            ready: false,
-            reason,
-            message: message.into(),
-        }
-    }
-}
+use crate::storage::{Health, StorageCheck};
 
 /// What the status is computed from.
 pub struct Observed<'a> {
@@ -145,7 +120,7 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
 
     let degraded = if let Some(error) = &observed.error {
         condition("Degraded", true, "ReconcileFailed", error.clone())
-    } else if !observed.storage.ready {
+    } else if observed.storage.is_unavailable() {
         condition(
             "Degraded",
             true,
@@ -168,12 +143,19 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
         )
     };
 
-    let storage = condition(
-        "StorageReady",
-        observed.storage.ready,
-        observed.storage.reason,
-        observed.storage.message.clone(),
-    );
+    let storage = match observed.storage.health {
+        Health::Unknown => unknown(
+            "StorageReady",
+            observed.storage.reason,
+            &observed.storage.message,
+        ),
+        health => condition(
+            "StorageReady",
+            health == Health::Ready,
+            observed.storage.reason,
+            observed.storage.message.clone(),
+        ),
+    };
 
     let gc = match &observed.last_gc {
         _ if registry.spec.garbage_collection.suspend => unknown(
@@ -415,6 +397,19 @@ mod tests {
             condition(&status, "Degraded").reason,
             "ProgressDeadlineExceeded"
         );
+    }
+
+    #[test]
+    fn storage_not_heard_from_is_unknown_not_fine() {
+        let waiting = StorageCheck::unknown("WaitingForPods", "no pod has reported yet");
+        let deployment = deployment(3, 0, 2);
+        let status = compute(&s3_registry(), observe(Some(&deployment), &waiting));
+        let storage = condition(&status, "StorageReady");
+        assert_eq!(
+            (storage.status.as_str(), storage.reason.as_str()),
+            ("Unknown", "WaitingForPods")
+        );
+        assert_eq!(condition(&status, "Degraded").status, "False");
     }
 
     #[test]

@@ -190,7 +190,12 @@ async fn create_makes_every_child_and_reports_status() {
         "no pod is ready yet"
     );
     assert_eq!(h.condition("Progressing")["status"], "True");
-    assert_eq!(h.condition("StorageReady")["status"], "True");
+    assert_eq!(
+        h.condition("StorageReady")["status"],
+        "Unknown",
+        "no pod has reached storage yet"
+    );
+    assert_eq!(h.condition("StorageReady")["reason"], "WaitingForPods");
     assert_eq!(h.event_reasons(), ["Reconciled", "UploadKeyGenerated"]);
 
     // Applies go through server-side apply with our field manager, forced.
@@ -352,6 +357,129 @@ async fn autoscaling_switched_on_and_off() {
     assert_eq!(h.object(DEPLOYMENT)["spec"]["replicas"], 1);
 }
 
+/// A server pod of the Registry, its container running since long ago, ready or not.
+fn server_pod(h: &Harness, name: &str, ready: bool) {
+    h.fake.put(
+        &format!("{NS}/pods/{name}"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "team-a", "labels": {
+                "app.kubernetes.io/name": "stowage", "app.kubernetes.io/instance": "images",
+                "app.kubernetes.io/component": "registry", "stowage.dev/registry": "images"}},
+            "spec": {"containers": [{"name": "stowage"}]},
+            "status": {
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                "containerStatuses": [{"name": "stowage", "image": "x", "imageID": "", "ready": ready,
+                    "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]
+            }
+        }),
+    );
+}
+
+#[tokio::test]
+async fn storage_status_tells_the_truth() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    h.reconcile().await.expect("reconciles");
+    h.deployment_ready(0);
+
+    // Pods run, but none passes /readyz: the bucket is out of their reach.
+    server_pod(&h, "images-a", false);
+    server_pod(&h, "images-b", false);
+    h.reconcile().await.expect("reconciles");
+    let storage = h.condition("StorageReady");
+    assert_eq!(storage["status"], "False");
+    assert_eq!(storage["reason"], "StorageUnreachable");
+    assert!(
+        storage["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("images-a, images-b")),
+        "{storage}"
+    );
+    assert_eq!(h.condition("Degraded")["status"], "True");
+    assert_eq!(h.condition("Degraded")["reason"], "StorageUnreachable");
+    assert!(h.event_reasons().contains(&"StorageUnreachable".to_owned()));
+
+    // One pod gets through: storage works.
+    server_pod(&h, "images-b", true);
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(h.condition("StorageReady")["status"], "True");
+    assert_eq!(h.condition("Degraded")["status"], "False");
+}
+
+#[tokio::test]
+async fn a_pending_claim_is_not_ready_storage() {
+    let h = Harness::new();
+    h.apply_registry(&json!({"storage": {"filesystem": {}}}));
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(h.condition("StorageReady")["status"], "False");
+    assert_eq!(h.condition("StorageReady")["reason"], "ClaimPending");
+    assert_eq!(h.condition("Degraded")["status"], "True");
+
+    h.fake
+        .update(&format!("{NS}/persistentvolumeclaims/images-data"), |c| {
+            c["status"] = json!({"phase": "Bound"})
+        });
+    server_pod(&h, "images-a", true);
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(h.condition("StorageReady")["status"], "True");
+    assert!(
+        h.condition("StorageReady")["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("volume claim images-data")),
+    );
+}
+
+#[tokio::test]
+async fn each_new_generation_is_its_own_event() {
+    let h = Harness::new();
+    h.apply_registry(&s3_spec());
+    h.reconcile().await.expect("reconciles");
+    let mut spec = s3_spec();
+    spec["replicas"] = json!(4);
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+    server_pod(&h, "images-a", false);
+    h.reconcile().await.expect("reconciles");
+    h.reconcile().await.expect("reconciles");
+
+    let created: Vec<(String, String)> = h
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "events" && r.method == Method::POST)
+        .map(|r| {
+            (
+                r.body["reason"].as_str().unwrap_or_default().to_owned(),
+                r.body["note"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .filter(|(reason, _)| reason != "UploadKeyGenerated")
+        .collect();
+    assert_eq!(
+        created,
+        [
+            ("Reconciled".to_owned(), "applied generation 1".to_owned()),
+            ("Reconciled".to_owned(), "applied generation 2".to_owned()),
+            (
+                "StorageUnreachable".to_owned(),
+                h.condition("StorageReady")["message"]
+                    .as_str()
+                    .expect("message")
+                    .to_owned()
+            ),
+        ],
+        "the same warning twice is one event that counts its repeats"
+    );
+    assert!(
+        h.fake
+            .requests()
+            .iter()
+            .any(|r| r.resource == "events" && r.method == Method::PATCH),
+        "the repeat was merged"
+    );
+}
+
 fn handover_applies(h: &Harness) -> usize {
     h.fake
         .requests()
@@ -498,7 +626,9 @@ async fn status_follows_the_deployment_and_the_last_gc() {
         "unchanged status is not written"
     );
     assert!(
-        !requests.iter().any(|r| r.resource == "pods"),
+        !requests
+            .iter()
+            .any(|r| r.resource == "pods" && r.query.contains("job-name")),
         "a known gc run is not read again"
     );
 }

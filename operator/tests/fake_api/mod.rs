@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 pub struct Recorded {
     pub method: Method,
     pub path: String,
+    pub query: String,
     /// The RBAC verbs it needs: `patch` (and `create` when an apply made the object), `get`…
     pub verbs: Vec<&'static str>,
     pub group: String,
@@ -232,6 +233,7 @@ impl FakeApi {
         state.requests.push(Recorded {
             method: method.clone(),
             path: path.to_owned(),
+            query: query.to_owned(),
             verbs,
             group: target.group.clone(),
             resource: match &target.subresource {
