@@ -2,7 +2,7 @@
 # drive and runs every test.
 
 CARGO ?= cargo
-.PHONY: run build test test-deps unit lint fmt bench clean generate images
+.PHONY: run build test test-cluster test-deps unit lint fmt bench clean generate images
 
 ## Serve the registry on the embedded default: filesystem storage in ./stowage-data, port 5000.
 run:
@@ -15,6 +15,14 @@ build:
 ## server that the run starts and stops.
 test: test-deps lint build
 	./target/debug/with-garage ./scripts/run-tests.sh
+
+## The operator on a real cluster (kind is enough): KUBECONFIG names the cluster, and
+## STOWAGE_E2E_IMAGE a server image it can pull (`make images`, then push it where the cluster
+## pulls from). `make test` reports this test as ignored unless both are set.
+test-cluster:
+	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG to the cluster to test on" >&2; exit 2; }
+	@test -n "$$STOWAGE_E2E_IMAGE" || { echo "set STOWAGE_E2E_IMAGE to a server image the cluster can pull" >&2; exit 2; }
+	$(CARGO) test -p stowage-operator --test cluster -- --ignored --nocapture
 
 ## skopeo, docker-registry (CNCF Distribution), haproxy, umoci, Garage, the oras SDK and Helm's
 ## Go SDK for Python, each installed only when missing.

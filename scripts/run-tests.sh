@@ -4,16 +4,26 @@
 # Expects STOWAGE_TEST_S3_* in the environment (make test runs this under `with-garage`).
 set -uo pipefail
 
+# Every run selects from the whole workspace, so features unify as in `make build` and the
+# second pass reuses the first one's binaries instead of rebuilding.
 if command -v cargo-nextest >/dev/null; then
-  run=(cargo nextest run --no-fail-fast)
+  run=(cargo nextest run --no-fail-fast --workspace)
+  api_suite=(-E 'package(stowage) & binary(it)')
 else
-  run=(cargo test --no-fail-fast)
+  run=(cargo test --no-fail-fast --workspace)
+  api_suite=(--test it)
 fi
 
 status=0
-"${run[@]}" --workspace || status=1
+"${run[@]}" || status=1
 echo "=== the Helm chart, with Helm's Go SDK ==="
 python3 -m unittest discover -s tests/chart -v || status=1
 echo "=== the HTTP API suite on S3 (Garage) ==="
-STOWAGE_TEST_STORAGE=s3 "${run[@]}" -p stowage --test it || status=1
+STOWAGE_TEST_STORAGE=s3 "${run[@]}" "${api_suite[@]}" || status=1
+if [ -n "${KUBECONFIG:-}" ] && [ -n "${STOWAGE_E2E_IMAGE:-}" ]; then
+  echo "=== the operator on the cluster in KUBECONFIG ==="
+  make test-cluster || status=1
+else
+  echo "=== the cluster test was skipped: set KUBECONFIG and STOWAGE_E2E_IMAGE to run it ==="
+fi
 exit $status

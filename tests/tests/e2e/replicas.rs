@@ -18,64 +18,115 @@ fn blob(seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// A chunked upload through `lb` as a careful client does it: a chunk that failed (its replica
-/// died) is sent again with the last token that worked; a 416 means the dead replica had
-/// committed the chunk but its answer was lost, so the upload starts over, as docker does.
-/// Returns the blob's digest.
+/// What a request through the balancer came back with: an answer, or none (its replica died).
+type Sent = Result<reqwest::Response, reqwest::Error>;
+
+/// Whether `sent` is an answer with `status`; anything else is a failure worth retrying.
+fn answered(sent: &Sent, status: StatusCode) -> bool {
+    sent.as_ref().is_ok_and(|r| r.status() == status)
+}
+
+fn location_of(response: &reqwest::Response) -> String {
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// Where an upload stands, asked as the spec says a client should after a failed request: the
+/// next offset and a location to continue at, or `None` when the upload is gone (the client
+/// then starts the blob again). Retries while the request itself fails.
+async fn upload_status(
+    http: &reqwest::Client,
+    lb: &str,
+    location: &str,
+) -> Option<(usize, String)> {
+    for _ in 0..20 {
+        let sent = http.get(format!("http://{lb}{location}")).send().await;
+        match sent {
+            Ok(r) if r.status() == StatusCode::NO_CONTENT => {
+                let range = r.headers()["range"].to_str().unwrap();
+                let last: usize = range.trim_start_matches("0-").parse().unwrap();
+                // "0-0" is both "nothing yet" and "one byte": the token's size tells, and a
+                // one-byte upload never happens here.
+                let next = if last == 0 { 0 } else { last + 1 };
+                return Some((next, location_of(&r)));
+            }
+            Ok(r) if r.status() == StatusCode::NOT_FOUND => return None,
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    panic!("the status of {location} could not be had");
+}
+
+/// A chunked upload through `lb` as a careful client does it. Every request may fail when its
+/// replica dies: a failed start is sent again; after a failed chunk the client asks the upload's
+/// status and continues from the offset the registry reports (the dead replica may have stored
+/// the chunk before dying); a failed finish is checked against the blob. Returns the digest.
 async fn chunked_upload(http: reqwest::Client, lb: String, repo: String, data: Vec<u8>) -> String {
     let digest = sha256(&data);
-    'upload: for _restart in 0..3 {
+    let mut failures = 0;
+    let mut failed = |what: &str, sent: &Sent| {
+        failures += 1;
+        assert!(failures < 30, "{repo}: {what} kept failing: {sent:?}");
+    };
+    'upload: loop {
         let started = http
             .post(format!("http://{lb}/v2/{repo}/blobs/uploads/"))
             .send()
-            .await
-            .unwrap();
-        let mut location = started.headers()["location"].to_str().unwrap().to_owned();
-        for (i, chunk) in data.chunks(CHUNK).enumerate() {
-            let start = i * CHUNK;
-            let mut attempt = 0;
-            loop {
-                let sent = http
-                    .patch(format!("http://{lb}{location}"))
-                    .header(
-                        "content-range",
-                        format!("{start}-{}", start + chunk.len() - 1),
-                    )
-                    .body(chunk.to_vec())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(response) if response.status() == StatusCode::ACCEPTED => {
-                        location = response.headers()["location"].to_str().unwrap().to_owned();
-                        break;
-                    }
-                    Ok(response) if response.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
-                        eprintln!("{repo}: chunk {i} answered 416 after a retry; starting over");
+            .await;
+        if !answered(&started, StatusCode::ACCEPTED) {
+            failed("starting", &started);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue 'upload;
+        }
+        let mut location = location_of(&started.unwrap());
+        let mut offset = 0;
+        while offset < data.len() {
+            let end = (offset + CHUNK).min(data.len());
+            let sent = http
+                .patch(format!("http://{lb}{location}"))
+                .header("content-range", format!("{offset}-{}", end - 1))
+                .body(data[offset..end].to_vec())
+                .send()
+                .await;
+            if answered(&sent, StatusCode::ACCEPTED) {
+                location = location_of(&sent.unwrap());
+                offset = end;
+            } else {
+                failed("a chunk", &sent);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                match upload_status(&http, &lb, &location).await {
+                    Some((next, at)) => (offset, location) = (next, at),
+                    None => {
+                        eprintln!("{repo}: the upload is gone; starting over");
                         continue 'upload;
-                    }
-                    other => {
-                        attempt += 1;
-                        assert!(attempt < 10, "chunk {i} of {repo} kept failing: {other:?}");
-                        tokio::time::sleep(Duration::from_millis(300)).await;
                     }
                 }
             }
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
-        let finished = http
-            .put(format!("http://{lb}{location}&digest={digest}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            finished.status(),
-            StatusCode::CREATED,
-            "{}",
-            finished.text().await.unwrap()
-        );
-        return digest;
+        loop {
+            let finished = http
+                .put(format!("http://{lb}{location}&digest={digest}"))
+                .send()
+                .await;
+            if answered(&finished, StatusCode::CREATED) {
+                return digest;
+            }
+            failed("finishing", &finished);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // The answer may be all that was lost.
+            let blob = http
+                .head(format!("http://{lb}/v2/{repo}/blobs/{digest}"))
+                .send()
+                .await;
+            if answered(&blob, StatusCode::OK) {
+                return digest;
+            }
+            match upload_status(&http, &lb, &location).await {
+                Some((next, at)) if next == data.len() => location = at,
+                _ => continue 'upload,
+            }
+        }
     }
-    panic!("{repo}: the upload had to start over too often");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
