@@ -96,11 +96,7 @@ pub(super) async fn serve(
         }
         Method::PATCH => {
             let uploads = call.state.uploads;
-            let appended = append_chunk(&uploads, &state, &call.headers, call.body).await?;
-            if appended != state {
-                uploads.record(&appended).await;
-            }
-            let state = appended;
+            let state = append_chunk(&uploads, &state, &call.headers, call.body, true).await?;
             Ok(upload_progress(
                 &uploads,
                 &name,
@@ -117,7 +113,8 @@ pub(super) async fn serve(
                     ApiError::digest_invalid("digest parameter is required to finish an upload")
                 })?
                 .parse::<Digest>()?;
-            let state = append_chunk(&call.state.uploads, &state, &call.headers, call.body).await?;
+            let state =
+                append_chunk(&call.state.uploads, &state, &call.headers, call.body, false).await?;
             call.state.uploads.finish(&state, &digest).await?;
             Ok(blob_created(&name, &digest))
         }
@@ -129,12 +126,14 @@ pub(super) async fn serve(
     }
 }
 
-/// Appends the request body, if any, checking `Content-Range` against the upload's offset.
+/// Appends the request body, if any, checking `Content-Range` against the upload's offset;
+/// `stays_open` records the new state for a client that may lose this response.
 async fn append_chunk(
     uploads: &Uploads,
     state: &UploadState,
     headers: &axum::http::HeaderMap,
     body: Body,
+    stays_open: bool,
 ) -> Result<UploadState, ApiError> {
     let content_range = headers.get(header::CONTENT_RANGE).map(|v| {
         v.to_str()
@@ -170,7 +169,11 @@ async fn append_chunk(
     let body = futures::stream::once(async move { first })
         .chain(body)
         .boxed();
-    Ok(uploads.append(state, body).await?)
+    Ok(if stays_open {
+        uploads.append_recorded(state, body).await?
+    } else {
+        uploads.append(state, body).await?
+    })
 }
 
 /// The request body as a stream that fails unless it has exactly the declared length.

@@ -9,7 +9,7 @@ use std::io;
 use bytes::Bytes;
 use futures::{StreamExt, stream};
 
-use super::{BlobStore, ByteStream, Error, stream_of};
+use super::{BlobStore, ByteStream, Checkpoint, Error, WriteState, stream_of};
 
 /// Runs every check against `store`, which should be empty. Panics on the first violation.
 pub async fn run_all(store: &dyn BlobStore) {
@@ -20,6 +20,7 @@ pub async fn run_all(store: &dyn BlobStore) {
     walk_lists_everything_below(store).await;
     resumable_writes(store).await;
     stale_states_are_refused(store).await;
+    checkpoints_come_before_the_commit_point(store).await;
     failed_append_can_be_retried(store).await;
     aborted_writes_are_gone(store).await;
     store.ping().await.expect("ping");
@@ -256,6 +257,73 @@ async fn stale_states_are_refused(store: &dyn BlobStore) {
         Err(Error::NotFound)
     ));
     store.delete("c/upload/2").await.unwrap();
+}
+
+/// Records what a checkpoint saw: the state it was given, and whether the previous state was
+/// still current then. Fails when told to.
+struct Witness<'a> {
+    store: &'a dyn BlobStore,
+    key: &'a str,
+    previous: WriteState,
+    fail: bool,
+    seen: std::sync::Mutex<Option<(WriteState, bool)>>,
+}
+
+#[async_trait::async_trait]
+impl Checkpoint for Witness<'_> {
+    async fn save(&self, next: &WriteState) -> super::Result<()> {
+        let previous_current = self.store.is_current(self.key, &self.previous).await?;
+        *self.seen.lock().unwrap() = Some((next.clone(), previous_current));
+        if self.fail {
+            return Err(Error::Unavailable("checkpoint refused".into()));
+        }
+        Ok(())
+    }
+}
+
+async fn checkpoints_come_before_the_commit_point(store: &dyn BlobStore) {
+    let key = "c/upload/5/data";
+    let start = store.create_resumable(key).await.unwrap();
+    let witness = |previous: &WriteState, fail| Witness {
+        store,
+        key,
+        previous: previous.clone(),
+        fail,
+        seen: std::sync::Mutex::new(None),
+    };
+    let ok = witness(&start, false);
+    let next = store
+        .append_with_checkpoint(key, &start, chunks(&[b"first"]), Some(&ok))
+        .await
+        .unwrap();
+    let (seen, previous_current) = ok.seen.lock().unwrap().clone().expect("called");
+    assert_eq!(seen, next, "the checkpoint saw the state the append made");
+    assert!(previous_current, "before the commit point");
+    assert!(store.is_current(key, &next).await.unwrap());
+
+    // A failed checkpoint fails the append, and the state before it stays current.
+    let refusing = witness(&next, true);
+    assert!(
+        store
+            .append_with_checkpoint(key, &next, chunks(&[b"lost"]), Some(&refusing))
+            .await
+            .is_err()
+    );
+    assert!(refusing.seen.lock().unwrap().is_some());
+    assert!(store.is_current(key, &next).await.unwrap());
+    let last = store
+        .append(key, &next, chunks(&[b" second"]))
+        .await
+        .unwrap();
+    store
+        .commit_resumable(key, &last, "c/blobs/checkpointed")
+        .await
+        .unwrap();
+    assert_eq!(
+        read(store, "c/blobs/checkpointed", None).await,
+        b"first second"
+    );
+    store.delete("c/upload/5").await.unwrap();
 }
 
 async fn failed_append_can_be_retried(store: &dyn BlobStore) {

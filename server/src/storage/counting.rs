@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{BlobStore, ByteStream, ObjectInfo, ObjectMeta, Result, WriteState};
+use super::{BlobStore, ByteStream, Checkpoint, ObjectInfo, ObjectMeta, Result, WriteState};
 
 /// Wraps a store and counts every call made through it.
 #[derive(Debug)]
@@ -78,8 +78,16 @@ impl BlobStore for Counting {
         self.count().create_resumable(key).await
     }
 
-    async fn append(&self, key: &str, state: &WriteState, body: ByteStream) -> Result<WriteState> {
-        self.count().append(key, state, body).await
+    async fn append_with_checkpoint(
+        &self,
+        key: &str,
+        state: &WriteState,
+        body: ByteStream,
+        checkpoint: Option<&dyn Checkpoint>,
+    ) -> Result<WriteState> {
+        self.count()
+            .append_with_checkpoint(key, state, body, checkpoint)
+            .await
     }
 
     async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool> {

@@ -24,7 +24,10 @@ use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-use super::{BlobStore, ByteStream, Error, ObjectInfo, ObjectMeta, Result, WriteState};
+use super::{
+    BlobStore, ByteStream, Checkpoint, Error, ObjectInfo, ObjectMeta, Result, WriteState,
+    checkpoint_at,
+};
 
 const TMP_DIR: &str = ".stowage-tmp";
 /// Temporary files older than this at startup belong to writers that died.
@@ -392,7 +395,13 @@ impl BlobStore for FsStore {
         Ok(state)
     }
 
-    async fn append(&self, key: &str, state: &WriteState, body: ByteStream) -> Result<WriteState> {
+    async fn append_with_checkpoint(
+        &self,
+        key: &str,
+        state: &WriteState,
+        body: ByteStream,
+        checkpoint: Option<&dyn Checkpoint>,
+    ) -> Result<WriteState> {
         let path = self.path_of(key)?;
         let _lock = lock_resumable(&path).await?;
         let (mut file, current) = open_current(&path, state).await?;
@@ -410,6 +419,8 @@ impl BlobStore for FsStore {
             size: state.size + written,
             backend: random_nonce().to_vec(),
         };
+        // The rename is the commit point: before it, `state` is still the current one.
+        checkpoint_at(checkpoint, &next).await?;
         fs::rename(&current, resumable_file(&path, &next)?).await?;
         Ok(next)
     }

@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use super::{BlobStore, ByteStream, Error, ObjectInfo, ObjectMeta, Result, WriteState, stream_of};
+use super::{
+    BlobStore, ByteStream, Checkpoint, Error, ObjectInfo, ObjectMeta, Result, WriteState,
+    checkpoint_at, stream_of,
+};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -157,7 +160,13 @@ impl BlobStore for MemoryStore {
         })
     }
 
-    async fn append(&self, key: &str, state: &WriteState, body: ByteStream) -> Result<WriteState> {
+    async fn append_with_checkpoint(
+        &self,
+        key: &str,
+        state: &WriteState,
+        body: ByteStream,
+        checkpoint: Option<&dyn Checkpoint>,
+    ) -> Result<WriteState> {
         self.lock().current_write(key, state)?;
         // Collect outside the lock; a concurrent append is caught by the second check below.
         let mut incoming = BytesMut::new();
@@ -165,17 +174,19 @@ impl BlobStore for MemoryStore {
         while let Some(chunk) = body.next().await {
             incoming.extend_from_slice(&chunk.map_err(Error::Body)?);
         }
+        let generation = self.lock().generation();
+        let next = WriteState {
+            size: state.size + incoming.len() as u64,
+            backend: generation.to_be_bytes().to_vec(),
+        };
+        checkpoint_at(checkpoint, &next).await?;
         let mut inner = self.lock();
-        let generation = inner.generation();
         inner
             .current_write(key, state)?
             .extend_from_slice(&incoming);
         let entry = inner.writes.get_mut(key).ok_or(Error::NotFound)?;
         entry.0 = generation;
-        Ok(WriteState {
-            size: entry.1.len() as u64,
-            backend: generation.to_be_bytes().to_vec(),
-        })
+        Ok(next)
     }
 
     async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool> {

@@ -140,7 +140,24 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// [`Error::Stale`] for a state that is not the latest; [`Error::Body`] when `body` fails, in
     /// which case `state` stays the latest, so the same request can be retried.
-    async fn append(&self, key: &str, state: &WriteState, body: ByteStream) -> Result<WriteState>;
+    async fn append(&self, key: &str, state: &WriteState, body: ByteStream) -> Result<WriteState> {
+        self.append_with_checkpoint(key, state, body, None).await
+    }
+
+    /// As [`BlobStore::append`], calling `checkpoint` with the new state once the bytes are
+    /// stored and before `state` stops being current. So whatever the checkpoint saves is never
+    /// behind the write, even if the process dies at any point: either the new state is saved
+    /// and current, or the old state is still current.
+    ///
+    /// # Errors
+    /// As `append`; a checkpoint that fails fails the append, and `state` stays the latest.
+    async fn append_with_checkpoint(
+        &self,
+        key: &str,
+        state: &WriteState,
+        body: ByteStream,
+        checkpoint: Option<&dyn Checkpoint>,
+    ) -> Result<WriteState>;
 
     /// Whether `state` is the latest state of the resumable write at `key` (so `append` and
     /// `commit_resumable` would take it). One cheap lookup; `false` when there is no such write.
@@ -155,6 +172,22 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the backend is reachable.
     async fn ping(&self) -> Result<()>;
+}
+
+/// Something saved at the commit point of an append: see
+/// [`BlobStore::append_with_checkpoint`].
+#[async_trait]
+pub trait Checkpoint: Send + Sync {
+    /// Saves what goes with `next`, the state the append is about to make current.
+    async fn save(&self, next: &WriteState) -> Result<()>;
+}
+
+/// Calls `checkpoint`, if any.
+async fn checkpoint_at(checkpoint: Option<&dyn Checkpoint>, next: &WriteState) -> Result<()> {
+    match checkpoint {
+        Some(checkpoint) => checkpoint.save(next).await,
+        None => Ok(()),
+    }
 }
 
 /// The most keys one [`BlobStore::delete_objects`] call takes (S3's DeleteObjects limit).

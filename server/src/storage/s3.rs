@@ -43,7 +43,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{
-    BlobStore, ByteStream, DELETE_BATCH, Error, ObjectInfo, ObjectMeta, Result, WriteState,
+    BlobStore, ByteStream, Checkpoint, DELETE_BATCH, Error, ObjectInfo, ObjectMeta, Result,
+    WriteState, checkpoint_at,
 };
 
 /// S3 refuses smaller parts (except the last).
@@ -719,7 +720,13 @@ impl BlobStore for S3Store {
         Ok(state.encode(0))
     }
 
-    async fn append(&self, key: &str, state: &WriteState, body: ByteStream) -> Result<WriteState> {
+    async fn append_with_checkpoint(
+        &self,
+        key: &str,
+        state: &WriteState,
+        body: ByteStream,
+        checkpoint: Option<&dyn Checkpoint>,
+    ) -> Result<WriteState> {
         let full_key = self.key(key)?;
         let mut next = Multipart::decode(state)?;
         let old_tail = self.tail_key(key, &next.tail)?;
@@ -755,8 +762,11 @@ impl BlobStore for S3Store {
         next.tail_len = buffer.len() as u64;
         self.put_bytes(&self.tail_key(key, &next.tail)?, buffer.freeze())
             .await?;
+        // Removing the old tail is the commit point: before it, `state` is still current.
+        let next = next.encode(size);
+        checkpoint_at(checkpoint, &next).await?;
         self.delete_keys(vec![old_tail]).await?;
-        Ok(next.encode(size))
+        Ok(next)
     }
 
     async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool> {

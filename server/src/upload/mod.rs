@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 
 use crate::oci::{Algorithm, Digest, DigestHasher, RepositoryName};
-use crate::storage::{self, BlobStore, ByteStream, layout};
+use crate::storage::{self, BlobStore, ByteStream, Checkpoint, WriteState, layout};
 pub use token::{SecretKey, TokenError, TokenKeys, UploadState};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -111,8 +111,29 @@ impl Uploads {
     }
 
     /// Appends `body` to the upload, hashing it on the way to storage. On error the old state
-    /// stays valid, so the client can retry the same request.
+    /// stays valid, so the client can retry the same request. For a request that finishes the
+    /// upload at once (nothing to recover if its answer is lost).
     pub async fn append(&self, state: &UploadState, body: ByteStream) -> Result<UploadState> {
+        self.append_inner(state, body, false).await
+    }
+
+    /// As [`Uploads::append`] for a chunk that leaves the upload open: the new state is also
+    /// recorded in storage, at the append's commit point, so a client that loses the response
+    /// carrying it can recover it with [`Uploads::status`].
+    pub async fn append_recorded(
+        &self,
+        state: &UploadState,
+        body: ByteStream,
+    ) -> Result<UploadState> {
+        self.append_inner(state, body, true).await
+    }
+
+    async fn append_inner(
+        &self,
+        state: &UploadState,
+        body: ByteStream,
+        record: bool,
+    ) -> Result<UploadState> {
         let hasher = DigestHasher::restore(state.algorithm, &state.hash_state)
             .ok_or(TokenError::Malformed)?;
         let hasher = Arc::new(Mutex::new(hasher));
@@ -126,34 +147,22 @@ impl Uploads {
             })
             .boxed()
         };
-        let key = layout::upload_data(&self.repository(state)?, &state.id);
-        let write = self.store.append(&key, &state.write, hashing).await?;
-        let hash_state = lock(&hasher).save();
+        let repository = self.repository(state)?;
         let expires_at = token::unix_seconds(SystemTime::now()) + self.token_ttl.as_secs();
-        Ok(UploadState {
-            write,
-            hash_state,
+        let recorder = RecordState {
+            store: &*self.store,
+            key: layout::upload_latest_state(&repository, &state.id),
+            state,
+            hasher: &hasher,
             expires_at,
-            ..state.clone()
-        })
-    }
-
-    /// Records `state` as the upload's latest, so that a client that lost the response carrying
-    /// it can recover it with [`Uploads::status`]. Best effort: the chunk is already stored, and
-    /// the client holds the same state in its token.
-    pub async fn record(&self, state: &UploadState) {
-        let recorded = match self.repository(state) {
-            Ok(repository) => {
-                // Plain data with string keys: serializing cannot fail.
-                let json = serde_json::to_vec(state).unwrap_or_default();
-                let key = layout::upload_latest_state(&repository, &state.id);
-                self.store.put(&key, json.into()).await
-            }
-            Err(_) => return,
         };
-        if let Err(err) = recorded {
-            tracing::warn!(error = %err, "could not record an upload's state");
-        }
+        let checkpoint: Option<&dyn Checkpoint> = if record { Some(&recorder) } else { None };
+        let key = layout::upload_data(&repository, &state.id);
+        let write = self
+            .store
+            .append_with_checkpoint(&key, &state.write, hashing, checkpoint)
+            .await?;
+        Ok(recorder.next(write))
     }
 
     /// Where the upload really stands, asked with any of its tokens: the latest recorded state,
@@ -161,8 +170,8 @@ impl Uploads {
     /// response was lost (a replica died after storing the chunk) resumes from the real offset.
     ///
     /// # Errors
-    /// [`Error::Unknown`] when the session is gone, or when it moved on past every state known
-    /// (a replica died between storing a chunk and recording it): the client starts again.
+    /// [`Error::Unknown`] when the session is gone, or (only after concurrent requests on one
+    /// upload, which no client sends) when no known state is current: the client starts again.
     pub async fn status(&self, state: &UploadState) -> Result<UploadState> {
         let repository = self.repository(state)?;
         let recorded = storage::read_if_present(
@@ -186,7 +195,7 @@ impl Uploads {
         self.check_alive(state).await?;
         tracing::warn!(
             upload = %state.id,
-            "upload moved past its recorded state; the client must start it again"
+            "no recorded state of the upload is current; the client must start it again"
         );
         Err(Error::Unknown)
     }
@@ -284,6 +293,36 @@ impl Uploads {
             .repository
             .parse()
             .map_err(|_| TokenError::Malformed.into())
+    }
+}
+
+/// Records an upload's next state beside its data, at the commit point of the append that
+/// makes it (the hash state is final by then: the body has been read to its end).
+struct RecordState<'a> {
+    store: &'a dyn BlobStore,
+    key: String,
+    state: &'a UploadState,
+    hasher: &'a Mutex<DigestHasher>,
+    expires_at: u64,
+}
+
+impl RecordState<'_> {
+    fn next(&self, write: WriteState) -> UploadState {
+        UploadState {
+            write,
+            hash_state: lock(self.hasher).save(),
+            expires_at: self.expires_at,
+            ..self.state.clone()
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Checkpoint for RecordState<'_> {
+    async fn save(&self, next: &WriteState) -> storage::Result<()> {
+        // Plain data with string keys: serializing cannot fail.
+        let json = serde_json::to_vec(&self.next(next.clone())).unwrap_or_default();
+        self.store.put(&self.key, json.into()).await
     }
 }
 
