@@ -6,10 +6,13 @@
 
 pub mod api;
 pub mod cli;
+pub mod config;
 pub mod gc;
 pub mod manifest;
 pub mod oci;
 pub mod registry;
+pub mod report;
+pub mod serve;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use clap::Parser;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use stowage::cli::{Cli, Command, ServeConfig};
+use stowage::cli::{Cli, Command};
+use stowage::config::ServeConfig;
 use stowage::oci::Digest;
 use stowage::storage::{self, BlobStore};
 use stowage::upload::{SecretKey, TokenKeys};
@@ -137,7 +138,7 @@ impl Server {
         root: PathBuf,
         dir: Arc<tempfile::TempDir>,
     ) -> Self {
-        let app = stowage::cli::app(&config, Arc::clone(&store), keys.clone());
+        let app = stowage::serve::app(&config, Arc::clone(&store), keys.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {

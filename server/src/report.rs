@@ -1,0 +1,35 @@
+//! How `gc` and `purge-uploads` print what they did.
+
+use std::path::Path;
+
+use crate::cli::OutputFormat;
+use crate::gc;
+
+/// Prints `report` as `output` asks, and writes its counts to `report_file` if given.
+pub fn print_report(
+    report: &gc::Report,
+    output: OutputFormat,
+    report_file: Option<&Path>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(path) = report_file {
+        // The counts only: the item list could overflow a termination message (4 KiB).
+        let mut counts = serde_json::to_value(report)?;
+        if let Some(fields) = counts.as_object_mut() {
+            fields.remove("deleted");
+        }
+        std::fs::write(path, counts.to_string())
+            .map_err(|e| format!("writing the report to {}: {e}", path.display()))?;
+    }
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string(report)?),
+        OutputFormat::Text => {
+            if report.dry_run {
+                for item in &report.deleted {
+                    println!("{item}");
+                }
+            }
+            println!("{}", report.summary());
+        }
+    }
+    Ok(())
+}
