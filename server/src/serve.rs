@@ -10,18 +10,29 @@ use crate::registry::Registry;
 use crate::storage;
 use crate::upload::{SecretKey, TokenKeys, Uploads};
 
-/// Builds the application for `config` on an opened store.
+/// Builds the application for `config` on an opened store, guarded by time limits and a
+/// circuit breaker whose probe runs for as long as the application lives.
 pub fn app(
     config: &ServeConfig,
     store: Arc<dyn storage::BlobStore>,
     keys: TokenKeys,
 ) -> axum::Router {
+    let guard = &config.guard;
+    let guarded = storage::Guarded::start(
+        store,
+        guard.timeouts,
+        guard.failures_to_open,
+        guard.probe_interval,
+    );
+    let health = guarded.health();
+    let store: Arc<dyn storage::BlobStore> = guarded;
     let registry = Registry::new(Arc::clone(&store), config.limits.clone());
     let uploads = Uploads::new(store, keys, config.upload_token_ttl);
     api::router(AppState {
         registry,
         uploads,
         settings: Arc::new(config.api.clone()),
+        health,
     })
 }
 

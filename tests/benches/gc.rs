@@ -155,6 +155,7 @@ async fn main() {
         credentials: Some((s3.access_key_id.clone(), s3.secret_access_key.clone())),
         part_size: storage::MIN_PART_SIZE,
         redirect: false,
+        timeouts: storage::Timeouts::default(),
     };
     measure("S3 (Garage on the same machine)", StorageConfig::S3(config)).await;
 }

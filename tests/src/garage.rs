@@ -188,6 +188,22 @@ impl Garage {
         }
     }
 
+    /// Freezes the process (SIGSTOP): it keeps its connections and accepts new ones into the
+    /// kernel's backlog, but answers nothing, as a hung server or a black-holed network does.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("garage is running").id();
+        run(Command::new("kill").args([signal, &pid.to_string()]));
+    }
+
     /// Starts the process again on the same data and ports, and waits until it serves.
     pub fn resume(&mut self) {
         self.spawn();

@@ -103,6 +103,30 @@ fn wait_for_port(address: &str, child: &mut Child, what: &str, log: &Path) {
     );
 }
 
+/// Polls `url` until it answers `status`; false if it still does not after `within`.
+pub async fn eventually_answers(
+    http: &reqwest::Client,
+    url: &str,
+    status: reqwest::StatusCode,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == status)
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A `stowage serve` process on 127.0.0.1, killed when dropped.
 pub struct Stowage {
     child: Child,

@@ -41,8 +41,11 @@ pub fn deployment(registry: &Registry, inputs: &Inputs) -> Deployment {
         protocol: Some("TCP".to_owned()),
         ..ContainerPort::default()
     }]);
-    container.readiness_probe = Some(probe("/readyz", 5, 3));
-    container.liveness_probe = Some(probe("/healthz", 10, 6));
+    // `/readyz` answers at once from the health the server's storage probe keeps (every 2s),
+    // so a short timeout is safe: a replica that loses storage leaves the Service within about
+    // 6s. `/healthz` never depends on storage, so a storage outage never restarts pods.
+    container.readiness_probe = Some(probe("/readyz", 3, 2, 1));
+    container.liveness_probe = Some(probe("/healthz", 10, 6, 2));
     container.resources.clone_from(&spec.resources);
 
     let mut annotations = spec.scheduling.pod_annotations.clone();
@@ -137,7 +140,7 @@ fn strategy(registry: &Registry) -> DeploymentStrategy {
     }
 }
 
-fn probe(path: &str, period: i32, failures: i32) -> Probe {
+fn probe(path: &str, period: i32, failures: i32, timeout: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -146,7 +149,7 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
         }),
         period_seconds: Some(period),
         failure_threshold: Some(failures),
-        timeout_seconds: Some(2),
+        timeout_seconds: Some(timeout),
         ..Probe::default()
     }
 }
@@ -190,6 +193,16 @@ mod tests {
             .as_ref()
             .and_then(|p| p.http_get.as_ref());
         assert_eq!(readiness.and_then(|g| g.path.as_deref()), Some("/readyz"));
+        let readiness = container.readiness_probe.as_ref().expect("readiness");
+        assert_eq!(
+            (
+                readiness.period_seconds,
+                readiness.timeout_seconds,
+                readiness.failure_threshold
+            ),
+            (Some(3), Some(1), Some(2)),
+            "out of the Service within about 6s of losing storage"
+        );
         let liveness = container
             .liveness_probe
             .as_ref()

@@ -28,7 +28,8 @@ pub use state::{ApiSettings, AppState};
 
 /// Answers 200 while the process runs (a liveness probe).
 pub const LIVENESS_PATH: &str = "/healthz";
-/// Answers 200 while storage answers, 503 otherwise (a readiness probe).
+/// Answers 200 while storage answers, 503 otherwise (a readiness probe), at once: from the
+/// health the storage guard's background probe keeps, never by calling storage inline.
 pub const READINESS_PATH: &str = "/readyz";
 
 use crate::oci::RepositoryName;
@@ -52,15 +53,16 @@ async fn base() -> Response {
     axum::Json(serde_json::json!({})).into_response()
 }
 
-/// Ready when storage answers; a replica that cannot reach storage should get no traffic.
+/// Ready when storage answers; a replica that cannot reach storage should get no traffic. The
+/// body says how long ago storage was checked.
 async fn ready(State(state): State<AppState>) -> Response {
-    match state.registry.store().ping().await {
-        Ok(()) => "ok".into_response(),
-        Err(err) => {
-            tracing::warn!(error = %err, "not ready: storage unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "storage unreachable").into_response()
-        }
-    }
+    let report = state.health.report();
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, report.to_string()).into_response()
 }
 
 /// One line per request, without the query string (it carries upload tokens).

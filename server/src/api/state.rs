@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::registry::Registry;
+use crate::storage::Health;
 use crate::upload::Uploads;
 
 /// Switches that change what the API allows.
@@ -20,4 +21,6 @@ pub struct AppState {
     pub registry: Registry,
     pub uploads: Uploads,
     pub settings: Arc<ApiSettings>,
+    /// Whether storage answers, kept by the storage guard's probe.
+    pub health: Arc<Health>,
 }

@@ -14,7 +14,10 @@ use serde::Deserialize;
 
 use crate::api::ApiSettings;
 use crate::registry::Limits;
-use crate::storage::{MIN_PART_SIZE, S3Config, StorageConfig};
+use crate::storage::{
+    DEFAULT_MIN_THROUGHPUT, DEFAULT_REQUEST_TIMEOUT, MIN_PART_SIZE, S3Config, StorageConfig,
+    Timeouts,
+};
 use crate::telemetry::LogFormat;
 use crate::upload::TokenKeys;
 use secret::secret;
@@ -25,6 +28,9 @@ const DEFAULT_MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
 const DEFAULT_UPLOAD_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_PURGE_AGE: Duration = Duration::from_secs(168 * 3600);
+const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Below this, ordinary storage latency would read as an outage.
+const MIN_STORAGE_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -110,6 +116,29 @@ pub struct Settings {
     /// (minimum 5 MiB) [default: 8388608].
     #[arg(long, env = "STOWAGE_S3_PART_SIZE")]
     pub s3_part_size: Option<u64>,
+
+    /// The most a storage call that moves no bulk data (a HEAD, a small GET or PUT, a listing,
+    /// a delete) may take, retries included; a request that needs storage answers within it
+    /// [default: 6s].
+    #[arg(long, env = "STOWAGE_STORAGE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub storage_timeout: Option<Duration>,
+
+    /// Bytes per second below which a bulk storage transfer (a part upload, a copy) counts as
+    /// hung; its time limit grows with its size at this rate [default: 1048576].
+    #[arg(long, env = "STOWAGE_STORAGE_MIN_THROUGHPUT")]
+    pub storage_min_throughput: Option<u64>,
+
+    /// Consecutive storage failures after which requests that need storage fail at once, until
+    /// a probe finds storage answering again [default: 3].
+    #[arg(long, env = "STOWAGE_STORAGE_BREAKER_FAILURES")]
+    pub storage_breaker_failures: Option<u32>,
+
+    /// How often a background probe checks storage; `/readyz` reports its last result
+    /// [default: 2s].
+    #[arg(long, env = "STOWAGE_STORAGE_PROBE_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub storage_probe_interval: Option<Duration>,
 
     /// Answer blob downloads with a redirect to a presigned S3 URL, so bytes flow from the bucket
     /// straight to clients. Off by default: it only works where every client can reach the
@@ -204,6 +233,12 @@ impl Settings {
                 .or(file.s3_secret_access_key_file),
             s3_part_size: self.s3_part_size.or(file.s3_part_size),
             s3_redirect: self.s3_redirect.or(file.s3_redirect),
+            storage_timeout: self.storage_timeout.or(file.storage_timeout),
+            storage_min_throughput: self.storage_min_throughput.or(file.storage_min_throughput),
+            storage_breaker_failures: self
+                .storage_breaker_failures
+                .or(file.storage_breaker_failures),
+            storage_probe_interval: self.storage_probe_interval.or(file.storage_probe_interval),
             upload_secret: self.upload_secret.or(file.upload_secret),
             upload_secret_file: self.upload_secret_file.or(file.upload_secret_file),
             upload_secret_previous: self.upload_secret_previous.or(file.upload_secret_previous),
@@ -248,11 +283,21 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// How the storage guard bounds storage calls ([`crate::storage::Guarded`]).
+#[derive(Debug, Clone, Copy)]
+pub struct GuardSettings {
+    pub timeouts: Timeouts,
+    pub failures_to_open: u32,
+    pub probe_interval: Duration,
+}
+
 /// `serve`'s settings, resolved and validated.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub storage: StorageConfig,
+    /// How storage calls are bounded, and when the breaker opens.
+    pub guard: GuardSettings,
     /// `None` when no key was configured: a random one will be made.
     pub keys: Option<TokenKeys>,
     pub upload_token_ttl: Duration,
@@ -282,12 +327,30 @@ impl ServeArgs {
             None => Settings::default(),
         };
         let s = self.settings.or(file);
+        let timeouts = Timeouts {
+            request: s.storage_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            min_throughput: s.storage_min_throughput.unwrap_or(DEFAULT_MIN_THROUGHPUT),
+        };
+        if timeouts.request < MIN_STORAGE_TIMEOUT || timeouts.min_throughput == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "--storage-timeout must be at least {MIN_STORAGE_TIMEOUT:?}, and \
+                 --storage-min-throughput above 0"
+            )));
+        }
+        let guard = GuardSettings {
+            timeouts,
+            failures_to_open: s.storage_breaker_failures.unwrap_or(3).max(1),
+            probe_interval: s
+                .storage_probe_interval
+                .unwrap_or(DEFAULT_PROBE_INTERVAL)
+                .max(Duration::from_millis(100)),
+        };
         let storage = match s.storage.unwrap_or(StorageKind::Filesystem) {
             StorageKind::Filesystem => StorageConfig::Filesystem {
                 root: s.fs_root.unwrap_or_else(|| PathBuf::from(DEFAULT_FS_ROOT)),
                 fsync: s.fs_fsync.unwrap_or(true),
             },
-            StorageKind::S3 => StorageConfig::S3(s3_config(&s)?),
+            StorageKind::S3 => StorageConfig::S3(s3_config(&s, timeouts)?),
             StorageKind::Memory => StorageConfig::Memory,
         };
         let current = secret(
@@ -311,6 +374,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             listen: s.listen.unwrap_or(default_listen),
             storage,
+            guard,
             keys,
             upload_token_ttl: s.upload_token_ttl.unwrap_or(DEFAULT_UPLOAD_TOKEN_TTL),
             limits: Limits {
@@ -335,7 +399,7 @@ impl ServeArgs {
 
 const DEFAULT_S3_PART_SIZE: u64 = 8 * 1024 * 1024;
 
-fn s3_config(s: &Settings) -> Result<S3Config, ConfigError> {
+fn s3_config(s: &Settings, timeouts: Timeouts) -> Result<S3Config, ConfigError> {
     let bucket = s
         .s3_bucket
         .clone()
@@ -380,6 +444,7 @@ fn s3_config(s: &Settings) -> Result<S3Config, ConfigError> {
         credentials,
         part_size,
         redirect: s.s3_redirect.unwrap_or(false),
+        timeouts,
     })
 }
 

@@ -7,6 +7,8 @@
 pub mod layout;
 
 mod counting;
+mod guard;
+mod timeouts;
 
 mod fs;
 mod memory;
@@ -29,8 +31,10 @@ use serde::{Deserialize, Serialize};
 
 pub use counting::Counting;
 pub use fs::FsStore;
+pub use guard::{Guarded, Health, HealthReport};
 pub use memory::MemoryStore;
 pub use s3::{MIN_PART_SIZE, S3Config, S3Store};
+pub use timeouts::{DEFAULT_MIN_THROUGHPUT, DEFAULT_REQUEST_TIMEOUT, Timeouts};
 
 /// A stream of bytes flowing into or out of storage.
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;

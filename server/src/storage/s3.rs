@@ -44,7 +44,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     BlobStore, ByteStream, Checkpoint, DELETE_BATCH, Error, ObjectInfo, ObjectMeta, Result,
-    WriteState, checkpoint_at,
+    Timeouts, WriteState, checkpoint_at,
 };
 
 /// S3 refuses smaller parts (except the last).
@@ -68,6 +68,8 @@ pub struct S3Config {
     pub part_size: u64,
     /// Answer blob GETs with a redirect to a presigned URL.
     pub redirect: bool,
+    /// How long each call may take.
+    pub timeouts: Timeouts,
 }
 
 impl fmt::Debug for S3Config {
@@ -97,6 +99,7 @@ pub struct S3Store {
     redirect: bool,
     /// Objects larger than this are copied in parts; S3's own limit outside tests.
     copy_limit: u64,
+    timeouts: Timeouts,
 }
 
 impl fmt::Debug for S3Store {
@@ -155,6 +158,19 @@ fn nonce() -> String {
         .collect()
 }
 
+/// The SDK's limits for a call that sends or copies `bytes`: an attempt gets half the request
+/// limit plus the time the bytes take at the minimum throughput; the call, two attempts' worth.
+fn timeout_config(timeouts: &Timeouts, bytes: u64) -> TimeoutConfig {
+    let transfer = timeouts.for_bytes(bytes).saturating_sub(timeouts.request);
+    let attempt = timeouts.attempt().saturating_add(transfer);
+    TimeoutConfig::builder()
+        .connect_timeout(timeouts.connect())
+        .read_timeout(attempt)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(timeouts.request.saturating_add(transfer.saturating_mul(2)))
+        .build()
+}
+
 /// Sorts SDK failures into what callers act on: missing, unavailable (retry later), or broken.
 // By value so it reads as `.map_err(classify)`.
 #[allow(clippy::needless_pass_by_value)]
@@ -202,13 +218,9 @@ impl S3Store {
             // Parts carry an explicit SHA-256; other requests need no extra checksum work.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // Standard retries, bounded: two attempts, each within half the request limit.
             .retry_config(RetryConfig::standard().with_max_attempts(2))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(2))
-                    .read_timeout(Duration::from_secs(30))
-                    .build(),
-            );
+            .timeout_config(timeout_config(&config.timeouts, 0));
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
@@ -223,6 +235,7 @@ impl S3Store {
             },
             part_size: config.part_size.max(MIN_PART_SIZE),
             redirect: config.redirect,
+            timeouts: config.timeouts,
             copy_limit: MAX_COPY_SIZE,
         })
     }
@@ -264,12 +277,20 @@ impl S3Store {
         format!("{}/{encoded}", self.bucket)
     }
 
+    /// A per-call override giving a call that moves `bytes` the time they take.
+    fn sized(&self, bytes: u64) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default().timeout_config(timeout_config(&self.timeouts, bytes))
+    }
+
     async fn put_bytes(&self, full_key: &str, data: Bytes) -> Result<()> {
+        let bytes = data.len() as u64;
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(full_key)
             .body(S3Body::from(data))
+            .customize()
+            .config_override(self.sized(bytes))
             .send()
             .await
             .map_err(classify)?;
@@ -285,10 +306,10 @@ impl S3Store {
             .send()
             .await
             .map_err(classify)?;
-        let data = output
-            .body
-            .collect()
+        let limit = self.timeouts.for_bytes(self.part_size);
+        let data = tokio::time::timeout(limit, output.body.collect())
             .await
+            .map_err(|_| Error::Unavailable(format!("reading {full_key} took over {limit:?}")))?
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         Ok(BytesMut::from(data.into_bytes().as_ref()))
     }
@@ -345,6 +366,7 @@ impl S3Store {
         data: Bytes,
     ) -> Result<String> {
         let checksum = STANDARD.encode(Sha256::digest(&data));
+        let bytes = data.len() as u64;
         self.client
             .upload_part()
             .bucket(&self.bucket)
@@ -353,6 +375,8 @@ impl S3Store {
             .part_number(number as i32)
             .checksum_sha256(&checksum)
             .body(S3Body::from(data))
+            .customize()
+            .config_override(self.sized(bytes))
             .send()
             .await
             .map_err(classify)?;
@@ -453,6 +477,8 @@ impl S3Store {
                 .bucket(&self.bucket)
                 .key(to)
                 .copy_source(self.copy_source(from))
+                .customize()
+                .config_override(self.sized(size))
                 .send()
                 .await
                 .map_err(classify)?;
@@ -472,6 +498,8 @@ impl S3Store {
                 .part_number(number)
                 .copy_source(self.copy_source(from))
                 .copy_source_range(format!("bytes={start}-{end}"))
+                .customize()
+                .config_override(self.sized(end + 1 - start))
                 .send()
                 .await
                 .map_err(classify)?;
@@ -496,6 +524,8 @@ impl S3Store {
                     .set_parts(Some(parts))
                     .build(),
             )
+            .customize()
+            .config_override(self.sized(size))
             .send()
             .await
             .map_err(classify)?;
@@ -803,6 +833,8 @@ impl BlobStore for S3Store {
                 .upload_id(upload_id)
                 .part_number(number)
                 .copy_source(self.copy_source(&tail))
+                .customize()
+                .config_override(self.sized(current.tail_len))
                 .send()
                 .await
                 .map_err(classify)?;
@@ -827,6 +859,8 @@ impl BlobStore for S3Store {
                     .set_parts(Some(parts))
                     .build(),
             )
+            .customize()
+            .config_override(self.sized(state.size))
             .send()
             .await
             .map_err(classify)?;

@@ -41,6 +41,35 @@ async fn read_only_mode_refuses_writes() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+/// Polls `/readyz` until it answers `expected` (each answer must come at once: readiness is
+/// read from memory, never from storage), failing after `within`.
+async fn wait_for_readiness(server: &Server, expected: StatusCode, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let asked = std::time::Instant::now();
+        let response = server.http.get(server.url("/readyz")).send().await.unwrap();
+        assert!(
+            asked.elapsed() < std::time::Duration::from_millis(500),
+            "/readyz took {:?}",
+            asked.elapsed()
+        );
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(
+            body.contains("checked") || body.contains("not checked yet"),
+            "{body}"
+        );
+        if status == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz still answers {status}: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn health_endpoints() {
     let server = Server::start_fs().await;
@@ -54,26 +83,20 @@ async fn health_endpoints() {
             .status(),
         StatusCode::OK
     );
-    assert_eq!(
-        server
-            .http
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-    // Storage gone: not ready.
+    wait_for_readiness(&server, StatusCode::OK, std::time::Duration::from_secs(2)).await;
+    // Storage gone: not ready by the next probe (every 2s), while liveness stays.
     std::fs::remove_dir_all(&server.root).unwrap();
-    assert_eq!(
-        server
-            .http
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    wait_for_readiness(
+        &server,
+        StatusCode::SERVICE_UNAVAILABLE,
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    let live = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
 }

@@ -81,13 +81,14 @@ async fn config_file_and_structured_logs() {
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(
-        http.get(registry.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
+    assert!(
+        stowage_e2e::eventually_answers(
+            &http,
+            &registry.url("/readyz"),
+            StatusCode::OK,
+            Duration::from_secs(3)
+        )
+        .await
     );
 
     let logs = registry.logs();

@@ -11,5 +11,6 @@ mod oras;
 mod replicas;
 mod s3;
 mod s3_faults;
+mod s3_hang;
 mod skopeo;
 mod stateless;

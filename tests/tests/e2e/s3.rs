@@ -28,6 +28,7 @@ async fn store(prefix: &str) -> S3Store {
         credentials: Some((s3.access_key_id, s3.secret_access_key)),
         part_size: storage::MIN_PART_SIZE,
         redirect: false,
+        timeouts: storage::Timeouts::default(),
     })
     .await
     .unwrap()

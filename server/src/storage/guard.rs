@@ -1,0 +1,557 @@
+//! The guard between the registry and its storage backend, so that storage that hangs (a
+//! black-holed endpoint, a frozen S3 server, a stuck network mount) cannot hang the registry:
+//!
+//! - every call is bounded in time ([`Timeouts`]), and a read stream that stalls fails;
+//! - a circuit breaker counts consecutive failures; past a threshold it *opens*, and calls fail
+//!   at once with [`Error::Unavailable`] instead of each waiting out its limit;
+//! - one background probe (a [`BlobStore::ping`]) runs at a fixed interval, the only call made
+//!   while the breaker is open; its first success closes the breaker. It also keeps the
+//!   [`Health`] that `/readyz` reports, so readiness never waits on storage.
+//!
+//! The breaker logs one line when it opens and one when it closes, never one per request.
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::time::Sleep;
+
+use super::{
+    BlobStore, ByteStream, Checkpoint, Error, ObjectInfo, ObjectMeta, Result, Timeouts, WriteState,
+};
+
+/// Room above a backend's own limit, so that its (more telling) error arrives first.
+const MARGIN: Duration = Duration::from_secs(1);
+
+/// Whether storage answers, as the breaker and the probe see it.
+#[derive(Debug)]
+pub struct Health {
+    state: Mutex<State>,
+    /// Consecutive failures that open the breaker.
+    failures_to_open: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    open_since: Option<Instant>,
+    consecutive_failures: u32,
+    last_error: Option<String>,
+    /// When the probe last ran, and whether storage answered it.
+    last_probe: Option<(Instant, bool)>,
+}
+
+/// What `/readyz` tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    /// Storage answered the last probe and the breaker is closed.
+    pub ready: bool,
+    /// The breaker is open: requests that need storage fail at once.
+    pub failing_fast: bool,
+    /// How long ago the probe last ran; `None` before its first run.
+    pub checked_ago: Option<Duration>,
+    pub last_error: Option<String>,
+}
+
+impl fmt::Display for HealthReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ago = match self.checked_ago {
+            Some(ago) => format!("checked {:.1}s ago", ago.as_secs_f64()),
+            None => "not checked yet".to_owned(),
+        };
+        match (self.ready, &self.last_error) {
+            (true, _) => write!(f, "ok: storage answers ({ago})"),
+            (false, Some(error)) => write!(f, "storage unavailable: {error} ({ago})"),
+            (false, None) => write!(f, "storage unavailable ({ago})"),
+        }
+    }
+}
+
+impl Health {
+    fn new(failures_to_open: u32) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            failures_to_open: failures_to_open.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What `/readyz` reports: from memory, at once.
+    pub fn report(&self) -> HealthReport {
+        let state = self.lock();
+        let probed_ok = state.last_probe.is_some_and(|(_, ok)| ok);
+        HealthReport {
+            ready: state.open_since.is_none() && probed_ok,
+            failing_fast: state.open_since.is_some(),
+            checked_ago: state.last_probe.map(|(at, _)| at.elapsed()),
+            last_error: state.last_error.clone(),
+        }
+    }
+
+    /// Refuses a call while the breaker is open.
+    fn admit(&self) -> Result<()> {
+        let state = self.lock();
+        match (&state.open_since, &state.last_error) {
+            (Some(_), error) => Err(Error::Unavailable(format!(
+                "storage is not answering ({}); failing fast until it does",
+                error.as_deref().unwrap_or("unknown error")
+            ))),
+            (None, _) => Ok(()),
+        }
+    }
+
+    /// Counts a call's outcome: storage unavailable (or too slow) is a failure; any answer
+    /// from storage, even "not found", is a success; a client's broken body is neither.
+    fn record<T>(&self, outcome: &Result<T>) {
+        match outcome {
+            Err(Error::Unavailable(error)) => self.failed(error),
+            Err(Error::Body(_)) => {}
+            Ok(_) | Err(_) => self.answered(),
+        }
+    }
+
+    fn failed(&self, error: &str) {
+        let mut state = self.lock();
+        state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+        state.last_error = Some(error.to_owned());
+        if state.open_since.is_none() && state.consecutive_failures >= self.failures_to_open {
+            state.open_since = Some(Instant::now());
+            tracing::error!(
+                failures = state.consecutive_failures,
+                %error,
+                "storage is not answering: failing requests that need it at once until a probe \
+                 succeeds"
+            );
+        }
+    }
+
+    fn answered(&self) {
+        let mut state = self.lock();
+        state.consecutive_failures = 0;
+        if let Some(since) = state.open_since.take() {
+            state.last_error = None;
+            tracing::info!(
+                after = ?since.elapsed(),
+                "storage answers again: serving requests that need it"
+            );
+        }
+    }
+
+    /// Counts the probe's outcome. Storage that answers with an error (a read-only or full
+    /// volume) is not ready, but answers: it does not open the breaker, so reads go on.
+    fn probed(&self, outcome: &Result<()>) {
+        self.lock().last_probe = Some((Instant::now(), outcome.is_ok()));
+        match outcome {
+            Ok(()) => {
+                self.answered();
+                self.lock().last_error = None;
+            }
+            Err(Error::Unavailable(error)) => self.failed(error),
+            Err(err) => self.lock().last_error = Some(err.to_string()),
+        }
+    }
+}
+
+/// A backend behind time limits and a circuit breaker; see the module documentation.
+pub struct Guarded {
+    inner: Arc<dyn BlobStore>,
+    health: Arc<Health>,
+    timeouts: Timeouts,
+}
+
+impl fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guarded")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl Guarded {
+    /// Guards `inner`, opening the breaker after `failures_to_open` consecutive failures, and
+    /// starts the probe, every `probe_interval` for as long as the guard lives. Needs a tokio
+    /// runtime.
+    pub fn start(
+        inner: Arc<dyn BlobStore>,
+        timeouts: Timeouts,
+        failures_to_open: u32,
+        probe_interval: Duration,
+    ) -> Arc<Self> {
+        let guarded = Arc::new(Self {
+            inner,
+            health: Arc::new(Health::new(failures_to_open)),
+            timeouts,
+        });
+        tokio::spawn(probe(Arc::downgrade(&guarded), probe_interval));
+        guarded
+    }
+
+    /// The health the breaker and the probe keep.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// Runs `call` if the breaker lets it, within `limit` (none: the backend's own limits
+    /// apply), and counts its outcome.
+    async fn call<T>(
+        &self,
+        limit: Option<Duration>,
+        call: impl Future<Output = Result<T>> + Send,
+    ) -> Result<T> {
+        self.health.admit()?;
+        let outcome = match limit {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or_else(|_| Err(timed_out(limit))),
+            None => call.await,
+        };
+        self.health.record(&outcome);
+        outcome
+    }
+
+    /// The limit of a call that moves no bulk data.
+    fn quick(&self) -> Option<Duration> {
+        Some(self.timeouts.request + MARGIN)
+    }
+}
+
+fn timed_out(limit: Duration) -> Error {
+    Error::Unavailable(format!("storage did not answer within {limit:?}"))
+}
+
+/// Pings storage every `interval` while the guard lives.
+async fn probe(guarded: Weak<Guarded>, interval: Duration) {
+    loop {
+        let Some(guarded) = guarded.upgrade() else {
+            return;
+        };
+        let limit = guarded.timeouts.request + MARGIN;
+        let outcome = tokio::time::timeout(limit, guarded.inner.ping())
+            .await
+            .unwrap_or_else(|_| Err(timed_out(limit)));
+        guarded.health.probed(&outcome);
+        drop(guarded);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+#[async_trait]
+impl BlobStore for Guarded {
+    async fn stat(&self, key: &str) -> Result<ObjectMeta> {
+        self.call(self.quick(), self.inner.stat(key)).await
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let stream = self.call(self.quick(), self.inner.get(key, range)).await?;
+        Ok(StallGuard {
+            inner: stream,
+            limit: self.timeouts.request,
+            timer: None,
+            health: Arc::clone(&self.health),
+            failed: false,
+        }
+        .boxed())
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let limit = self.timeouts.for_bytes(data.len() as u64) + MARGIN;
+        self.call(Some(limit), self.inner.put(key, data)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.call(self.quick(), self.inner.list(prefix)).await
+    }
+
+    async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        // Many pages for a large repository (gc): each page is bounded by the backend.
+        self.call(None, self.inner.walk(prefix)).await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        // A copy of unknown size on S3, bounded there by size.
+        self.call(None, self.inner.rename(from, to)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.call(self.quick(), self.inner.delete(key)).await
+    }
+
+    async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+        self.call(self.quick(), self.inner.delete_objects(keys))
+            .await
+    }
+
+    async fn presigned_get_url(&self, key: &str, ttl: Duration) -> Result<Option<String>> {
+        self.call(self.quick(), self.inner.presigned_get_url(key, ttl))
+            .await
+    }
+
+    async fn create_resumable(&self, key: &str) -> Result<WriteState> {
+        self.call(self.quick(), self.inner.create_resumable(key))
+            .await
+    }
+
+    async fn append_with_checkpoint(
+        &self,
+        key: &str,
+        state: &WriteState,
+        body: ByteStream,
+        checkpoint: Option<&dyn Checkpoint>,
+    ) -> Result<WriteState> {
+        // Paced by the client's body; each storage request inside is bounded by the backend.
+        self.call(
+            None,
+            self.inner
+                .append_with_checkpoint(key, state, body, checkpoint),
+        )
+        .await
+    }
+
+    async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool> {
+        self.call(self.quick(), self.inner.is_current(key, state))
+            .await
+    }
+
+    async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()> {
+        let limit = self.timeouts.for_bytes(state.size).saturating_mul(2) + MARGIN;
+        self.call(Some(limit), self.inner.commit_resumable(key, state, dest))
+            .await
+    }
+
+    async fn abort_resumable(&self, key: &str) -> Result<()> {
+        self.call(self.quick(), self.inner.abort_resumable(key))
+            .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.call(self.quick(), self.inner.ping()).await
+    }
+}
+
+/// A read stream that fails when storage sends nothing for `limit` while it is being waited on
+/// (a slow client does not count: the timer runs only while the stream is polled and pending).
+struct StallGuard {
+    inner: ByteStream,
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    health: Arc<Health>,
+    failed: bool,
+}
+
+impl Stream for StallGuard {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(item) => {
+                self.timer = None;
+                Poll::Ready(item)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.failed = true;
+                let error = format!("storage sent nothing for {limit:?}");
+                self.health.failed(&error);
+                Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::TimedOut, error))))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::storage::MemoryStore;
+
+    /// A backend that hangs on every call while `hung` is set.
+    #[derive(Debug, Default)]
+    struct Hangs {
+        hung: AtomicBool,
+        store: MemoryStore,
+    }
+
+    impl Hangs {
+        async fn maybe_hang(&self) {
+            if self.hung.load(Ordering::SeqCst) {
+                futures::future::pending::<()>().await;
+            }
+        }
+    }
+
+    #[async_trait]
+    impl BlobStore for Hangs {
+        async fn stat(&self, key: &str) -> Result<ObjectMeta> {
+            self.maybe_hang().await;
+            self.store.stat(key).await
+        }
+        async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+            self.maybe_hang().await;
+            self.store.get(key, range).await
+        }
+        async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+            self.maybe_hang().await;
+            self.store.put(key, data).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+            self.store.list(prefix).await
+        }
+        async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            self.store.walk(prefix).await
+        }
+        async fn rename(&self, from: &str, to: &str) -> Result<()> {
+            self.store.rename(from, to).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.store.delete(key).await
+        }
+        async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+            self.store.delete_objects(keys).await
+        }
+        async fn presigned_get_url(&self, key: &str, ttl: Duration) -> Result<Option<String>> {
+            self.store.presigned_get_url(key, ttl).await
+        }
+        async fn create_resumable(&self, key: &str) -> Result<WriteState> {
+            self.store.create_resumable(key).await
+        }
+        async fn append_with_checkpoint(
+            &self,
+            key: &str,
+            state: &WriteState,
+            body: ByteStream,
+            checkpoint: Option<&dyn Checkpoint>,
+        ) -> Result<WriteState> {
+            self.store
+                .append_with_checkpoint(key, state, body, checkpoint)
+                .await
+        }
+        async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool> {
+            self.store.is_current(key, state).await
+        }
+        async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()> {
+            self.store.commit_resumable(key, state, dest).await
+        }
+        async fn abort_resumable(&self, key: &str) -> Result<()> {
+            self.store.abort_resumable(key).await
+        }
+        async fn ping(&self) -> Result<()> {
+            self.maybe_hang().await;
+            Ok(())
+        }
+    }
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        request: Duration::from_secs(2),
+        min_throughput: 1 << 20,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_backend_trips_the_breaker_and_a_probe_closes_it() {
+        let backend = Arc::new(Hangs::default());
+        let guarded = Guarded::start(backend.clone(), TIMEOUTS, 3, Duration::from_secs(1));
+        let health = guarded.health();
+        guarded.put("a", Bytes::from_static(b"x")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(health.report().ready, "{}", health.report());
+
+        backend.hung.store(true, Ordering::SeqCst);
+        // Each call gives up at its limit; then the breaker opens.
+        for _ in 0..3 {
+            let started = tokio::time::Instant::now();
+            assert!(matches!(
+                guarded.stat("a").await,
+                Err(Error::Unavailable(_))
+            ));
+            assert!(started.elapsed() <= TIMEOUTS.request + MARGIN);
+        }
+        let report = health.report();
+        assert!(report.failing_fast && !report.ready, "{report}");
+        let started = tokio::time::Instant::now();
+        let refused = guarded.stat("a").await;
+        assert!(
+            matches!(&refused, Err(Error::Unavailable(m)) if m.contains("failing fast")),
+            "{refused:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO, "at once");
+
+        backend.hung.store(false, Ordering::SeqCst);
+        tokio::time::sleep(TIMEOUTS.request + MARGIN + Duration::from_secs(2)).await;
+        let report = health.report();
+        assert!(report.ready && !report.failing_fast, "{report}");
+        assert_eq!(guarded.stat("a").await.unwrap().size, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_reset_the_count_and_not_found_is_an_answer() {
+        let backend = Arc::new(Hangs::default());
+        let guarded = Guarded::start(backend.clone(), TIMEOUTS, 2, Duration::from_secs(3600));
+        // Let the first probe run and pass before storage hangs.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        backend.hung.store(true, Ordering::SeqCst);
+        assert!(guarded.stat("a").await.is_err());
+        backend.hung.store(false, Ordering::SeqCst);
+        assert!(matches!(
+            guarded.stat("missing").await,
+            Err(Error::NotFound)
+        ));
+        backend.hung.store(true, Ordering::SeqCst);
+        assert!(guarded.stat("a").await.is_err());
+        assert!(
+            !guarded.health().report().failing_fast,
+            "failures in a row open it, not failures in all"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_read_fails_but_a_slow_reader_does_not() {
+        let health = Arc::new(Health::new(3));
+        let stalled = StallGuard {
+            inner: futures::stream::pending().boxed(),
+            limit: Duration::from_secs(2),
+            timer: None,
+            health: Arc::clone(&health),
+            failed: false,
+        };
+        let items: Vec<_> = stalled.collect().await;
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_err());
+
+        let mut steady = StallGuard {
+            inner: futures::stream::iter([
+                Ok(Bytes::from_static(b"a")),
+                Ok(Bytes::from_static(b"b")),
+            ])
+            .boxed(),
+            limit: Duration::from_secs(2),
+            timer: None,
+            health,
+            failed: false,
+        };
+        assert!(steady.next().await.is_some_and(|r| r.is_ok()));
+        // The reader takes its time between chunks: storage is not to blame.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(steady.next().await.is_some_and(|r| r.is_ok()));
+        assert!(steady.next().await.is_none());
+    }
+}
