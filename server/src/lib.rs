@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod gc;
+pub mod limits;
 pub mod manifest;
 pub mod oci;
 pub mod registry;

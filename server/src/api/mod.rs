@@ -12,6 +12,7 @@ mod referrers;
 mod state;
 mod uploads;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -32,15 +33,19 @@ pub const LIVENESS_PATH: &str = "/healthz";
 /// health the storage guard's background probe keeps, never by calling storage inline.
 pub const READINESS_PATH: &str = "/readyz";
 
+use crate::limits::{self, Pressure, RequestLimits};
 use crate::oci::RepositoryName;
 use path::OciPath;
 
-/// The registry's HTTP application.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The registry's HTTP application: the distribution API within `limits`, and the health
+/// probes, which answer whatever the load.
+pub fn router(state: AppState, limits: &RequestLimits, pressure: &Arc<Pressure>) -> Router {
+    let registry = Router::new()
         .route("/v2", get(base))
         .route("/v2/", get(base))
-        .route("/v2/{*rest}", any(dispatch))
+        .route("/v2/{*rest}", any(dispatch));
+    Router::new()
+        .merge(limits::protect(registry, limits, pressure))
         .route(LIVENESS_PATH, get(|| async { "ok" }))
         .route(READINESS_PATH, get(ready))
         .layer(DefaultBodyLimit::disable())
@@ -70,11 +75,19 @@ async fn access_log(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let sent_body = sends_body(&request);
     let mut response = next.run(request).await;
     response.headers_mut().insert(
         headers::DOCKER_DISTRIBUTION_API_VERSION,
         HeaderValue::from_static("registry/2.0"),
     );
+    // An error may come before the body was read (a push refused at once): the connection then
+    // cannot carry another request, so tell the client not to reuse it.
+    if sent_body && !response.status().is_success() {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     tracing::info!(
         target: "stowage::access",
         %method,
@@ -84,6 +97,16 @@ async fn access_log(request: Request, next: Next) -> Response {
         "request"
     );
     response
+}
+
+/// Whether an HTTP/1 request carries a body (HTTP/2 streams end on their own).
+fn sends_body(request: &Request) -> bool {
+    let headers = request.headers();
+    request.version() <= http::Version::HTTP_11
+        && (headers.contains_key(http::header::TRANSFER_ENCODING)
+            || headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|length| length.as_bytes() != b"0"))
 }
 
 /// Milliseconds to the microsecond, so logs read `1.674`, not `1.6743439999999998`.

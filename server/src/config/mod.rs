@@ -12,8 +12,14 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use std::num::NonZeroU32;
+
+use ipnet::IpNet;
+
 use crate::api::ApiSettings;
+use crate::limits::{RateLimit, RequestLimits};
 use crate::registry::Limits;
+use crate::serve::ConnectionLimits;
 use crate::storage::{
     DEFAULT_MIN_THROUGHPUT, DEFAULT_REQUEST_TIMEOUT, MIN_PART_SIZE, S3Config, StorageConfig,
     Timeouts,
@@ -29,6 +35,10 @@ const DEFAULT_UPLOAD_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_PURGE_AGE: Duration = Duration::from_secs(168 * 3600);
 const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Below this, ordinary storage latency would read as an outage.
 const MIN_STORAGE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -188,6 +198,47 @@ pub struct Settings {
     #[arg(long, env = "STOWAGE_READ_ONLY")]
     pub read_only: Option<bool>,
 
+    /// Connections served at once; more are answered 503 and closed. Kept below the open-file
+    /// limit, which is raised to its maximum at start-up [default: 4096].
+    #[arg(long, env = "STOWAGE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Requests handled at once; more are shed at once with 503 and Retry-After rather than
+    /// queued [default: 512].
+    #[arg(long, env = "STOWAGE_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+
+    /// How long a connection may take to send a request's headers, counted from when it is
+    /// ready for the next request, so also how long a kept-alive connection may idle
+    /// [default: 20s].
+    #[arg(long, env = "STOWAGE_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub header_read_timeout: Option<Duration>,
+
+    /// How long a request body may send nothing before the request fails; a body that keeps
+    /// flowing, however slowly, is never cut off [default: 60s].
+    #[arg(long, env = "STOWAGE_BODY_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub body_idle_timeout: Option<Duration>,
+
+    /// Requests at once on one HTTP/2 connection [default: 128].
+    #[arg(long, env = "STOWAGE_HTTP2_MAX_CONCURRENT_STREAMS")]
+    pub http2_max_concurrent_streams: Option<u32>,
+
+    /// Requests per second allowed to each client; more get 429 with Retry-After
+    /// [default: no limit].
+    #[arg(long, env = "STOWAGE_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+
+    /// Requests a client may send at once above its rate [default: twice the rate].
+    #[arg(long, env = "STOWAGE_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose X-Forwarded-For names the
+    /// client for rate limiting; from anyone else the header is ignored [default: none].
+    #[arg(long, env = "STOWAGE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<IpNet>>,
+
     /// Log format [default: text].
     #[arg(long, env = "STOWAGE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -249,6 +300,18 @@ impl Settings {
             max_manifest_size: self.max_manifest_size.or(file.max_manifest_size),
             deletes_enabled: self.deletes_enabled.or(file.deletes_enabled),
             read_only: self.read_only.or(file.read_only),
+            max_connections: self.max_connections.or(file.max_connections),
+            max_concurrent_requests: self
+                .max_concurrent_requests
+                .or(file.max_concurrent_requests),
+            header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
+            body_idle_timeout: self.body_idle_timeout.or(file.body_idle_timeout),
+            http2_max_concurrent_streams: self
+                .http2_max_concurrent_streams
+                .or(file.http2_max_concurrent_streams),
+            rate_limit: self.rate_limit.or(file.rate_limit),
+            rate_limit_burst: self.rate_limit_burst.or(file.rate_limit_burst),
+            trusted_proxies: self.trusted_proxies.or(file.trusted_proxies),
             log_format: self.log_format.or(file.log_format),
             log_level: self.log_level.or(file.log_level),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
@@ -298,6 +361,8 @@ pub struct ServeConfig {
     pub storage: StorageConfig,
     /// How storage calls are bounded, and when the breaker opens.
     pub guard: GuardSettings,
+    pub connections: ConnectionLimits,
+    pub requests: RequestLimits,
     /// `None` when no key was configured: a random one will be made.
     pub keys: Option<TokenKeys>,
     pub upload_token_ttl: Duration,
@@ -371,10 +436,37 @@ impl ServeArgs {
             (None, None) => None,
         };
         let default_listen: SocketAddr = DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!());
+        let connections = ConnectionLimits {
+            max_connections: s.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
+            header_read_timeout: s.header_read_timeout.unwrap_or(DEFAULT_HEADER_READ_TIMEOUT),
+            http2_max_concurrent_streams: s.http2_max_concurrent_streams.unwrap_or(128).max(1),
+        };
+        let rate_limit = match s.rate_limit.map(NonZeroU32::new) {
+            None => None,
+            Some(None) => return Err(ConfigError::Invalid("--rate-limit must be above 0".into())),
+            Some(Some(per_second)) => Some(RateLimit {
+                per_second,
+                burst: s
+                    .rate_limit_burst
+                    .and_then(NonZeroU32::new)
+                    .unwrap_or(per_second.saturating_add(per_second.get())),
+                trusted_proxies: s.trusted_proxies.clone().unwrap_or_default(),
+            }),
+        };
+        let requests = RequestLimits {
+            max_concurrent_requests: s
+                .max_concurrent_requests
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS)
+                .max(1),
+            body_idle_timeout: s.body_idle_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
+            rate_limit,
+        };
         Ok(ServeConfig {
             listen: s.listen.unwrap_or(default_listen),
             storage,
             guard,
+            connections,
+            requests,
             keys,
             upload_token_ttl: s.upload_token_ttl.unwrap_or(DEFAULT_UPLOAD_TOKEN_TTL),
             limits: Limits {

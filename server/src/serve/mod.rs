@@ -1,14 +1,24 @@
 //! Start-up and shutdown of `stowage serve`.
 
+mod connections;
+
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use connections::ConnectionLimits;
 
 use crate::api::{self, AppState};
 use crate::config::ServeConfig;
 use crate::gc;
+use crate::limits::Pressure;
 use crate::registry::Registry;
 use crate::storage;
 use crate::upload::{SecretKey, TokenKeys, Uploads};
+
+/// How often what overload refused is logged.
+const PRESSURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// File descriptors kept for storage, logs and the like, beyond client connections.
+const RESERVED_FILES: u64 = 256;
 
 /// Builds the application for `config` on an opened store, guarded by time limits and a
 /// circuit breaker whose probe runs for as long as the application lives.
@@ -16,6 +26,15 @@ pub fn app(
     config: &ServeConfig,
     store: Arc<dyn storage::BlobStore>,
     keys: TokenKeys,
+) -> axum::Router {
+    build(config, store, keys, &Arc::new(Pressure::default()))
+}
+
+fn build(
+    config: &ServeConfig,
+    store: Arc<dyn storage::BlobStore>,
+    keys: TokenKeys,
+    pressure: &Arc<Pressure>,
 ) -> axum::Router {
     let guard = &config.guard;
     let guarded = storage::Guarded::start(
@@ -28,12 +47,13 @@ pub fn app(
     let store: Arc<dyn storage::BlobStore> = guarded;
     let registry = Registry::new(Arc::clone(&store), config.limits.clone());
     let uploads = Uploads::new(store, keys, config.upload_token_ttl);
-    api::router(AppState {
+    let state = AppState {
         registry,
         uploads,
         settings: Arc::new(config.api.clone()),
         health,
-    })
+    };
+    api::router(state, &config.requests, pressure)
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (up to the grace period).
@@ -49,27 +69,58 @@ pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error 
     if let Some((interval, older_than)) = config.purge_uploads {
         tokio::spawn(purge_periodically(Arc::clone(&store), interval, older_than));
     }
-    let app = app(&config, store, keys);
+    let pressure = Arc::new(Pressure::default());
+    Pressure::log_periodically(&pressure, PRESSURE_LOG_INTERVAL);
+    let limits = ConnectionLimits {
+        max_connections: connections_within_file_limit(config.connections.max_connections),
+        ..config.connections
+    };
+    let app = build(&config, store, keys, &pressure);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, storage = ?config.storage, "serving");
-    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    tracing::info!(
+        address = %listener.local_addr()?,
+        storage = ?config.storage,
+        max_connections = limits.max_connections,
+        "serving"
+    );
+    let stopping = async {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
-        let _ = stopping_tx.send(true);
-    });
-    let grace = config.shutdown_grace;
-    let deadline = async move {
-        let mut stopping = stopping_rx;
-        let _ = stopping.wait_for(|s| *s).await;
-        tokio::time::sleep(grace).await;
     };
-    tokio::select! {
-        result = server => result?,
-        () = deadline => tracing::warn!("grace period over: dropping remaining requests"),
-    }
+    connections::serve(
+        listener,
+        app,
+        limits,
+        pressure,
+        stopping,
+        config.shutdown_grace,
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the open-file limit to its hard limit, and keeps `wanted` connections below it.
+fn connections_within_file_limit(wanted: usize) -> usize {
+    let files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(files) => files,
+        Err(error) => {
+            tracing::warn!(%error, "could not raise the open-file limit");
+            return wanted;
+        }
+    };
+    let room = usize::try_from(files.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+    if wanted > room {
+        tracing::warn!(
+            open_file_limit = files,
+            wanted,
+            serving = room,
+            "the open-file limit leaves room for fewer connections than --max-connections"
+        );
+    } else {
+        tracing::info!(open_file_limit = files, "raised the open-file limit");
+    }
+    wanted.min(room.max(1))
 }
 
 /// `serve`'s in-process upload purging, for installs without a scheduler.

@@ -1,0 +1,92 @@
+//! Limits per request that keep slow, stalled or too many clients from taking a replica down:
+//! a body that sends nothing for a while is cut off ([`body`]), requests beyond a number in
+//! flight are shed at once with `503` instead of queueing without bound, and (optionally) each
+//! client is held to a request rate. Connection-level limits live in `serve::connections`.
+//! Everything that happens is counted in [`Pressure`] and logged once per interval.
+
+mod body;
+mod idle;
+mod pressure;
+mod rate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+
+pub use idle::IdleTimer;
+pub use pressure::{Event, Pressure};
+pub use rate::{RateLimit, client_address};
+
+use crate::api::{ApiError, DistributionCode};
+
+/// The request limits of the registry API.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    /// Requests handled at once; more are shed with `503` and `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// How long a request body may send nothing before the request fails.
+    pub body_idle_timeout: Duration,
+    /// Requests per second per client, when set.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Applies `limits` to the registry API's routes (not to the health probes, which must answer
+/// however loaded the replica is). Counts what it refuses in `pressure`.
+pub fn protect<S>(routes: Router<S>, limits: &RequestLimits, pressure: &Arc<Pressure>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let shed = {
+        let pressure = Arc::clone(pressure);
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+                let pressure = Arc::clone(&pressure);
+                async move {
+                    pressure.count(Event::RequestShed);
+                    overloaded("the registry is busy; retry shortly")
+                }
+            }))
+            .load_shed()
+            .concurrency_limit(limits.max_concurrent_requests.max(1))
+    };
+    let body = Arc::new((limits.body_idle_timeout, Arc::clone(pressure)));
+    let routes = routes
+        .layer(shed)
+        .layer(middleware::from_fn_with_state(body, idle_bodies));
+    match &limits.rate_limit {
+        Some(rate) => routes.layer(middleware::from_fn_with_state(
+            rate.start(Arc::clone(pressure)),
+            rate::limit,
+        )),
+        None => routes,
+    }
+}
+
+/// Gives every request body the idle timeout.
+async fn idle_bodies(
+    State(settings): State<Arc<(Duration, Arc<Pressure>)>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (limit, pressure) = &*settings;
+    let request = request.map(|b| body::with_idle_timeout(b, *limit, Arc::clone(pressure)));
+    next.run(request).await
+}
+
+/// `503 UNAVAILABLE` with `Retry-After`, for a request turned away because of load.
+fn overloaded(message: &str) -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        DistributionCode::Unavailable,
+        message,
+    )
+    .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
+    .into_response()
+}
