@@ -117,6 +117,11 @@ pub struct RegistrySpec {
     #[serde(default)]
     pub upload_purging: UploadPurging,
 
+    /// What each server pod takes before it refuses or sheds: connections, requests in flight,
+    /// slow clients, and optionally a request rate per client.
+    #[serde(default)]
+    pub limits: Limits,
+
     /// Serve pulls only: every push and delete is refused.
     #[serde(default)]
     pub read_only: bool,
@@ -382,6 +387,62 @@ impl Default for GarbageCollection {
     }
 }
 
+/// Load limits of each server pod. With autoscaling, keep the HPA's CPU target low enough that
+/// it adds pods before `maxConcurrentRequests` is reached: shedding is the last resort, for
+/// bursts faster than pods start.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Connections served at once per pod; more are answered 503 and closed.
+    #[serde(default = "max_connections")]
+    #[schemars(range(min = 1))]
+    pub max_connections: i32,
+
+    /// Requests handled at once per pod; more are shed at once with 503 and Retry-After.
+    #[serde(default = "max_concurrent_requests")]
+    #[schemars(range(min = 1))]
+    pub max_concurrent_requests: i32,
+
+    /// How long a connection may take to send a request's headers (and idle between requests).
+    #[serde(default = "header_read_timeout")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub header_read_timeout: String,
+
+    /// How long a request body may send nothing before the request fails.
+    #[serde(default = "body_idle_timeout")]
+    #[schemars(pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub body_idle_timeout: String,
+
+    /// Requests per second per client (429 beyond), off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rate_limit: Option<i32>,
+
+    /// Requests a client may send at once above its rate; twice the rate when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rate_limit_burst: Option<i32>,
+
+    /// Proxies (addresses or CIDR ranges) whose X-Forwarded-For names the client, such as the
+    /// ingress controller's pod range.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: max_connections(),
+            max_concurrent_requests: max_concurrent_requests(),
+            header_read_timeout: header_read_timeout(),
+            body_idle_timeout: body_idle_timeout(),
+            rate_limit: None,
+            rate_limit_burst: None,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
 /// The upload-purging CronJob (`stowage purge-uploads`).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -498,6 +559,18 @@ pub enum GcResult {
     Failed,
 }
 
+fn max_connections() -> i32 {
+    4096
+}
+fn max_concurrent_requests() -> i32 {
+    512
+}
+fn header_read_timeout() -> String {
+    "20s".to_owned()
+}
+fn body_idle_timeout() -> String {
+    "60s".to_owned()
+}
 fn one() -> i32 {
     1
 }

@@ -220,7 +220,9 @@ fn s3_pods_start_with_the_settings_asked_for() {
             "credentialsSecret": {"name": "s3-creds"}
         }},
         "garbageCollection": {"gracePeriod": "2h", "deleteUntagged": true},
-        "uploadPurging": {"maxAge": "72h"}
+        "uploadPurging": {"maxAge": "72h"},
+        "limits": {"maxConnections": 1000, "maxConcurrentRequests": 64, "headerReadTimeout": "5s",
+                   "bodyIdleTimeout": "2m", "rateLimit": 50, "trustedProxies": ["10.0.0.0/8", "192.0.2.1"]}
     }));
     let cluster = cluster(&registry, false);
     for (what, pod) in pods(&registry, &cluster) {
@@ -244,6 +246,19 @@ fn s3_pods_start_with_the_settings_asked_for() {
         );
         assert!(config.api.read_only, "{what}");
         assert_eq!(config.log_level, "debug", "{what}");
+        assert_eq!(config.connections.max_connections, 1000, "{what}");
+        assert_eq!(config.connections.header_read_timeout.as_secs(), 5);
+        assert_eq!(config.requests.max_concurrent_requests, 64, "{what}");
+        assert_eq!(config.requests.body_idle_timeout.as_secs(), 120);
+        let rate = config.requests.rate_limit.as_ref().expect("a rate limit");
+        assert_eq!((rate.per_second.get(), rate.burst.get()), (50, 100));
+        assert_eq!(
+            rate.trusted_proxies,
+            [
+                "10.0.0.0/8".parse().unwrap(),
+                "192.0.2.1/32".parse().unwrap()
+            ]
+        );
         match command {
             Command::Serve(_) => {
                 assert_eq!(what, "deployment");

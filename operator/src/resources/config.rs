@@ -47,6 +47,36 @@ pub fn server_config(registry: &Registry, has_previous_key: bool) -> String {
             format!("{UPLOAD_KEY_PATH}/{PREVIOUS_KEY}").into(),
         );
     }
+    let limits = &spec.limits;
+    set("max-connections", i64::from(limits.max_connections).into());
+    set(
+        "max-concurrent-requests",
+        i64::from(limits.max_concurrent_requests).into(),
+    );
+    set(
+        "header-read-timeout",
+        limits.header_read_timeout.clone().into(),
+    );
+    set("body-idle-timeout", limits.body_idle_timeout.clone().into());
+    if let Some(rate) = limits.rate_limit {
+        set("rate-limit", i64::from(rate).into());
+    }
+    if let Some(burst) = limits.rate_limit_burst {
+        set("rate-limit-burst", i64::from(burst).into());
+    }
+    if !limits.trusted_proxies.is_empty() {
+        set(
+            "trusted-proxies",
+            Value::Array(
+                limits
+                    .trusted_proxies
+                    .iter()
+                    .cloned()
+                    .map(Value::from)
+                    .collect(),
+            ),
+        );
+    }
     set("read-only", spec.read_only.into());
     set("deletes-enabled", spec.deletes_enabled.into());
     set("log-format", "json".into());
@@ -134,6 +164,12 @@ mod tests {
         assert_eq!(config["log-level"].as_str(), Some("debug"));
         assert_eq!(config["log-format"].as_str(), Some("json"));
         assert_eq!(config["s3-root-prefix"].as_str(), Some("team-a"));
+        // The limits' defaults are written out, so the pods run with what the spec shows.
+        assert_eq!(config["max-connections"].as_integer(), Some(4096));
+        assert_eq!(config["max-concurrent-requests"].as_integer(), Some(512));
+        assert_eq!(config["header-read-timeout"].as_str(), Some("20s"));
+        assert_eq!(config["body-idle-timeout"].as_str(), Some("60s"));
+        assert!(config.get("rate-limit").is_none());
     }
 
     #[test]

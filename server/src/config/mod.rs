@@ -237,7 +237,7 @@ pub struct Settings {
     /// Proxies (addresses or CIDR ranges, comma-separated) whose X-Forwarded-For names the
     /// client for rate limiting; from anyone else the header is ignored [default: none].
     #[arg(long, env = "STOWAGE_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Option<Vec<IpNet>>,
+    pub trusted_proxies: Option<Vec<String>>,
 
     /// Log format [default: text].
     #[arg(long, env = "STOWAGE_LOG_FORMAT")]
@@ -450,7 +450,12 @@ impl ServeArgs {
                     .rate_limit_burst
                     .and_then(NonZeroU32::new)
                     .unwrap_or(per_second.saturating_add(per_second.get())),
-                trusted_proxies: s.trusted_proxies.clone().unwrap_or_default(),
+                trusted_proxies: s
+                    .trusted_proxies
+                    .iter()
+                    .flatten()
+                    .map(|proxy| trusted_proxy(proxy))
+                    .collect::<Result<_, _>>()?,
             }),
         };
         let requests = RequestLimits {
@@ -490,6 +495,18 @@ impl ServeArgs {
 }
 
 const DEFAULT_S3_PART_SIZE: u64 = 8 * 1024 * 1024;
+
+/// A proxy's address (`192.0.2.1`) or range (`10.0.0.0/8`).
+fn trusted_proxy(text: &str) -> Result<IpNet, ConfigError> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            ConfigError::Invalid(format!(
+                "--trusted-proxies: {text:?} is neither an address nor a CIDR range"
+            ))
+        })
+}
 
 fn s3_config(s: &Settings, timeouts: Timeouts) -> Result<S3Config, ConfigError> {
     let bucket = s
@@ -705,5 +722,46 @@ mod tests {
             ])
             .is_err()
         );
+        for bad in [
+            vec!["--rate-limit", "0"],
+            vec![
+                "--rate-limit",
+                "5",
+                "--trusted-proxies",
+                "10.0.0.0/8,not-a-proxy",
+            ],
+            vec!["--storage-timeout", "10ms"],
+        ] {
+            assert!(
+                matches!(parse(&bad).resolve(), Err(ConfigError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_limits_have_defaults_and_take_addresses_or_ranges() {
+        let config = parse(&[]).resolve().unwrap();
+        assert_eq!(config.connections.max_connections, 4096);
+        assert_eq!(config.connections.header_read_timeout.as_secs(), 20);
+        assert_eq!(config.requests.max_concurrent_requests, 512);
+        assert_eq!(config.requests.body_idle_timeout.as_secs(), 60);
+        assert!(config.requests.rate_limit.is_none());
+        let config = parse(&[
+            "--rate-limit",
+            "10",
+            "--trusted-proxies",
+            "192.0.2.1, 10.0.0.0/8,2001:db8::/32",
+        ])
+        .resolve()
+        .unwrap();
+        let rate = config.requests.rate_limit.unwrap();
+        assert_eq!((rate.per_second.get(), rate.burst.get()), (10, 20));
+        let proxies: Vec<String> = rate
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(proxies, ["192.0.2.1/32", "10.0.0.0/8", "2001:db8::/32"]);
     }
 }

@@ -8,6 +8,7 @@ mod gc;
 mod images;
 mod lifecycle;
 mod oras;
+mod overload;
 mod replicas;
 mod s3;
 mod s3_faults;
