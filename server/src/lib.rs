@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod gc;
+pub mod idle;
 pub mod limits;
 pub mod manifest;
 pub mod oci;

@@ -12,8 +12,8 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
-use super::idle::IdleTimer;
 use super::pressure::{Event, Pressure};
+use crate::idle::IdleTimer;
 
 /// Wraps `body` so that it fails after `limit` without a byte.
 pub fn with_idle_timeout(body: Body, limit: Duration, pressure: Arc<Pressure>) -> Body {

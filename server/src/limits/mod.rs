@@ -5,7 +5,6 @@
 //! Everything that happens is counted in [`Pressure`] and logged once per interval.
 
 mod body;
-mod idle;
 mod pressure;
 mod rate;
 
@@ -20,7 +19,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 
-pub use idle::IdleTimer;
 pub use pressure::{Event, Pressure};
 pub use rate::{RateLimit, client_address};
 

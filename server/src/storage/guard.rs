@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use tokio::time::Sleep;
+
+use crate::idle::IdleTimer;
 
 use super::{
     BlobStore, ByteStream, Checkpoint, Error, ObjectInfo, ObjectMeta, Result, Timeouts, WriteState,
@@ -256,8 +257,7 @@ impl BlobStore for Guarded {
         let stream = self.call(self.quick(), self.inner.get(key, range)).await?;
         Ok(StallGuard {
             inner: stream,
-            limit: self.timeouts.request,
-            timer: None,
+            timer: IdleTimer::new(self.timeouts.request),
             health: Arc::clone(&self.health),
             failed: false,
         }
@@ -343,8 +343,7 @@ impl BlobStore for Guarded {
 /// (a slow client does not count: the timer runs only while the stream is polled and pending).
 struct StallGuard {
     inner: ByteStream,
-    limit: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: IdleTimer,
     health: Arc<Health>,
     failed: bool,
 }
@@ -356,25 +355,14 @@ impl Stream for StallGuard {
         if self.failed {
             return Poll::Ready(None);
         }
-        match self.inner.poll_next_unpin(cx) {
-            Poll::Ready(item) => {
-                self.timer = None;
-                Poll::Ready(item)
-            }
-            Poll::Pending => {
-                let limit = self.limit;
-                let timer = self
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                if timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                self.failed = true;
-                let error = format!("storage sent nothing for {limit:?}");
-                self.health.failed(&error);
-                Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::TimedOut, error))))
-            }
+        let polled = self.inner.poll_next_unpin(cx);
+        if !self.timer.expired(cx, &polled) {
+            return polled;
         }
+        self.failed = true;
+        let error = format!("storage sent nothing for {:?}", self.timer.limit());
+        self.health.failed(&error);
+        Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::TimedOut, error))))
     }
 }
 
@@ -528,8 +516,7 @@ mod tests {
         let health = Arc::new(Health::new(3));
         let stalled = StallGuard {
             inner: futures::stream::pending().boxed(),
-            limit: Duration::from_secs(2),
-            timer: None,
+            timer: IdleTimer::new(Duration::from_secs(2)),
             health: Arc::clone(&health),
             failed: false,
         };
@@ -543,8 +530,7 @@ mod tests {
                 Ok(Bytes::from_static(b"b")),
             ])
             .boxed(),
-            limit: Duration::from_secs(2),
-            timer: None,
+            timer: IdleTimer::new(Duration::from_secs(2)),
             health,
             failed: false,
         };
