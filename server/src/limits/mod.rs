@@ -74,6 +74,10 @@ async fn idle_bodies(
     next: Next,
 ) -> Response {
     let (limit, pressure) = &*settings;
+    // Most requests (GET, HEAD) have no body to wait on.
+    if http_body::Body::is_end_stream(request.body()) {
+        return next.run(request).await;
+    }
     let request = request.map(|b| body::with_idle_timeout(b, *limit, Arc::clone(pressure)));
     next.run(request).await
 }
