@@ -229,6 +229,19 @@ impl Stowage {
         None
     }
 
+    /// The process's open files and resident memory (KiB), from `/proc`.
+    pub fn footprint(&self) -> (usize, u64) {
+        let pid = self.pid();
+        let files = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        (files, rss)
+    }
+
     /// What the process logged so far.
     pub fn logs(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

@@ -34,20 +34,6 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Vec<u
     read.ok().map(|()| received)
 }
 
-/// Open files and resident memory (KiB) of a process.
-fn footprint(pid: u32) -> (usize, u64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    (fds, rss)
-}
-
 /// Pushes a small blob and pulls it back; true when both worked.
 async fn push_and_pull(http: &reqwest::Client, registry: &Stowage, i: u32) -> bool {
     let blob = format!("blob {i} pushed while under pressure").into_bytes();
@@ -287,7 +273,7 @@ async fn overload_is_shed_fast_and_the_replica_recovers() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (fds, rss) = footprint(registry.pid());
+    let (fds, rss) = registry.footprint();
 
     let (mut admitted, mut shed) = (Vec::new(), Vec::new());
     for request in requests {

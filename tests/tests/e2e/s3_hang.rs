@@ -63,20 +63,6 @@ async fn readiness_becomes(
     }
 }
 
-/// Open file descriptors and resident memory (KiB) of a process.
-fn footprint(pid: u32) -> (usize, u64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    (fds, rss)
-}
-
 async fn push(http: &reqwest::Client, registry: &Stowage, repo: &str, data: &[u8]) -> StatusCode {
     http.post(registry.url(&format!(
         "/v2/{repo}/blobs/uploads/?digest={}",
@@ -181,7 +167,7 @@ async fn a_frozen_s3_fails_fast_and_recovers_by_itself() {
             })
         })
         .collect();
-    let (fds, rss) = footprint(registry.pid());
+    let (fds, rss) = registry.footprint();
     for request in requests {
         let (status, took) = request.await.unwrap();
         assert_eq!(status.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
