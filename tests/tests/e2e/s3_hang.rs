@@ -63,6 +63,37 @@ async fn readiness_becomes(
     }
 }
 
+/// What a storage outage must look like from outside: a push of `blob` and a manifest `GET` in
+/// `repo` answer 503 within the ceiling, and `/readyz` turns 503, each answer under a second.
+async fn outage_is_answered_fast(
+    http: &reqwest::Client,
+    registry: &Stowage,
+    repo: &str,
+    blob: &[u8],
+) {
+    fails_fast(
+        &format!("a push of {} bytes", blob.len()),
+        http.post(registry.url(&format!(
+            "/v2/{repo}/blobs/uploads/?digest={}",
+            sha256(blob)
+        )))
+        .body(blob.to_vec()),
+    )
+    .await;
+    fails_fast(
+        "a manifest GET",
+        http.get(registry.url(&format!("/v2/{repo}/manifests/v1"))),
+    )
+    .await;
+    readiness_becomes(
+        http,
+        registry,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(15),
+    )
+    .await;
+}
+
 async fn push(http: &reqwest::Client, registry: &Stowage, repo: &str, data: &[u8]) -> StatusCode {
     http.post(registry.url(&format!(
         "/v2/{repo}/blobs/uploads/?digest={}",
@@ -124,24 +155,7 @@ async fn a_frozen_s3_fails_fast_and_recovers_by_itself() {
     garage.freeze();
     let lost: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
     let lost_digest = sha256(&lost);
-    fails_fast(
-        "a 3 MB push",
-        http.post(registry.url(&format!("/v2/hang/app/blobs/uploads/?digest={lost_digest}")))
-            .body(lost.clone()),
-    )
-    .await;
-    fails_fast(
-        "a manifest GET",
-        http.get(registry.url("/v2/hang/app/manifests/v1")),
-    )
-    .await;
-    readiness_becomes(
-        &http,
-        &registry,
-        StatusCode::SERVICE_UNAVAILABLE,
-        Duration::from_secs(15),
-    )
-    .await;
+    outage_is_answered_fast(&http, &registry, "hang/app", &lost).await;
     // Requests that need no storage keep answering.
     let base = http.get(registry.url("/v2/")).send().await.unwrap();
     assert_eq!(base.status(), StatusCode::OK);
@@ -254,24 +268,7 @@ async fn an_endpoint_that_never_answers_fails_fast() {
         .map(str::to_owned),
     );
     let http = client();
-    fails_fast(
-        "a push",
-        http.post(registry.url(&format!("/v2/void/blobs/uploads/?digest={}", sha256(b"x"))))
-            .body("x"),
-    )
-    .await;
-    fails_fast(
-        "a manifest GET",
-        http.get(registry.url("/v2/void/manifests/latest")),
-    )
-    .await;
-    readiness_becomes(
-        &http,
-        &registry,
-        StatusCode::SERVICE_UNAVAILABLE,
-        Duration::from_secs(15),
-    )
-    .await;
+    outage_is_answered_fast(&http, &registry, "void", b"x").await;
     let took = fails_fast(
         "a request with the breaker open",
         http.get(registry.url("/v2/void/tags/list")),
