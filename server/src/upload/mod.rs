@@ -148,7 +148,7 @@ impl Uploads {
             .boxed()
         };
         let repository = self.repository(state)?;
-        let expires_at = token::unix_seconds(SystemTime::now()) + self.token_ttl.as_secs();
+        let expires_at = self.fresh_expiry();
         let recorder = RecordState {
             store: &*self.store,
             key: layout::upload_latest_state(&repository, &state.id),
@@ -185,9 +185,8 @@ impl Uploads {
         let data = layout::upload_data(&repository, &state.id);
         for candidate in recorded.iter().chain(std::iter::once(state)) {
             if self.store.is_current(&data, &candidate.write).await? {
-                let expires_at = token::unix_seconds(SystemTime::now()) + self.token_ttl.as_secs();
                 return Ok(UploadState {
-                    expires_at,
+                    expires_at: self.fresh_expiry(),
                     ..candidate.clone()
                 });
             }
@@ -286,6 +285,11 @@ impl Uploads {
             hasher.update(&chunk.map_err(storage::Error::Io)?);
         }
         Ok(hasher.finish())
+    }
+
+    /// When a token issued now expires.
+    fn fresh_expiry(&self) -> u64 {
+        token::unix_seconds(SystemTime::now()) + self.token_ttl.as_secs()
     }
 
     fn repository(&self, state: &UploadState) -> Result<RepositoryName> {
