@@ -5,6 +5,7 @@
 //! `storage` (objects); `oci` is the shared vocabulary.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod gc;
@@ -13,6 +14,7 @@ pub mod limits;
 pub mod manifest;
 pub mod oci;
 pub mod registry;
+pub mod reload;
 pub mod report;
 pub mod serve;
 pub mod storage;

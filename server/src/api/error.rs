@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use oci_spec::distribution::ErrorCode;
 use serde::Serialize;
 
-use crate::{oci, registry, storage, upload};
+use crate::{auth, oci, registry, storage, upload};
 
 /// An error code: one of the spec's, or one of the few extra codes Distribution's clients know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -172,6 +172,43 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(body)).into_response();
         response.headers_mut().extend(headers);
         response
+    }
+}
+
+impl ApiError {
+    /// Access refused: `401` with `challenge`, `403 DENIED`, or `429` with `Retry-After`.
+    pub fn refused(
+        err: &auth::AuthError,
+        challenge: HeaderValue,
+        detail: serde_json::Value,
+    ) -> Self {
+        match err {
+            auth::AuthError::Unauthorized | auth::AuthError::InsufficientScope => Self::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                "authentication required",
+            )
+            .with_detail(detail)
+            .with_header(axum::http::header::WWW_AUTHENTICATE, challenge),
+            auth::AuthError::Denied => Self::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Denied,
+                "requested access to the resource is denied",
+            )
+            .with_detail(detail),
+            auth::AuthError::TooManyAttempts(wait) => {
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyRequests,
+                    "too many failed logins; retry later",
+                )
+                .with_header(
+                    axum::http::header::RETRY_AFTER,
+                    HeaderValue::from(seconds.max(1)),
+                )
+            }
+        }
     }
 }
 

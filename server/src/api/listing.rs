@@ -26,7 +26,11 @@ pub(super) async fn catalog(call: Call) -> Result<Response, ApiError> {
         return Err(call.method_not_allowed());
     }
     let page = page(&call)?;
-    let (repositories, more) = call.state.registry.catalog(&page).await?;
+    let visible = match &call.caller {
+        Some(caller) => caller.catalog_filter(),
+        None => Box::new(|_: &str| true),
+    };
+    let (repositories, more) = call.state.registry.catalog(&page, &*visible).await?;
     let link = next_link("/v2/_catalog", &page, more, repositories.last());
     let body = axum::Json(serde_json::json!({ "repositories": repositories }));
     Ok(with_link(body.into_response(), link))

@@ -2,6 +2,7 @@
 //! live under one catch-all route (repository names contain slashes); [`path::OciPath`] picks
 //! the endpoint and each handler module serves one group of them.
 
+pub mod access;
 mod blobs;
 mod error;
 mod headers;
@@ -10,6 +11,7 @@ mod manifests;
 mod path;
 mod referrers;
 mod state;
+mod token;
 mod uploads;
 
 use std::sync::Arc;
@@ -24,8 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde::Deserialize;
 
+pub use access::{Caller, Gate};
 pub use error::{ApiError, Code, DistributionCode};
 pub use state::{ApiSettings, AppState};
+pub use token::TOKEN_PATH;
 
 /// Answers 200 while the process runs (a liveness probe).
 pub const LIVENESS_PATH: &str = "/healthz";
@@ -37,13 +41,27 @@ use crate::limits::{self, Pressure, RequestLimits};
 use crate::oci::RepositoryName;
 use path::OciPath;
 
-/// The registry's HTTP application: the distribution API within `limits`, and the health
-/// probes, which answer whatever the load.
-pub fn router(state: AppState, limits: &RequestLimits, pressure: &Arc<Pressure>) -> Router {
-    let registry = Router::new()
+/// The registry's HTTP application: the distribution API behind `gate` (when access control
+/// is on) and within `limits`, the token endpoint, and the health probes, which answer whatever
+/// the load.
+pub fn router(
+    state: AppState,
+    gate: Option<Arc<Gate>>,
+    limits: &RequestLimits,
+    pressure: &Arc<Pressure>,
+) -> Router {
+    let mut registry = Router::new()
         .route("/v2", get(base))
         .route("/v2/", get(base))
         .route("/v2/{*rest}", any(dispatch));
+    if let Some(gate) = gate {
+        registry = registry
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&gate),
+                access::check,
+            ))
+            .route(TOKEN_PATH, any(token::serve).with_state(gate));
+    }
     Router::new()
         .merge(limits::protect(registry, limits, pressure))
         .route(LIVENESS_PATH, get(|| async { "ok" }))
@@ -133,6 +151,8 @@ struct Params {
 /// The request as handlers see it.
 struct Call {
     state: AppState,
+    /// Who is calling, when access control is on.
+    caller: Option<Caller>,
     method: Method,
     headers: HeaderMap,
     params: Params,
@@ -143,6 +163,7 @@ async fn dispatch(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -174,6 +195,7 @@ async fn dispatch(
     }
     let call = Call {
         state,
+        caller: caller.map(|c| c.0),
         method,
         headers,
         params,
@@ -201,6 +223,13 @@ fn repository(name: &str) -> Result<RepositoryName, ApiError> {
 impl Call {
     fn header(&self, name: &axum::http::HeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Whether the caller may pull from `repository`; everyone may without access control.
+    fn may_pull(&self, repository: &str) -> bool {
+        self.caller
+            .as_ref()
+            .is_none_or(|caller| caller.may_pull(repository))
     }
 
     fn method_not_allowed(&self) -> ApiError {

@@ -28,7 +28,14 @@ pub(super) async fn start(call: Call, name: RepositoryName) -> Result<Response, 
     if let Some(mount) = &call.params.mount {
         let digest: Digest = mount.parse()?;
         mount_algorithm = Some(digest.algorithm());
-        if let Some(from) = &call.params.from {
+        // A mount from a repository the caller may not read falls back to an upload, so it
+        // never tells whether the blob is there.
+        if let Some(from) = call
+            .params
+            .from
+            .as_deref()
+            .filter(|from| call.may_pull(from))
+        {
             let from: RepositoryName = from.parse()?;
             if call
                 .state

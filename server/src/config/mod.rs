@@ -3,6 +3,7 @@
 //! optional TOML file; flags and environment win over the file. [`ServeArgs::resolve`] layers
 //! them, applies defaults and validates them into a [`ServeConfig`].
 
+mod auth;
 mod secret;
 
 use std::net::SocketAddr;
@@ -16,7 +17,10 @@ use std::num::NonZeroU32;
 
 use ipnet::IpNet;
 
+pub use auth::{AuthSettings, TlsSettings};
+
 use crate::api::ApiSettings;
+use crate::auth::AuthConfig;
 use crate::limits::{RateLimit, RequestLimits};
 use crate::registry::Limits;
 use crate::serve::ConnectionLimits;
@@ -39,6 +43,7 @@ const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
 const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// Below this, ordinary storage latency would read as an outage.
 const MIN_STORAGE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -262,6 +267,22 @@ pub struct Settings {
     #[arg(long, env = "STOWAGE_PURGE_UPLOADS_OLDER_THAN", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde_opt")]
     pub purge_uploads_older_than: Option<Duration>,
+
+    /// How often the files read at run time (htpasswd, access policy, TLS certificate) are
+    /// checked for changes [default: 10s].
+    #[arg(long, env = "STOWAGE_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub reload_interval: Option<Duration>,
+
+    /// Access control (the `[auth]` table of the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub auth: AuthSettings,
+
+    /// HTTPS (the `[tls]` table of the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub tls: TlsSettings,
 }
 
 impl Settings {
@@ -319,6 +340,9 @@ impl Settings {
             purge_uploads_older_than: self
                 .purge_uploads_older_than
                 .or(file.purge_uploads_older_than),
+            reload_interval: self.reload_interval.or(file.reload_interval),
+            auth: self.auth.or(file.auth),
+            tls: self.tls.or(file.tls),
         }
     }
 }
@@ -373,6 +397,14 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// In-process upload purging: how often, and the age limit.
     pub purge_uploads: Option<(Duration, Duration)>,
+    /// Access control; `None` when anyone may do anything.
+    pub auth: Option<AuthConfig>,
+    /// The certificate and key files of HTTPS; `None` for plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How often files read at run time are checked for changes.
+    pub reload_interval: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client (rate limits, failed logins).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl ServeArgs {
@@ -441,6 +473,12 @@ impl ServeArgs {
             header_read_timeout: s.header_read_timeout.unwrap_or(DEFAULT_HEADER_READ_TIMEOUT),
             http2_max_concurrent_streams: s.http2_max_concurrent_streams.unwrap_or(128).max(1),
         };
+        let trusted_proxies: Vec<IpNet> = s
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .map(|proxy| trusted_proxy(proxy))
+            .collect::<Result<_, _>>()?;
         let rate_limit = match s.rate_limit.map(NonZeroU32::new) {
             None => None,
             Some(None) => return Err(ConfigError::Invalid("--rate-limit must be above 0".into())),
@@ -450,12 +488,7 @@ impl ServeArgs {
                     .rate_limit_burst
                     .and_then(NonZeroU32::new)
                     .unwrap_or(per_second.saturating_add(per_second.get())),
-                trusted_proxies: s
-                    .trusted_proxies
-                    .iter()
-                    .flatten()
-                    .map(|proxy| trusted_proxy(proxy))
-                    .collect::<Result<_, _>>()?,
+                trusted_proxies: trusted_proxies.clone(),
             }),
         };
         let requests = RequestLimits {
@@ -466,7 +499,17 @@ impl ServeArgs {
             body_idle_timeout: s.body_idle_timeout.unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT),
             rate_limit,
         };
+        let reload_interval = s
+            .reload_interval
+            .unwrap_or(DEFAULT_RELOAD_INTERVAL)
+            .max(Duration::from_millis(100));
+        let auth = s.auth.resolve(reload_interval)?;
+        let tls = s.tls.resolve()?;
         Ok(ServeConfig {
+            auth,
+            tls,
+            reload_interval,
+            trusted_proxies,
             listen: s.listen.unwrap_or(default_listen),
             storage,
             guard,
@@ -558,7 +601,7 @@ fn s3_config(s: &Settings, timeouts: Timeouts) -> Result<S3Config, ConfigError> 
 }
 
 /// Optional durations in the config file, written as humantime strings ("30s", "24h").
-mod humantime_serde_opt {
+pub(crate) mod humantime_serde_opt {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

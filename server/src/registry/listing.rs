@@ -48,10 +48,17 @@ impl Registry {
     }
 
     /// A page of repository names, and whether more follow.
-    pub async fn catalog(&self, page: &Page) -> Result<(Vec<String>, bool)> {
+    /// A page of the repositories `visible` lets the caller see (pagination counts only
+    /// those, so a page is never cut short by names the caller may not know of).
+    pub async fn catalog(
+        &self,
+        page: &Page,
+        visible: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> Result<(Vec<String>, bool)> {
         let mut names = Vec::new();
         self.walk_repositories(&layout::repositories_root(), "", &mut names)
             .await?;
+        names.retain(|name| visible(name));
         names.sort();
         Ok(page.apply(names))
     }

@@ -1,10 +1,10 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 (cleartext, by prior knowledge) on one port, with the
-//! limits that keep misbehaving clients from pinning a replica.
+//! The accept loop: HTTP/1.1 and HTTP/2 on one port (cleartext by prior knowledge, or over TLS
+//! by ALPN), with the limits that keep misbehaving clients from pinning a replica.
 //!
 //! - At most `max_connections` are served at once; beyond that a new connection gets a short
 //!   `503` with `Retry-After` and is closed, so file descriptors never run out.
-//! - A connection that does not send a request's headers within `header_read_timeout` is
-//!   closed. hyper runs this timer from the moment a connection is ready for its next request,
+//! - A connection that does not finish its TLS handshake, or send a request's headers, within
+//!   `header_read_timeout` is closed. hyper runs this timer from the moment a connection is ready for its next request,
 //!   so it is also how long a kept-alive connection may sit idle.
 //! - HTTP/2 connections are limited to `http2_max_concurrent_streams` requests at once.
 //! - On shutdown the listener closes at once, and open connections get `grace` to finish.
@@ -22,6 +22,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::limits::{Event, Pressure};
@@ -41,6 +42,7 @@ const REFUSAL: &str = "too many connections; retry shortly\n";
 /// `grace` to finish their requests.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: Router,
     limits: ConnectionLimits,
     pressure: Arc<Pressure>,
@@ -87,13 +89,38 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let pressure = Arc::clone(&pressure);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let (tls, pressure) = (tls.clone(), Arc::clone(&pressure));
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await
+            let service = TowerToHyperService::new(service);
+            let served =
+                match tls {
+                    None => {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Some(acceptor) => {
+                        let stream =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(error)) => {
+                                    tracing::debug!(%error, %peer, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    pressure.count(Event::HeaderTimeout);
+                                    return;
+                                }
+                            };
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                };
+            if let Err(error) = served
                 && error
                     .downcast_ref::<hyper::Error>()
                     .is_some_and(hyper::Error::is_timeout)

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 pub use connections::ConnectionLimits;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Gate};
+use crate::auth::{Auth, AuthSetupError};
 use crate::config::ServeConfig;
 use crate::gc;
 use crate::limits::Pressure;
 use crate::registry::Registry;
 use crate::storage;
+use crate::tls::ServerTls;
 use crate::upload::{SecretKey, TokenKeys, Uploads};
 
 /// How often what overload refused is logged.
@@ -22,20 +24,32 @@ const RESERVED_FILES: u64 = 256;
 
 /// Builds the application for `config` on an opened store, guarded by time limits and a
 /// circuit breaker whose probe runs for as long as the application lives.
-pub fn app(
+pub async fn app(
     config: &ServeConfig,
     store: Arc<dyn storage::BlobStore>,
     keys: TokenKeys,
-) -> axum::Router {
-    build(config, store, keys, &Arc::new(Pressure::default()))
+) -> Result<axum::Router, AuthSetupError> {
+    build(config, store, keys, &Arc::new(Pressure::default())).await
 }
 
-fn build(
+async fn build(
     config: &ServeConfig,
     store: Arc<dyn storage::BlobStore>,
     keys: TokenKeys,
     pressure: &Arc<Pressure>,
-) -> axum::Router {
+) -> Result<axum::Router, AuthSetupError> {
+    let gate = match &config.auth {
+        Some(auth) => Some(Arc::new(Gate {
+            auth: Arc::new(Auth::start(auth.clone()).await?),
+            scheme: if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            trusted_proxies: config.trusted_proxies.clone(),
+        })),
+        None => None,
+    };
     let guard = &config.guard;
     let guarded = storage::Guarded::start(
         store,
@@ -53,7 +67,7 @@ fn build(
         settings: Arc::new(config.api.clone()),
         health,
     };
-    api::router(state, &config.requests, pressure)
+    Ok(api::router(state, gate, &config.requests, pressure))
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (up to the grace period).
@@ -75,11 +89,18 @@ pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error 
         max_connections: connections_within_file_limit(config.connections.max_connections),
         ..config.connections
     };
-    let app = build(&config, store, keys, &pressure);
+    let app = build(&config, store, keys, &pressure).await?;
+    let tls = config
+        .tls
+        .clone()
+        .map(|(cert, key)| ServerTls::start(cert, key, config.reload_interval))
+        .transpose()?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(
         address = %listener.local_addr()?,
         storage = ?config.storage,
+        tls = tls.is_some(),
+        access_control = config.auth.is_some(),
         max_connections = limits.max_connections,
         "serving"
     );
@@ -89,6 +110,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error 
     };
     connections::serve(
         listener,
+        tls.as_ref().map(ServerTls::acceptor),
         app,
         limits,
         pressure,

@@ -40,6 +40,11 @@ impl SecretKey {
         Self(Zeroizing::new(rand::random::<[u8; 32]>().to_vec()))
     }
 
+    /// The key's bytes, for other signers that share the same kind of key (auth tokens).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         // HMAC takes keys of any length, so this cannot fail.
         <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())

@@ -138,7 +138,9 @@ impl Server {
         root: PathBuf,
         dir: Arc<tempfile::TempDir>,
     ) -> Self {
-        let app = stowage::serve::app(&config, Arc::clone(&store), keys.clone());
+        let app = stowage::serve::app(&config, Arc::clone(&store), keys.clone())
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
