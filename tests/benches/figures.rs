@@ -167,7 +167,7 @@ fn row(what: &str, figure: &str, rss: Option<f64>) {
 
 async fn throughput(flags: &[String], size: u64) {
     let registry = Stowage::start_with_binary(&binary(), flags);
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     let mib = size >> 20;
     let digest = digest_of(1, size);
     let started = Instant::now();
@@ -232,7 +232,7 @@ async fn push_manifest(http: &reqwest::Client, registry: &Stowage) -> String {
 
 async fn manifest_rates(flags: &[String]) {
     let registry = Stowage::start_with_binary(&binary(), flags);
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     let url = Arc::new(push_manifest(&http, &registry).await);
     for method in [reqwest::Method::HEAD, reqwest::Method::GET] {
         for clients in [1usize, 64] {
@@ -282,7 +282,7 @@ async fn manifest_rates(flags: &[String]) {
 
 async fn concurrent_uploads(flags: &[String], size: u64) {
     let registry = Arc::new(Stowage::start_with_binary(&binary(), flags));
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     let started = Instant::now();
     let tasks: Vec<_> = (0..CONCURRENT_UPLOADS as u64)
         .map(|i| {

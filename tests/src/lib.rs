@@ -103,6 +103,18 @@ fn wait_for_port(address: &str, child: &mut Child, what: &str, log: &Path) {
     );
 }
 
+/// An HTTP client for the tests. reqwest speaks TLS through rustls with the process's crypto
+/// provider, which must be installed before the first client is built.
+pub fn http() -> reqwest::Client {
+    http_builder().build().unwrap()
+}
+
+/// A client builder, with the crypto provider installed.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    stowage::tls::install_crypto_provider();
+    reqwest::Client::builder()
+}
+
 /// Polls `url` until it answers `status`; false if it still does not after `within`.
 pub async fn eventually_answers(
     http: &reqwest::Client,

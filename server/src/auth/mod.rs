@@ -430,7 +430,7 @@ impl Auth {
             (None, _) => Ok(()),
             (Some(Resource::Catalog), Identity::Direct(principal)) => {
                 // Listing is filtered; anonymous callers list only if they may pull something.
-                if principal.is_anonymous() && !self.anonymous_may_pull() {
+                if principal.is_anonymous() && !self.policy.load().anonymous_may_pull_somewhere() {
                     Err(AuthError::Unauthorized)
                 } else {
                     Ok(())
@@ -463,11 +463,6 @@ impl Auth {
                 }
             }
         }
-    }
-
-    fn anonymous_may_pull(&self) -> bool {
-        self.allowed(&Principal::Anonymous, "probe/anonymous-pull")
-            .contains(Action::Pull)
     }
 
     /// Which repositories `identity` sees in the catalog.

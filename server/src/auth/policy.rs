@@ -205,6 +205,13 @@ impl Policy {
             .map_or(Actions::NONE, |rule| rule.actions)
     }
 
+    /// Whether some rule lets anonymous callers pull something.
+    pub fn anonymous_may_pull_somewhere(&self) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.actions.contains(Action::Pull) && rule.subjects.contains(&Subject::Anonymous)
+        })
+    }
+
     fn includes(&self, subject: &Subject, principal: &Principal) -> bool {
         match (subject, principal) {
             (Subject::Anonymous, Principal::Anonymous) => true,

@@ -27,12 +27,15 @@ pub struct Server {
     config: ServeConfig,
     keys: TokenKeys,
     _dir: Arc<tempfile::TempDir>,
-    task: tokio::task::JoinHandle<()>,
+    _task: Arc<Task>,
 }
 
-impl Drop for Server {
+/// The serving task, stopped when the last view of the server is dropped.
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
     fn drop(&mut self) {
-        self.task.abort();
+        self.0.abort();
     }
 }
 
@@ -144,12 +147,20 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
             .unwrap();
+        });
+        let http = {
+            stowage::tls::install_crypto_provider();
+            reqwest::Client::builder()
+        }
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
         Self {
             base,
             http,
@@ -158,7 +169,33 @@ impl Server {
             config,
             keys,
             _dir: dir,
-            task,
+            _task: Arc::new(Task(task)),
+        }
+    }
+
+    /// The same server, as a client sending `authorization` with every request.
+    pub fn acting_as(&self, authorization: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            authorization.parse().unwrap(),
+        );
+        Self {
+            base: self.base.clone(),
+            http: {
+                stowage::tls::install_crypto_provider();
+                reqwest::Client::builder()
+            }
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers)
+            .build()
+            .unwrap(),
+            root: self.root.clone(),
+            store: Arc::clone(&self.store),
+            config: self.config.clone(),
+            keys: self.keys.clone(),
+            _dir: Arc::clone(&self._dir),
+            _task: Arc::clone(&self._task),
         }
     }
 

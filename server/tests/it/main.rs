@@ -3,6 +3,7 @@
 // Helpers outside #[test] functions panic on failure too: that is how they report it.
 #![allow(clippy::unwrap_used)]
 
+mod access;
 mod bad_input;
 mod blobs;
 mod common;

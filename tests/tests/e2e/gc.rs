@@ -147,7 +147,7 @@ async fn deletes_nothing_distribution_would_keep() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
     let registry = Stowage::start(&root, &[]);
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     let base = format!("http://{}", registry.address);
     let shared = b"a base layer every image shares".to_vec();
     for (tag, unique) in [("v1", "one"), ("v2", "two"), ("v3", "three")] {
@@ -253,7 +253,7 @@ async fn gc_runs_while_pushes_continue() {
         .iter()
         .map(|r| format!("http://{}", r.address))
         .collect();
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     let stop = Arc::new(AtomicBool::new(false));
     let refused = Arc::new(AtomicUsize::new(0));
 
@@ -394,7 +394,7 @@ async fn serve_purges_stale_uploads_periodically() {
             "2s",
         ],
     );
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     let started = http
         .post(format!(
             "http://{}/v2/stale/blobs/uploads/",

@@ -12,7 +12,7 @@ use stowage_e2e::Stowage;
 async fn sigterm_finishes_in_flight_requests() {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Stowage::start(&dir.path().join("data"), &[]);
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     let response = http
         .post(registry.url("/v2/graceful/blobs/uploads/"))
         .send()
@@ -74,7 +74,7 @@ async fn config_file_and_structured_logs() {
     )
     .unwrap();
     let registry = Stowage::start_args(&["--config".into(), config.to_str().unwrap().into()]);
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     let refused = http
         .post(registry.url("/v2/ro/blobs/uploads/"))
         .send()

@@ -85,7 +85,7 @@ async fn connections_that_never_send_their_headers_are_closed() {
     let opened = Instant::now();
 
     // Real clients are served meanwhile.
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     for i in 0..20 {
         assert!(push_and_pull(&http, &registry, i).await, "push/pull {i}");
     }
@@ -119,7 +119,7 @@ async fn connections_that_never_send_their_headers_are_closed() {
 async fn a_stalled_upload_is_cut_off_and_resumes_from_the_registry_offset() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Stowage::start(&dir.path().join("data"), &["--body-idle-timeout", "2s"]);
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     let blob = data(3, 1_000_000);
     let started = http
         .post(registry.url("/v2/stall/app/blobs/uploads/"))
@@ -196,7 +196,7 @@ async fn a_slow_but_steady_push_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     // A body idle timeout well below the push's duration: only silence counts.
     let registry = Stowage::start(&dir.path().join("data"), &["--body-idle-timeout", "5s"]);
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     let chunk = Bytes::from(data(9, 64 * 1024));
     let seconds = 60;
     let body = futures::stream::iter(0..seconds).then(move |i| {
@@ -235,7 +235,7 @@ async fn overload_is_shed_fast_and_the_replica_recovers() {
         &dir.path().join("data"),
         &["--max-concurrent-requests", "16"],
     );
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     // 300 uploads, then a chunk for each at once, each body taking about a second to arrive.
     let mut locations = Vec::new();
     for _ in 0..300 {
@@ -358,7 +358,7 @@ async fn connections_beyond_the_limit_are_refused_politely() {
     }
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     assert!(push_and_pull(&http, &registry, 1).await);
     wait_for_log(
         &registry,
@@ -383,7 +383,7 @@ async fn a_client_over_its_rate_is_told_to_slow_down() {
             "127.0.0.1/32",
         ],
     );
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
     let get = |client: &'static str| {
         http.get(registry.url("/v2/"))
             .header("x-forwarded-for", client)

@@ -138,7 +138,7 @@ async fn replicas_behind_a_load_balancer_survive_a_restart() {
     let mut replicas: Vec<Stowage> = (0..3).map(|_| Stowage::start_args(&flags)).collect();
     let backends: Vec<&str> = replicas.iter().map(|r| r.address.as_str()).collect();
     let lb = HaProxy::start(&backends);
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
 
     let dir = tempfile::tempdir().unwrap();
     let mut source = Layout::new(&dir.path().join("source"));

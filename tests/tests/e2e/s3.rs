@@ -206,7 +206,7 @@ async fn blob_downloads_redirect_to_presigned_urls_when_enabled() {
     let prefix = unique("redirect");
     let data = pattern(3 * MIB, 4);
     let digest = stowage_e2e::sha256(&data);
-    let no_redirects = reqwest::Client::builder()
+    let no_redirects = stowage_e2e::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

@@ -43,7 +43,7 @@ async fn s3_outage_fails_fast_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let mut garage = Garage::start(&dir.path().join("garage"));
     let registry = Stowage::start_args(&garage.endpoint.stowage_flags("faults"));
-    let http = reqwest::Client::builder()
+    let http = stowage_e2e::http_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();

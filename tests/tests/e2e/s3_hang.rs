@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CEILING: Duration = Duration::from_secs(9);
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    stowage_e2e::http_builder()
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap()

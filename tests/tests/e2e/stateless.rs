@@ -35,7 +35,7 @@ async fn chunked_upload_alternates_between_two_processes() {
         Stowage::start(&data, &["--upload-secret", KEY]),
         Stowage::start(&data, &["--upload-secret", KEY]),
     ];
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
 
     let response = http
         .post(replicas[0].url("/v2/stateless/app/blobs/uploads/"))
@@ -84,7 +84,7 @@ async fn patch_retried_after_the_server_died_mid_request() {
     let data = dir.path().join("data");
     let mut doomed = Stowage::start(&data, &["--upload-secret", KEY]);
     let survivor = Stowage::start(&data, &["--upload-secret", KEY]);
-    let http = reqwest::Client::new();
+    let http = stowage_e2e::http();
 
     let response = http
         .post(survivor.url("/v2/crash/app/blobs/uploads/"))
