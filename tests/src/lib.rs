@@ -283,6 +283,17 @@ impl Distribution {
         ))
     }
 
+    /// On filesystem storage at `root`, with its `auth.htpasswd` on the accounts in `htpasswd`.
+    pub fn start_with_htpasswd(root: &Path, htpasswd: &Path) -> Self {
+        Self::start_with_config(
+            &format!("  filesystem:\n    rootdirectory: {}\n", root.display()),
+            &format!(
+                "auth:\n  htpasswd:\n    realm: registry\n    path: {}\n",
+                htpasswd.display()
+            ),
+        )
+    }
+
     /// With its `s3` driver on `s3`'s bucket, keys below `prefix` (its `rootdirectory`).
     pub fn start_s3(s3: &garage::S3Endpoint, prefix: &str) -> Self {
         Self::start_with_storage(&format!(
@@ -294,6 +305,11 @@ impl Distribution {
     }
 
     fn start_with_storage(storage: &str) -> Self {
+        Self::start_with_config(storage, "")
+    }
+
+    /// With `storage` (indented YAML under `storage:`) and `extra` top-level YAML.
+    fn start_with_config(storage: &str, extra: &str) -> Self {
         let binary = require("docker-registry");
         let config_dir = tempfile::tempdir().unwrap();
         let address = format!("127.0.0.1:{}", free_port());
@@ -301,7 +317,7 @@ impl Distribution {
         let mut file = fs::File::create(&config).unwrap();
         write!(
             file,
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: {address}\n"
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: {address}\n{extra}"
         )
         .unwrap();
         let log = config_dir.path().join("registry.log");

@@ -54,6 +54,13 @@ impl TestCa {
     }
 }
 
+impl IssuedCert {
+    /// The certificate, DER-encoded, as a TLS client sees it.
+    pub fn der(&self) -> &[u8] {
+        self.cert_der.as_ref()
+    }
+}
+
 impl Default for TestCa {
     fn default() -> Self {
         Self::new()

@@ -93,7 +93,17 @@ pub(super) async fn check(
         }
         Err(err) => {
             let origin = origin(gate.scheme, request.headers(), request.uri());
-            refusal(&gate.auth, &err, &origin, resource.as_ref(), action).into_response()
+            let pre_push = *request.method() == Method::HEAD
+                && matches!(OciPath::parse(rest), Some(OciPath::Blob { .. }));
+            refusal(
+                &gate.auth,
+                &err,
+                &origin,
+                resource.as_ref(),
+                action,
+                pre_push,
+            )
+            .into_response()
         }
     }
 }
@@ -153,11 +163,16 @@ fn refusal(
     origin: &str,
     resource: Option<&Resource>,
     action: Action,
+    pre_push: bool,
 ) -> ApiError {
     let scope = match resource {
         Some(Resource::Repository(name)) => {
-            // Writers need to read too (existence checks, mounts): ask for both at once.
+            // Writers need to read too (existence checks, mounts): ask for both at once. A
+            // blob HEAD is the check clients make before pushing it, so it asks for push as
+            // well: clients that keep their first token (the oras SDK) can then push with it.
+            // The token still grants only what the policy allows.
             let actions = match action {
+                Action::Pull if pre_push => "pull,push".to_owned(),
                 Action::Pull => "pull".to_owned(),
                 other => format!("pull,{other}"),
             };

@@ -3,6 +3,7 @@
 // Tests report failure by panicking.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod distribution_compat;
 mod gc;
 mod images;
@@ -15,3 +16,4 @@ mod s3_faults;
 mod s3_hang;
 mod skopeo;
 mod stateless;
+mod tls;
