@@ -3,6 +3,8 @@
 //! Printed, not asserted:
 //! - push (streamed in one PATCH, and in 16 MiB chunks) and pull throughput of a 1 GiB blob;
 //! - manifest `HEAD` and `GET` requests per second at 1 and 64 concurrent clients, p50 and p99;
+//! - manifest `GET`s per second at 64 clients with access control on: anonymous, Basic auth and a
+//!   bearer token;
 //! - the server's peak RSS while 32 clients each push a 256 MiB blob at once.
 //!
 //! Each scenario runs on a fresh server process, so its peak RSS (VmHWM) is its own. Client and
@@ -15,6 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
@@ -198,14 +201,22 @@ async fn throughput(flags: &[String], size: u64) {
     );
 }
 
-async fn push_manifest(http: &reqwest::Client, registry: &Stowage) -> String {
+async fn push_manifest(
+    http: &reqwest::Client,
+    registry: &Stowage,
+    authorization: Option<&str>,
+) -> String {
+    let authorized = |request: reqwest::RequestBuilder| match authorization {
+        Some(authorization) => request.header("authorization", authorization),
+        None => request,
+    };
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     let config_digest = format!("sha256:{}", hex(&Sha256::digest(config)));
     let url = registry.url(&format!(
         "/v2/bench/rps/blobs/uploads/?digest={config_digest}"
     ));
     assert_eq!(
-        http.post(url)
+        authorized(http.post(url))
             .body(&config[..])
             .send()
             .await
@@ -219,8 +230,7 @@ async fn push_manifest(http: &reqwest::Client, registry: &Stowage) -> String {
         "layers": [],
     });
     let url = registry.url("/v2/bench/rps/manifests/latest");
-    let pushed = http
-        .put(&url)
+    let pushed = authorized(http.put(&url))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(manifest.to_string())
         .send()
@@ -233,50 +243,104 @@ async fn push_manifest(http: &reqwest::Client, registry: &Stowage) -> String {
 async fn manifest_rates(flags: &[String]) {
     let registry = Stowage::start_with_binary(&binary(), flags);
     let http = stowage_e2e::http();
-    let url = Arc::new(push_manifest(&http, &registry).await);
+    let url = Arc::new(push_manifest(&http, &registry, None).await);
     for method in [reqwest::Method::HEAD, reqwest::Method::GET] {
         for clients in [1usize, 64] {
-            let deadline = Instant::now() + RPS_DURATION;
-            let tasks: Vec<_> = (0..clients)
-                .map(|_| {
-                    let (http, url, method) = (http.clone(), Arc::clone(&url), method.clone());
-                    tokio::spawn(async move {
-                        let mut latencies = Vec::new();
-                        while Instant::now() < deadline {
-                            let started = Instant::now();
-                            let response = http
-                                .request(method.clone(), url.as_str())
-                                .send()
-                                .await
-                                .unwrap();
-                            assert_eq!(response.status(), 200);
-                            let _ = response.bytes().await.unwrap();
-                            latencies.push(started.elapsed());
-                        }
-                        latencies
-                    })
-                })
-                .collect();
-            let mut latencies = Vec::new();
-            for task in tasks {
-                latencies.extend(task.await.unwrap());
-            }
-            latencies.sort_unstable();
-            let at = |q: f64| {
-                latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)]
-            };
-            let figure = format!(
-                "{:.0} req/s, p50 {:.2} p99 {:.2} ms",
-                latencies.len() as f64 / RPS_DURATION.as_secs_f64(),
-                at(0.5).as_secs_f64() * 1000.0,
-                at(0.99).as_secs_f64() * 1000.0
-            );
+            let figure = request_rate(&http, &url, &method, clients, None).await;
             row(
                 &format!("manifest {method} by tag, {clients} client(s)"),
                 &figure,
                 None,
             );
         }
+    }
+}
+
+/// Requests per second and latency of `method` on `url` from `clients` at once.
+async fn request_rate(
+    http: &reqwest::Client,
+    url: &Arc<String>,
+    method: &reqwest::Method,
+    clients: usize,
+    authorization: Option<&str>,
+) -> String {
+    let deadline = Instant::now() + RPS_DURATION;
+    let authorization: Option<Arc<str>> = authorization.map(Arc::from);
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, url, method) = (http.clone(), Arc::clone(url), method.clone());
+            let authorization = authorization.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    let mut request = http.request(method.clone(), url.as_str());
+                    if let Some(authorization) = &authorization {
+                        request = request.header("authorization", &**authorization);
+                    }
+                    let response = request.send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    let _ = response.bytes().await.unwrap();
+                    latencies.push(started.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    format!(
+        "{:.0} req/s, p50 {:.2} p99 {:.2} ms",
+        latencies.len() as f64 / RPS_DURATION.as_secs_f64(),
+        at(0.5).as_secs_f64() * 1000.0,
+        at(0.99).as_secs_f64() * 1000.0
+    )
+}
+
+/// Authenticated manifest GETs at 64 clients: anonymous, Basic (bcrypt cost 10, as
+/// `htpasswd -B -C 10` makes) and a bearer token, on one server.
+async fn authenticated_rates(flags: &[String], scratch: &std::path::Path) {
+    let htpasswd = scratch.join("htpasswd");
+    let hash = bcrypt::hash("bench-password", 10).unwrap();
+    std::fs::write(&htpasswd, format!("bench:{hash}\n")).unwrap();
+    let mut flags = flags.to_vec();
+    flags.extend(
+        [
+            "--htpasswd",
+            htpasswd.to_str().unwrap(),
+            "--anonymous-pull",
+            "true",
+        ]
+        .map(str::to_owned),
+    );
+    let registry = Stowage::start_with_binary(&binary(), &flags);
+    let http = stowage_e2e::http();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("bench:bench-password")
+    );
+    let url = Arc::new(push_manifest(&http, &registry, Some(&basic)).await);
+    let token: serde_json::Value = http
+        .get(registry.url("/auth/token?service=stowage&scope=repository:bench/rps:pull"))
+        .header("authorization", &basic)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    for (who, authorization) in [
+        ("anonymous", None),
+        ("Basic auth", Some(basic.as_str())),
+        ("bearer token", Some(bearer.as_str())),
+    ] {
+        let figure = request_rate(&http, &url, &reqwest::Method::GET, 64, authorization).await;
+        row(&format!("manifest GET, 64 clients, {who}"), &figure, None);
     }
 }
 
@@ -351,6 +415,8 @@ async fn main() {
     let root = scratch.path().join("fs");
     let fs_flags = vec!["--fs-root".to_owned(), root.to_str().unwrap().to_owned()];
     backend("filesystem (fsync on)", &fs_flags, size, concurrent_size).await;
+    println!("access control (filesystem)");
+    authenticated_rates(&fs_flags, scratch.path()).await;
 
     let garage = Garage::start(&scratch.path().join("garage"));
     let s3_flags = garage.endpoint.stowage_flags("bench");
