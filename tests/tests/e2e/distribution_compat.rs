@@ -77,7 +77,9 @@ pub(crate) fn pull_and_compare(
 }
 
 async fn catalog(registry: &str) -> serde_json::Value {
-    reqwest::get(format!("http://{registry}/v2/_catalog"))
+    stowage_e2e::http()
+        .get(format!("http://{registry}/v2/_catalog"))
+        .send()
         .await
         .unwrap()
         .json()

@@ -229,7 +229,7 @@ async fn blob_downloads_redirect_to_presigned_urls_when_enabled() {
         location.starts_with(&s3.endpoint) && location.contains("X-Amz-Signature="),
         "{location}"
     );
-    let direct = reqwest::get(&location).await.unwrap();
+    let direct = stowage_e2e::http().get(&location).send().await.unwrap();
     assert_eq!(direct.status(), 200);
     assert!(
         direct.bytes().await.unwrap() == data,
