@@ -146,11 +146,18 @@ impl Cli {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
-        let context = Arc::new(Context::new(
-            client.clone(),
-            metrics,
-            self.default_image.clone(),
-        ));
+        let issuer = service_account_issuer(std::path::Path::new(SERVICE_ACCOUNT_TOKEN));
+        match &issuer {
+            Some(issuer) => tracing::info!(issuer, "the cluster's service account issuer"),
+            None => tracing::info!(
+                "no service account token to learn the cluster's issuer from: workload \
+                 identity needs spec.auth.workloadIdentity.issuer"
+            ),
+        }
+        let context = Arc::new(
+            Context::new(client.clone(), metrics, self.default_image.clone())
+                .with_service_account_issuer(issuer),
+        );
 
         if !self.leader_election {
             health.ready.store(true, Ordering::Relaxed);
@@ -224,8 +231,49 @@ fn init_logging(
     }
 }
 
+/// Where a pod's own service account token is mounted.
+const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// The cluster's service account issuer: the `iss` of the operator's own projected token. It
+/// is read, not verified: the file is the kubelet's, and only its issuer is used, to tell the
+/// registry pods which issuer's tokens to accept (whose signatures they then verify).
+pub fn service_account_issuer(token_file: &std::path::Path) -> Option<String> {
+    use base64::Engine;
+    let token = std::fs::read_to_string(token_file).ok()?;
+    let payload = token.trim().split('.').nth(1)?;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()?,
+    )
+    .ok()?;
+    claims["iss"].as_str().map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_issuer_comes_from_the_operator_s_own_token() {
+        use base64::Engine;
+        let encode = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let claims =
+            r#"{"iss":"https://oidc.example/cluster","sub":"system:serviceaccount:ops:op"}"#;
+        let token = format!("{}.{}.sig\n", encode(r#"{"alg":"RS256"}"#), encode(claims));
+        std::fs::write(&file, token).unwrap();
+        assert_eq!(
+            super::service_account_issuer(&file).as_deref(),
+            Some("https://oidc.example/cluster")
+        );
+        std::fs::write(&file, "not a token").unwrap();
+        assert_eq!(super::service_account_issuer(&file), None);
+        assert_eq!(
+            super::service_account_issuer(&dir.path().join("none")),
+            None
+        );
+    }
+
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;

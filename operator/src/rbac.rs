@@ -23,8 +23,9 @@ pub fn rules() -> Vec<PolicyRule> {
         // Children's owner references set `blockOwnerDeletion`, which the API server allows
         // only to those who may update the owner's finalizers.
         rule(crate::crd::GROUP, &["registries/finalizers"], &["update"]),
-        // The upload key is read, created once and patched to rotate; S3 credentials are read
-        // for the pods' checksum; both are watched so a change rolls the pods.
+        // The upload and token keys are read, created once and patched to rotate; S3
+        // credentials are read for the pods' checksum; the policy Secret is applied; the
+        // htpasswd, issuer and TLS Secrets are checked; all are watched.
         rule(
             "",
             &["secrets"],
@@ -55,6 +56,9 @@ pub fn rules() -> Vec<PolicyRule> {
             &["poddisruptionbudgets"],
             &["list", "watch", "create", "patch", "delete"],
         ),
+        // `spec.tls.issuerRef`: the Certificate cert-manager issues the server's certificate
+        // from, applied when cert-manager is installed.
+        rule("cert-manager.io", &["certificates"], &["create", "patch"]),
         // The event recorder creates an event, then patches its count when it repeats.
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]

@@ -16,10 +16,38 @@ use crate::storage::{Health, StorageCheck};
 pub struct Observed<'a> {
     pub deployment: Option<&'a Deployment>,
     pub storage: &'a StorageCheck,
+    /// Whether the certificate is there, when `spec.tls` asks for one.
+    pub tls: Option<&'a TlsCheck>,
     pub last_gc: Option<GarbageCollectionRun>,
     /// Why the last reconcile failed, if it did.
     pub error: Option<String>,
     pub now: Time,
+}
+
+/// Whether the server's certificate is in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsCheck {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl TlsCheck {
+    pub fn ready(message: String) -> Self {
+        Self {
+            ready: true,
+            reason: "CertificateReady",
+            message,
+        }
+    }
+
+    pub fn not_ready(reason: &'static str, message: String) -> Self {
+        Self {
+            ready: false,
+            reason,
+            message,
+        }
+    }
 }
 
 /// The status to write for `registry`.
@@ -182,9 +210,20 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
         ),
     };
 
+    let mut conditions = vec![ready_condition, progressing, degraded, storage, gc];
+    if registry.spec.tls.is_some() {
+        conditions.push(match observed.tls {
+            Some(tls) => condition("TlsReady", tls.ready, tls.reason, tls.message.clone()),
+            None => unknown(
+                "TlsReady",
+                "NotChecked",
+                "not checked: the reconcile failed",
+            ),
+        });
+    }
     RegistryStatus {
         observed_generation: generation,
-        conditions: vec![ready_condition, progressing, degraded, storage, gc],
+        conditions,
         replicas,
         ready_replicas: ready,
         selector: resources::selector_string(registry),
@@ -322,10 +361,45 @@ mod tests {
         Observed {
             deployment,
             storage,
+            tls: None,
             last_gc: None,
             error: None,
             now: time(0),
         }
+    }
+
+    #[test]
+    fn tls_ready_appears_with_spec_tls_and_tells_what_is_missing() {
+        let storage = StorageCheck::unknown("NotChecked", "x");
+        let plain = compute(&s3_registry(), observe(None, &storage));
+        assert!(plain.conditions.iter().all(|c| c.type_ != "TlsReady"));
+        let mut registry = s3_registry();
+        registry.spec.tls = Some(crate::crd::Tls {
+            secret_name: Some("cert".to_owned()),
+            ..crate::crd::Tls::default()
+        });
+        let missing = TlsCheck::not_ready("SecretMissing", "TLS Secret cert does not exist".into());
+        let status = compute(
+            &registry,
+            Observed {
+                tls: Some(&missing),
+                ..observe(None, &storage)
+            },
+        );
+        let tls = condition(&status, "TlsReady");
+        assert_eq!(
+            (tls.status.as_str(), tls.reason.as_str()),
+            ("False", "SecretMissing")
+        );
+        let ready = TlsCheck::ready("serving".into());
+        let status = compute(
+            &registry,
+            Observed {
+                tls: Some(&ready),
+                ..observe(None, &storage)
+            },
+        );
+        assert_eq!(condition(&status, "TlsReady").status, "True");
     }
 
     fn condition<'a>(status: &'a RegistryStatus, type_: &str) -> &'a Condition {

@@ -113,6 +113,27 @@ impl Harness {
     }
 }
 
+fn htpasswd_secret() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "accounts", "namespace": "team-a"},
+        "data": {"htpasswd": BASE64.encode("alice:$2y$05$abcdefghijklmnopqrstuu5Cm1Ij2o0LhpXH1ZJ2ngNk0wE6uBiNe\n")}
+    })
+}
+
+fn auth_spec() -> Value {
+    json!({
+        "replicas": 2,
+        "storage": s3_spec()["storage"],
+        "auth": {
+            "htpasswd": {"name": "accounts"},
+            "rules": [{"repositories": ["**"], "subjects": ["authenticated"], "actions": ["pull"]}],
+            "workloadIdentity": {}
+        },
+        "tls": {"issuerRef": {"name": "cluster-ca", "kind": "ClusterIssuer"}, "dnsNames": ["registry.example.com"]}
+    })
+}
+
 fn s3_spec() -> Value {
     json!({
         "replicas": 3,
@@ -225,6 +246,11 @@ async fn every_request_is_allowed_by_the_generated_rbac() {
     h.apply_registry(&json!({"storage": {"filesystem": {"existingClaim": "old-data"}}}));
     h.reconcile().await.expect("reconciles");
     h.apply_registry(&json!({"storage": {"filesystem": {}}}));
+    h.reconcile().await.expect("reconciles");
+    // Access control and a certificate from cert-manager.
+    h.fake
+        .put(&format!("{NS}/secrets/accounts"), htpasswd_secret());
+    h.apply_registry(&auth_spec());
     h.reconcile().await.expect("reconciles");
 
     let rules = rbac::rules();
@@ -779,4 +805,119 @@ async fn filesystem_storage_claims_a_volume() {
     );
     assert_eq!(h.object(DEPLOYMENT)["spec"]["strategy"]["type"], "Recreate");
     assert!(h.fake.get(PDB).is_none());
+}
+
+const CERTIFICATE: &str = "/apis/cert-manager.io/v1/namespaces/team-a/certificates/images";
+
+#[tokio::test]
+async fn auth_and_tls_reach_the_pods_and_the_status_tells_the_certificate() {
+    let (client, fake) = FakeApi::start();
+    let context = Arc::new(
+        Context::new(
+            client,
+            Arc::new(Metrics::default()),
+            "stowage:test".to_owned(),
+        )
+        .with_service_account_issuer(Some("https://kubernetes.default.svc.cluster.local".into())),
+    );
+    let h = Harness { fake, context };
+    h.fake.put(&format!("{NS}/secrets/s3-creds"), json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": "team-a"},
+        "data": {"accessKeyId": "R0s=", "secretAccessKey": "c2VjcmV0"}
+    }));
+    h.apply_registry(&auth_spec());
+
+    // Without the htpasswd Secret the pods could not start: the reconcile says so.
+    let error = h
+        .reconcile()
+        .await
+        .expect_err("the htpasswd Secret is missing");
+    assert_eq!(error.reason(), "AuthSecretMissing");
+    assert!(error.to_string().contains("accounts"), "{error}");
+
+    h.fake
+        .put(&format!("{NS}/secrets/accounts"), htpasswd_secret());
+    h.reconcile().await.expect("reconciles");
+    // The token key is generated once, like the upload key.
+    let token_key = h.object(&format!("{NS}/secrets/images-token-key"));
+    assert!(
+        BASE64
+            .decode(token_key["data"]["current"].as_str().unwrap())
+            .unwrap()
+            .len()
+            >= 32
+    );
+    assert!(h.event_reasons().contains(&"TokenKeyGenerated".to_owned()));
+    // The rules, in the policy Secret the pods read again when it changes.
+    let policy = h.object(&format!("{NS}/secrets/images-auth-policy"));
+    let policy = String::from_utf8(
+        BASE64
+            .decode(policy["data"]["policy.toml"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        policy.contains("subjects = [\"authenticated\"]"),
+        "{policy}"
+    );
+    // The server config names the mounted files and the cluster's issuer.
+    let config = h.object(CONFIG)["data"]["config.toml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let config: toml::Table = config.parse().unwrap();
+    assert_eq!(
+        config["auth"]["htpasswd"].as_str(),
+        Some("/etc/stowage/auth/htpasswd/htpasswd")
+    );
+    assert_eq!(
+        config["auth"]["kubernetes-issuer"].as_str(),
+        Some("https://kubernetes.default.svc.cluster.local")
+    );
+    assert_eq!(
+        config["tls"]["cert-file"].as_str(),
+        Some("/etc/stowage/tls/tls.crt")
+    );
+    let deployment = h.object(DEPLOYMENT);
+    let volumes: Vec<&str> = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    for volume in ["htpasswd", "auth-policy", "token-key", "kubernetes", "tls"] {
+        assert!(volumes.contains(&volume), "{volume} in {volumes:?}");
+    }
+    let probe = &deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"];
+    assert_eq!(probe["httpGet"]["scheme"], "HTTPS");
+    // cert-manager is asked for the certificate; until it issues, the status says so.
+    let certificate = h.object(CERTIFICATE);
+    assert_eq!(certificate["spec"]["secretName"], "images-tls");
+    assert_eq!(certificate["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    assert_eq!(h.condition("TlsReady")["reason"], "CertificatePending");
+    assert_eq!(
+        h.object(REGISTRY)["status"]["endpoint"],
+        "https://images.team-a.svc:5000"
+    );
+
+    h.fake.put(
+        &format!("{NS}/secrets/images-tls"),
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "images-tls", "namespace": "team-a"},
+            "data": {"tls.crt": BASE64.encode("cert"), "tls.key": BASE64.encode("key")}
+        }),
+    );
+    h.reconcile().await.expect("reconciles");
+    assert_eq!(h.condition("TlsReady")["status"], "True");
+
+    // A cluster without cert-manager has no Certificate resource: a clear condition, and the
+    // rest of the Registry is still reconciled.
+    h.fake.fail(Method::PATCH, "/certificates/images", 404);
+    h.reconcile().await.expect("reconciles");
+    let tls = h.condition("TlsReady");
+    assert_eq!(
+        (tls["status"].as_str(), tls["reason"].as_str()),
+        (Some("False"), Some("CertManagerMissing"))
+    );
 }

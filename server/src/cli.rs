@@ -109,7 +109,7 @@ impl Cli {
                     ))
                     .into());
                 }
-                let config = args.storage.resolve()?;
+                let config = args.storage.resolve_for_maintenance()?;
                 telemetry::init(config.log_format, &config.log_level)?;
                 let options = gc::Options {
                     dry_run: args.dry_run,
@@ -121,7 +121,7 @@ impl Cli {
                 print_report(&report, args.output, args.report_file.as_deref())
             }
             Command::PurgeUploads(args) => {
-                let config = args.storage.resolve()?;
+                let config = args.storage.resolve_for_maintenance()?;
                 telemetry::init(config.log_format, &config.log_level)?;
                 let options = gc::PurgeOptions {
                     dry_run: args.dry_run,

@@ -12,7 +12,7 @@ use stowage::cli::{Cli, Command};
 use stowage::config::ServeConfig;
 use stowage::storage::StorageConfig;
 use stowage_operator::crd::Registry;
-use stowage_operator::resources::{self, Inputs, Task};
+use stowage_operator::resources::{self, ClusterFacts, Inputs, KeyKind, Task};
 
 /// A Registry as the API server hands it over.
 fn registry(spec: serde_json::Value) -> Registry {
@@ -27,14 +27,16 @@ struct Cluster {
     config_map: ConfigMap,
     secrets: Vec<Secret>,
     inputs: Inputs,
+    /// What the `kube-root-ca.crt` ConfigMap holds.
+    cluster_ca: String,
 }
 
 fn cluster(registry: &Registry, rotating: bool) -> Cluster {
-    let mut key = resources::new_upload_key_secret(registry, "k".repeat(64));
+    let mut key = resources::new_key_secret(registry, KeyKind::Upload, "k".repeat(64));
     if rotating {
         // The key as generated before the rotation was asked for.
         key.metadata.annotations = None;
-        key = resources::rotated_upload_key_secret(registry, &key, "n".repeat(64))
+        key = resources::rotated_key_secret(registry, KeyKind::Upload, &key, "n".repeat(64))
             .expect("a rotation is asked for");
     }
     let credentials: Secret = serde_json::from_value(json!({
@@ -42,10 +44,15 @@ fn cluster(registry: &Registry, rotating: bool) -> Cluster {
         "stringData": {"accessKeyId": "GK0123", "secretAccessKey": "s3cr3t"}
     }))
     .expect("secret");
-    let config = resources::server_config(registry, rotating);
+    let facts = ClusterFacts {
+        previous_upload_key: rotating,
+        ..ClusterFacts::default()
+    };
+    let config = resources::server_config(registry, &facts);
     Cluster {
         config_map: resources::config_map(registry, config),
         secrets: vec![key, credentials],
+        cluster_ca: String::new(),
         inputs: Inputs {
             image: "stowage:test".to_owned(),
             has_previous_key: rotating,
@@ -109,7 +116,26 @@ fn materialize(
             .flatten()
             .find(|v| v.name == mount.name)
             .unwrap_or_else(|| panic!("mount {} has no volume", mount.name));
-        let files: BTreeMap<String, String> = if let Some(map) = &volume.config_map {
+        let files: BTreeMap<String, String> = if let Some(projected) = &volume.projected {
+            // The kubelet's own projections: a service account token, the cluster CA.
+            let mut files = BTreeMap::new();
+            for source in projected.sources.iter().flatten() {
+                if let Some(token) = &source.service_account_token {
+                    files.insert(
+                        token.path.clone(),
+                        "eyJhbGciOiJSUzI1NiJ9.e30.c2ln".to_owned(),
+                    );
+                }
+                for item in source
+                    .config_map
+                    .iter()
+                    .flat_map(|map| map.items.iter().flatten())
+                {
+                    files.insert(item.path.clone(), cluster.cluster_ca.clone());
+                }
+            }
+            files
+        } else if let Some(map) = &volume.config_map {
             assert_eq!(Some(&map.name), cluster.config_map.metadata.name.as_ref());
             cluster
                 .config_map
@@ -125,12 +151,21 @@ fn materialize(
                 .iter()
                 .find(|s| s.metadata.name.as_deref() == Some(name));
             let found = found.unwrap_or_else(|| panic!("no Secret {name}"));
-            found
+            let all = found
                 .data
                 .iter()
                 .flatten()
-                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
-                .collect()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()));
+            match &secret.items {
+                // Only the keys named, at the paths named.
+                Some(items) => all
+                    .filter_map(|(key, value)| {
+                        let item = items.iter().find(|item| item.key == key)?;
+                        Some((item.path.clone(), value))
+                    })
+                    .collect(),
+                None => all.collect(),
+            }
         } else {
             BTreeMap::new()
         };
@@ -174,20 +209,28 @@ fn env_as_flags(cluster: &Cluster, container: &Container, subcommand: &str) -> V
 /// Parses and resolves `container` as the server would start it, from a fresh directory.
 fn resolve(cluster: &Cluster, pod: &PodSpec, container: &Container) -> (Command, ServeConfig) {
     let root = tempfile::tempdir().expect("tempdir");
-    let args = materialize(root.path(), cluster, pod, container);
+    resolve_at(root.path(), cluster, pod, container)
+}
+
+/// As [`resolve`], with the pod's files laid out under `root`, which the caller keeps.
+fn resolve_at(
+    root: &Path,
+    cluster: &Cluster,
+    pod: &PodSpec,
+    container: &Container,
+) -> (Command, ServeConfig) {
+    let args = materialize(root, cluster, pod, container);
     let subcommand = args.first().expect("a subcommand").clone();
     let env = env_as_flags(cluster, container, &subcommand);
     let argv = std::iter::once("stowage".to_owned()).chain(args).chain(env);
     let cli =
         Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("the server refuses the args: {e}"));
-    let serve_args = match &cli.command {
-        Command::Serve(args) => args.clone(),
-        Command::Gc(gc) => gc.storage.clone(),
-        Command::PurgeUploads(purge) => purge.storage.clone(),
+    let config = match &cli.command {
+        Command::Serve(args) => args.clone().resolve(),
+        Command::Gc(gc) => gc.storage.clone().resolve_for_maintenance(),
+        Command::PurgeUploads(purge) => purge.storage.clone().resolve_for_maintenance(),
     };
-    let config = serve_args
-        .resolve()
-        .unwrap_or_else(|e| panic!("the server refuses the config: {e}"));
+    let config = config.unwrap_or_else(|e| panic!("the server refuses the config: {e}"));
     (cli.command, config)
 }
 
@@ -349,4 +392,102 @@ fn the_probes_name_the_servers_health_endpoints() {
         path(container.liveness_probe.as_ref()),
         stowage::api::LIVENESS_PATH
     );
+}
+
+/// A Secret with `data`, as the cluster would hold it.
+fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| {
+                    (
+                        (*k).to_owned(),
+                        k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
+#[test]
+fn access_control_and_tls_load_in_the_server() {
+    let registry = registry(json!({
+        "replicas": 2,
+        "storage": {"s3": {"bucket": "images", "credentialsSecret": {"name": "s3-creds"}}},
+        "auth": {
+            "htpasswd": {"name": "accounts", "key": "users"},
+            "groups": {"team-a": ["alice"]},
+            "rules": [{"repositories": ["team-a/**"], "subjects": ["group:team-a"], "actions": ["pull", "push"]},
+                      {"repositories": ["**"], "subjects": ["group:system:serviceaccounts:ci"], "actions": ["pull"]}],
+            "anonymousPull": true,
+            "challenge": "basic",
+            "tokenIssuer": {"realm": "https://auth.example/token", "service": "registry", "issuer": "auth",
+                            "rootCertBundle": {"name": "issuer-ca"}},
+            "workloadIdentity": {"audience": "registry"}
+        },
+        "tls": {"secretName": "images-tls"}
+    }));
+    let mut cluster = cluster(&registry, false);
+    let ca = stowage_e2e::tls::TestCa::new();
+    let served = ca.issue();
+    let facts = ClusterFacts {
+        service_account_issuer: Some("https://kubernetes.default.svc.cluster.local".to_owned()),
+        ..ClusterFacts::default()
+    };
+    cluster.config_map =
+        resources::config_map(&registry, resources::server_config(&registry, &facts));
+    cluster.cluster_ca = ca.cert_pem();
+    let hash = bcrypt::hash("alice-pw", 4).expect("bcrypt");
+    cluster.secrets.extend([
+        resources::new_key_secret(&registry, KeyKind::Token, "t".repeat(64)),
+        resources::policy_secret(&registry).expect("a policy"),
+        secret("accounts", &[("users", &format!("alice:{hash}\n"))]),
+        secret("issuer-ca", &[("ca.crt", &ca.cert_pem())]),
+        secret(
+            "images-tls",
+            &[("tls.crt", &served.cert_pem), ("tls.key", &served.key_pem)],
+        ),
+    ]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for (what, pod) in pods(&registry, &cluster) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (command, config) = resolve_at(root.path(), &cluster, &pod, &pod.containers[0]);
+        if !matches!(command, Command::Serve(_)) {
+            assert!(config.auth.is_none() && config.tls.is_none(), "{what}");
+            continue;
+        }
+        let auth = config.auth.clone().expect("access control is on");
+        assert!(auth.anonymous_pull);
+        assert_eq!(auth.challenge, stowage::auth::ChallengeScheme::Basic);
+        let kubernetes = auth.kubernetes.as_ref().expect("workload identity");
+        assert_eq!(kubernetes.audience, "registry");
+        assert_eq!(
+            kubernetes.jwks_url.as_deref(),
+            Some(resources::CLUSTER_JWKS_URL)
+        );
+        // The server loads every file the pod mounts: accounts, policy, the issuer's
+        // certificates, the cluster CA, and the certificate it serves.
+        let loaded = runtime.block_on(stowage::auth::Auth::start(auth));
+        let auth = loaded.unwrap_or_else(|e| panic!("the server refuses its access control: {e}"));
+        let alice = stowage::auth::Principal::User("alice".to_owned());
+        assert_eq!(
+            auth.allowed(&alice, "team-a/app"),
+            stowage::auth::Actions::from(stowage::auth::Action::Pull)
+                .with(stowage::auth::Action::Push)
+        );
+        let (cert, key) = config.tls.clone().expect("HTTPS");
+        let tls = runtime
+            .block_on(async { stowage::tls::ServerTls::start(cert, key, config.reload_interval) });
+        assert!(
+            tls.is_ok(),
+            "the server refuses its certificate: {:?}",
+            tls.err()
+        );
+    }
 }

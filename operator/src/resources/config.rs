@@ -5,16 +5,18 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use toml::{Table, Value};
 
+use super::access::{ClusterFacts, auth_table, tls_table};
+use super::keys::{CURRENT_KEY, PREVIOUS_KEY};
 use super::pod::{DATA_PATH, SERVER_PORT, UPLOAD_KEY_PATH};
-use super::upload_key::{CURRENT_KEY, PREVIOUS_KEY};
 use super::{SERVER_COMPONENT, owned_meta};
 use crate::crd::Registry;
 
 /// The ConfigMap key, and the file name in the pods.
 pub const CONFIG_FILE: &str = "config.toml";
 
-/// `stowage serve --config` settings for `registry` (kebab-case keys, as the server reads them).
-pub fn server_config(registry: &Registry, has_previous_key: bool) -> String {
+/// `stowage serve --config` settings for `registry` (kebab-case keys, as the server reads them),
+/// with what `facts` found in the cluster.
+pub fn server_config(registry: &Registry, facts: &ClusterFacts) -> String {
     let spec = &registry.spec;
     let mut table = Table::new();
     let mut set = |key: &str, value: Value| {
@@ -41,7 +43,7 @@ pub fn server_config(registry: &Registry, has_previous_key: bool) -> String {
         "upload-secret-file",
         format!("{UPLOAD_KEY_PATH}/{CURRENT_KEY}").into(),
     );
-    if has_previous_key {
+    if facts.previous_upload_key {
         set(
             "upload-secret-previous-file",
             format!("{UPLOAD_KEY_PATH}/{PREVIOUS_KEY}").into(),
@@ -81,6 +83,12 @@ pub fn server_config(registry: &Registry, has_previous_key: bool) -> String {
     set("deletes-enabled", spec.deletes_enabled.into());
     set("log-format", "json".into());
     set("log-level", spec.log_level.as_str().into());
+    if let Some(auth) = auth_table(registry, facts) {
+        set("auth", Value::Table(auth));
+    }
+    if let Some(tls) = tls_table(registry) {
+        set("tls", Value::Table(tls));
+    }
     format!(
         "# Written by stowage-operator for Registry {}/{}; edits are overwritten.\n{table}",
         registry.namespace().unwrap_or_default(),
@@ -112,7 +120,7 @@ mod tests {
 
     #[test]
     fn s3_settings_reach_the_server() {
-        let config = parsed(&server_config(&s3_registry(), false));
+        let config = parsed(&server_config(&s3_registry(), &ClusterFacts::default()));
         assert_eq!(config["storage"].as_str(), Some("s3"));
         assert_eq!(config["s3-bucket"].as_str(), Some("images"));
         assert_eq!(config["s3-region"].as_str(), Some("us-east-1"));
@@ -129,7 +137,7 @@ mod tests {
 
     #[test]
     fn filesystem_storage_points_at_the_volume() {
-        let config = parsed(&server_config(&fs_registry(), false));
+        let config = parsed(&server_config(&fs_registry(), &ClusterFacts::default()));
         assert_eq!(config["storage"].as_str(), Some("filesystem"));
         assert_eq!(config["fs-root"].as_str(), Some(DATA_PATH));
         assert!(!config.contains_key("s3-bucket"));
@@ -137,13 +145,19 @@ mod tests {
 
     #[test]
     fn the_previous_key_is_named_only_while_rotating() {
-        let plain = parsed(&server_config(&s3_registry(), false));
+        let plain = parsed(&server_config(&s3_registry(), &ClusterFacts::default()));
         assert_eq!(
             plain["upload-secret-file"].as_str(),
             Some("/etc/stowage/upload-key/current")
         );
         assert!(!plain.contains_key("upload-secret-previous-file"));
-        let rotating = parsed(&server_config(&s3_registry(), true));
+        let rotating = parsed(&server_config(
+            &s3_registry(),
+            &ClusterFacts {
+                previous_upload_key: true,
+                ..ClusterFacts::default()
+            },
+        ));
         assert_eq!(
             rotating["upload-secret-previous-file"].as_str(),
             Some("/etc/stowage/upload-key/previous")
@@ -158,7 +172,7 @@ mod tests {
             "deletesEnabled": false,
             "logLevel": "debug"
         }));
-        let config = parsed(&server_config(&registry, false));
+        let config = parsed(&server_config(&registry, &ClusterFacts::default()));
         assert_eq!(config["read-only"].as_bool(), Some(true));
         assert_eq!(config["deletes-enabled"].as_bool(), Some(false));
         assert_eq!(config["log-level"].as_str(), Some("debug"));

@@ -2,13 +2,14 @@
 //! object to server-side apply. Nothing here talks to the API server, so every object the
 //! operator writes can be unit tested field by field.
 
+mod access;
 mod config;
 mod jobs;
+mod keys;
 mod pod;
 mod scaling;
 mod service;
 mod storage;
-mod upload_key;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -18,16 +19,21 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::Registry;
 
+pub use access::{
+    CLUSTER_JWKS_URL, ClusterFacts, POLICY_FILE, certificate, certificate_resource, policy,
+    policy_secret, policy_secret_name, service_names, tls_secret_name,
+    workload_identity_without_issuer,
+};
 pub use config::{CONFIG_FILE, config_map, server_config};
 pub use jobs::{Task, cron_job};
+pub use keys::{
+    CURRENT_KEY, KeyKind, PREVIOUS_KEY, ROTATION_ANNOTATION, generate_key, new_key_secret,
+    rotated_key_secret, upload_key_secret_name,
+};
 pub use pod::{DATA_PATH, SERVER_PORT, UPLOAD_KEY_PATH};
 pub use scaling::{horizontal_pod_autoscaler, pod_disruption_budget};
 pub use service::{endpoint, service, service_account};
 pub use storage::{data_claim_name, persistent_volume_claim};
-pub use upload_key::{
-    CURRENT_KEY, PREVIOUS_KEY, ROTATION_ANNOTATION, generate_key, new_upload_key_secret,
-    rotated_upload_key_secret, upload_key_secret_name,
-};
 pub use workload::{
     CHECKSUM_ANNOTATION, REPLICAS_HANDOVER_MANAGER, deployment, replicas_handover,
     replicas_owned_by_others,

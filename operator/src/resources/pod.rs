@@ -10,8 +10,8 @@ use kube::ResourceExt;
 
 use super::Inputs;
 use super::config::{CONFIG_FILE, config_map_name};
+use super::keys::upload_key_secret_name;
 use super::storage::data_claim_name;
-use super::upload_key::upload_key_secret_name;
 use crate::crd::Registry;
 
 /// The port the server listens on inside the pod.

@@ -33,10 +33,15 @@ pub fn service(registry: &Registry) -> Service {
     }
 }
 
-/// Where clients inside the cluster reach the registry.
+/// Where clients inside the cluster reach the registry (with `https://` when it serves HTTPS).
 pub fn endpoint(registry: &Registry) -> String {
+    let scheme = if registry.spec.tls.is_some() {
+        "https://"
+    } else {
+        ""
+    };
     format!(
-        "{}.{}.svc:{}",
+        "{scheme}{}.{}.svc:{}",
         registry.name_any(),
         registry.namespace().unwrap_or_default(),
         registry.spec.service.port

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
+use super::access::server_volumes;
 use super::pod::{config_args, pod_spec, stowage_container};
 use super::{Inputs, SERVER_COMPONENT, labels, owned_meta, server_selector};
 use crate::crd::Registry;
@@ -44,8 +45,14 @@ pub fn deployment(registry: &Registry, inputs: &Inputs) -> Deployment {
     // `/readyz` answers at once from the health the server's storage probe keeps (every 2s),
     // so a short timeout is safe: a replica that loses storage leaves the Service within about
     // 6s. `/healthz` never depends on storage, so a storage outage never restarts pods.
-    container.readiness_probe = Some(probe("/readyz", 3, 2, 1));
-    container.liveness_probe = Some(probe("/healthz", 10, 6, 2));
+    let scheme = if spec.tls.is_some() { "HTTPS" } else { "HTTP" };
+    container.readiness_probe = Some(probe("/readyz", scheme, 3, 2, 1));
+    container.liveness_probe = Some(probe("/healthz", scheme, 10, 6, 2));
+    let (volumes, mounts) = server_volumes(registry);
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .extend(mounts);
     container.resources.clone_from(&spec.resources);
 
     let mut annotations = spec.scheduling.pod_annotations.clone();
@@ -79,12 +86,16 @@ pub fn deployment(registry: &Registry, inputs: &Inputs) -> Deployment {
                     annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    affinity: spec.scheduling.affinity.clone(),
-                    topology_spread_constraints,
-                    // The server drains for up to 30s after SIGTERM.
-                    termination_grace_period_seconds: Some(40),
-                    ..pod_spec(registry, container)
+                spec: Some({
+                    let mut pod = PodSpec {
+                        affinity: spec.scheduling.affinity.clone(),
+                        topology_spread_constraints,
+                        // The server drains for up to 30s after SIGTERM.
+                        termination_grace_period_seconds: Some(40),
+                        ..pod_spec(registry, container)
+                    };
+                    pod.volumes.get_or_insert_with(Vec::new).extend(volumes);
+                    pod
                 }),
             },
             ..DeploymentSpec::default()
@@ -140,11 +151,12 @@ fn strategy(registry: &Registry) -> DeploymentStrategy {
     }
 }
 
-fn probe(path: &str, period: i32, failures: i32, timeout: i32) -> Probe {
+fn probe(path: &str, scheme: &str, period: i32, failures: i32, timeout: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
             port: IntOrString::String("http".to_owned()),
+            scheme: Some(scheme.to_owned()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),

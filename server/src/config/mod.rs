@@ -410,6 +410,17 @@ pub struct ServeConfig {
 impl ServeArgs {
     /// Layers flags and env over the config file and applies defaults.
     pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        self.resolve_with(true)
+    }
+
+    /// As [`ServeArgs::resolve`], for `gc` and `purge-uploads`: they share `serve`'s config
+    /// file for its storage settings, but serve no clients, so access control and TLS (and the
+    /// files they name, which their pods do not mount) are left out.
+    pub fn resolve_for_maintenance(self) -> Result<ServeConfig, ConfigError> {
+        self.resolve_with(false)
+    }
+
+    fn resolve_with(self, serving: bool) -> Result<ServeConfig, ConfigError> {
         let file = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -503,8 +514,11 @@ impl ServeArgs {
             .reload_interval
             .unwrap_or(DEFAULT_RELOAD_INTERVAL)
             .max(Duration::from_millis(100));
-        let auth = s.auth.resolve(reload_interval)?;
-        let tls = s.tls.resolve()?;
+        let (auth, tls) = if serving {
+            (s.auth.resolve(reload_interval)?, s.tls.resolve()?)
+        } else {
+            (None, None)
+        };
         Ok(ServeConfig {
             auth,
             tls,

@@ -4,6 +4,8 @@
 //! and the rules that can be checked without looking at the cluster are CEL validations, so a
 //! wrong `Registry` is refused by `kubectl apply` rather than reported later in its status.
 
+mod access;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
@@ -14,6 +16,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use access::{
+    AccessRule, Auth, CertIssuerRef, Challenge, IssuerKind, RuleAction, SecretFile, Tls,
+    TokenIssuer, WorkloadIdentity,
+};
 
 /// The API group of every Stowage resource.
 pub const GROUP: &str = "stowage.dev";
@@ -91,7 +98,16 @@ pub struct RegistrySpec {
 
     /// The key that signs upload state, so that any replica can continue any upload.
     #[serde(default)]
-    pub upload_key: UploadKey,
+    pub upload_key: SigningKey,
+
+    /// Who may pull, push and delete. Unset: anyone who can reach the Service may push,
+    /// overwrite tags and delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+
+    /// HTTPS: a certificate from a Secret, or from cert-manager. Unset: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
 
     /// How the registry is exposed inside the cluster.
     #[serde(default)]
@@ -266,17 +282,18 @@ pub struct S3Credentials {
     pub secret_access_key_key: String,
 }
 
-/// The upload-state signing key.
+/// A signing key every replica shares (upload state, tokens).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct UploadKey {
+pub struct SigningKey {
     /// An existing Secret with the key under `current` (and, while rotating, the old one under
-    /// `previous`). Unset: the operator generates `<name>-upload-key` once and keeps it.
+    /// `previous`). Unset: the operator generates `<name>-upload-key` (or `<name>-token-key`)
+    /// once and keeps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
 
     /// Set to a new value to rotate the generated key: a new key becomes current and the old one
-    /// stays accepted as previous, so uploads under way finish.
+    /// stays accepted as previous, so uploads under way finish and tokens stay valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<String>,
 }
@@ -656,6 +673,34 @@ mod tests {
             Ok(()) => Vec::new(),
             Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
         }
+    }
+
+    #[test]
+    fn access_rules_and_tls_are_checked_on_apply() {
+        let s3 = json!({"s3": {"bucket": "images"}});
+        let with = |field: &str, value: Value| {
+            let mut spec = json!({"storage": s3});
+            spec[field] = value;
+            spec
+        };
+        let good = json!({"rules": [{"repositories": ["team-a/**"], "subjects": ["anonymous", "user:alice", "group:system:serviceaccounts:ci"], "actions": ["pull", "*"]}]});
+        assert!(broken(with("auth", good), None).is_empty());
+        let bad_subject = json!({"rules": [{"repositories": ["**"], "subjects": ["alice"], "actions": ["pull"]}]});
+        assert_eq!(
+            broken(with("auth", bad_subject), None),
+            ["subjects are anonymous, authenticated, user:<name> or group:<name>"]
+        );
+        let no_keys =
+            json!({"tokenIssuer": {"realm": "https://a/token", "service": "s", "issuer": "i"}});
+        assert_eq!(
+            broken(with("auth", no_keys), None),
+            ["set rootCertBundle or jwksUrl: the keys that sign the tokens"]
+        );
+        let tls_message = ["set exactly one of secretName or issuerRef"];
+        assert_eq!(broken(with("tls", json!({})), None), tls_message);
+        let both = json!({"secretName": "cert", "issuerRef": {"name": "ca"}});
+        assert_eq!(broken(with("tls", both), None), tls_message);
+        assert!(broken(with("tls", json!({"issuerRef": {"name": "ca"}})), None).is_empty());
     }
 
     #[test]

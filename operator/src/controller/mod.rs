@@ -2,6 +2,9 @@
 //! write the status. Children carry owner references, so deleting a Registry deletes them
 //! through Kubernetes' garbage collector and no finalizer is needed.
 
+mod access;
+mod keys;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -27,7 +30,7 @@ use sha2::{Digest, Sha256};
 use crate::crd::{Registry, RegistryStatus};
 use crate::events::Events;
 use crate::metrics::Metrics;
-use crate::resources::{self, FIELD_MANAGER, Inputs, Task};
+use crate::resources::{self, ClusterFacts, FIELD_MANAGER, Inputs, KeyKind, Task};
 use crate::status::{self, Observed};
 use crate::storage::{self, StorageCheck};
 
@@ -38,6 +41,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The server image for Registries that name none.
     pub default_image: String,
+    /// The cluster's service account issuer, for workload identity; see
+    /// [`crate::cli::service_account_issuer`].
+    pub service_account_issuer: Option<String>,
     /// Consecutive failures per Registry, for the error backoff.
     failures: Mutex<HashMap<ObjectRef<Registry>, u32>>,
 }
@@ -53,8 +59,16 @@ impl Context {
             client,
             metrics,
             default_image,
+            service_account_issuer: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// With the cluster's service account issuer known.
+    #[must_use]
+    pub fn with_service_account_issuer(mut self, issuer: Option<String>) -> Self {
+        self.service_account_issuer = issuer;
+        self
     }
 }
 
@@ -67,10 +81,12 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
-    #[error("upload key Secret {0:?} does not exist")]
-    UploadKeyMissing(String),
-    #[error("upload key Secret {0:?} needs a `current` key of at least 32 bytes")]
-    UploadKeyInvalid(String),
+    #[error("{what} Secret {1:?} does not exist", what = .0.what())]
+    KeyMissing(KeyKind, String),
+    #[error("{what} Secret {1:?} needs a `current` key of at least 32 bytes", what = .0.what())]
+    KeyInvalid(KeyKind, String),
+    #[error("{0} Secret {1:?} does not exist")]
+    AuthSecretMissing(&'static str, String),
     #[error("the Registry has no namespace")]
     NoNamespace,
 }
@@ -80,8 +96,11 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Kube { .. } => "ApiError",
-            Self::UploadKeyMissing(_) => "UploadKeyMissing",
-            Self::UploadKeyInvalid(_) => "UploadKeyInvalid",
+            Self::KeyMissing(KeyKind::Upload, _) => "UploadKeyMissing",
+            Self::KeyMissing(KeyKind::Token, _) => "TokenKeyMissing",
+            Self::KeyInvalid(KeyKind::Upload, _) => "UploadKeyInvalid",
+            Self::KeyInvalid(KeyKind::Token, _) => "TokenKeyInvalid",
+            Self::AuthSecretMissing(..) => "AuthSecretMissing",
             Self::NoNamespace => "NoNamespace",
         }
     }
@@ -158,7 +177,10 @@ pub async fn run(context: Arc<Context>, registries: Api<Registry>, namespace: Op
 }
 
 fn uses_secret(registry: &Registry, secret: &str) -> bool {
-    resources::upload_key_secret_name(registry) == secret
+    resources::KeyKind::ALL
+        .iter()
+        .any(|kind| kind.spec(registry).is_some() && kind.secret_name(registry) == secret)
+        || access::secrets(registry).iter().any(|name| name == secret)
         || registry
             .spec
             .storage
@@ -200,16 +222,18 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
     let namespace = registry.namespace().ok_or(Error::NoNamespace)?;
     let client = context.client.clone();
     let applied = apply_children(&registry, &context, &namespace).await;
-    let (observed_deployment, storage, last_gc, error) = match &applied {
+    let (observed_deployment, storage, tls, last_gc, error) = match &applied {
         Ok(applied) => (
             Some(&applied.deployment),
             applied.storage.clone(),
+            applied.tls.clone(),
             applied.last_gc.clone(),
             None,
         ),
         Err(error) => (
             None,
             StorageCheck::unknown("NotChecked", "not checked: the reconcile failed"),
+            None,
             registry
                 .status
                 .as_ref()
@@ -222,6 +246,7 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
         Observed {
             deployment: observed_deployment,
             storage: &storage,
+            tls: tls.as_ref(),
             last_gc,
             error,
             now: Time(Timestamp::now()),
@@ -292,6 +317,8 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
 struct Applied {
     deployment: Deployment,
     storage: StorageCheck,
+    /// Whether the certificate is there, when `spec.tls` asks for one.
+    tls: Option<status::TlsCheck>,
     last_gc: Option<crate::crd::GarbageCollectionRun>,
     /// Events worth telling: `(reason, note)`.
     events: Vec<(&'static str, String)>,
@@ -304,19 +331,48 @@ async fn apply_children(
 ) -> Result<Applied, Error> {
     let client = &context.client;
     let mut events = Vec::new();
-    let key = upload_key(client, registry, namespace, &mut events).await?;
+    // What the pods cannot start without is checked before anything is made.
+    access::check_auth_secrets(client, registry, namespace).await?;
+    let upload_key =
+        keys::signing_key(client, registry, namespace, KeyKind::Upload, &mut events).await?;
+    let token_key = match KeyKind::Token.spec(registry) {
+        Some(_) => {
+            Some(keys::signing_key(client, registry, namespace, KeyKind::Token, &mut events).await?)
+        }
+        None => None,
+    };
     let settings = check_storage_settings(client, registry, namespace).await?;
 
-    let config = resources::server_config(registry, key.has_previous);
+    let facts = ClusterFacts {
+        previous_upload_key: upload_key.has_previous,
+        previous_token_key: token_key.as_ref().is_some_and(|key| key.has_previous),
+        service_account_issuer: context.service_account_issuer.clone(),
+    };
+    if resources::workload_identity_without_issuer(registry, &facts) {
+        events.push((
+            "WorkloadIdentityUnavailable",
+            "the cluster's service account issuer is unknown (the operator's own token names \
+             none): set spec.auth.workloadIdentity.issuer"
+                .to_owned(),
+        ));
+    }
+    let config = resources::server_config(registry, &facts);
+    let secrets_read = std::iter::once(&upload_key.secret)
+        .chain(token_key.as_ref().map(|key| &key.secret))
+        .chain(settings.credentials.as_ref());
     let inputs = Inputs {
         image: registry
             .spec
             .image
             .clone()
             .unwrap_or_else(|| context.default_image.clone()),
-        has_previous_key: key.has_previous,
-        checksum: checksum(&config, &key.secret, settings.credentials.as_ref()),
+        has_previous_key: upload_key.has_previous,
+        checksum: checksum(&config, secrets_read),
     };
+    if let Some(policy) = resources::policy_secret(registry) {
+        apply(client, namespace, &policy).await?;
+    }
+    let tls = access::apply_tls(client, registry, namespace).await?;
 
     apply(client, namespace, &resources::service_account(registry)).await?;
     apply(client, namespace, &resources::config_map(registry, config)).await?;
@@ -350,6 +406,7 @@ async fn apply_children(
     Ok(Applied {
         deployment,
         storage,
+        tls,
         last_gc,
         events,
     })
@@ -441,84 +498,6 @@ where
     }
 }
 
-struct UploadKeyState {
-    secret: Secret,
-    has_previous: bool,
-}
-
-/// Reads the upload key Secret; generates it on first sight (never again), and carries out a
-/// rotation the spec asks for.
-async fn upload_key(
-    client: &Client,
-    registry: &Registry,
-    namespace: &str,
-    events: &mut Vec<(&'static str, String)>,
-) -> Result<UploadKeyState, Error> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let name = resources::upload_key_secret_name(registry);
-    let generated = registry.spec.upload_key.secret_name.is_none();
-    let existing = api
-        .get_opt(&name)
-        .await
-        .map_err(kube_error(format!("reading Secret {name}")))?;
-    let secret = match existing {
-        Some(secret) if generated => {
-            match resources::rotated_upload_key_secret(registry, &secret, resources::generate_key())
-            {
-                Some(rotated) => {
-                    let secret = apply(client, namespace, &rotated).await?;
-                    events.push((
-                        "UploadKeyRotated",
-                        format!(
-                            "Secret {name}: new current key; the old one stays accepted as previous"
-                        ),
-                    ));
-                    secret
-                }
-                None => secret,
-            }
-        }
-        Some(secret) => secret,
-        None if generated => {
-            let new = resources::new_upload_key_secret(registry, resources::generate_key());
-            let secret = match api.create(&PostParams::default(), &new).await {
-                Ok(secret) => secret,
-                // Another operator instance made it first: use theirs.
-                Err(kube::Error::Api(status)) if status.code == 409 => api
-                    .get(&name)
-                    .await
-                    .map_err(kube_error(format!("reading Secret {name}")))?,
-                Err(error) => return Err(kube_error(format!("creating Secret {name}"))(error)),
-            };
-            events.push((
-                "UploadKeyGenerated",
-                format!("generated the upload key in Secret {name}"),
-            ));
-            secret
-        }
-        None => return Err(Error::UploadKeyMissing(name)),
-    };
-    if secret_value_len(&secret, resources::CURRENT_KEY).is_none_or(|len| len < 32) {
-        return Err(Error::UploadKeyInvalid(name));
-    }
-    let has_previous =
-        secret_value_len(&secret, resources::PREVIOUS_KEY).is_some_and(|len| len >= 32);
-    Ok(UploadKeyState {
-        secret,
-        has_previous,
-    })
-}
-
-/// The length of `key`'s value in `secret`, in `data` or (not yet encoded) in `stringData`.
-fn secret_value_len(secret: &Secret, key: &str) -> Option<usize> {
-    let data = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|v| v.0.len());
-    data.or_else(|| secret.string_data.as_ref()?.get(key).map(String::len))
-}
-
 /// What the pods' storage settings refer to, as found in the cluster.
 struct StorageSettings {
     /// What is wrong with them, if anything is.
@@ -588,7 +567,7 @@ async fn check_storage_settings(
         &credentials.access_key_id_key,
         &credentials.secret_access_key_key,
     ] {
-        if secret_value_len(&secret, key).is_none() {
+        if keys::secret_value_len(&secret, key).is_none() {
             return Ok(StorageSettings {
                 credentials: Some(secret),
                 ..problem(
@@ -634,11 +613,12 @@ async fn observe_storage(
     ))
 }
 
-/// SHA-256 over the config and every Secret value the pods read.
-fn checksum(config: &str, upload_key: &Secret, credentials: Option<&Secret>) -> String {
+/// SHA-256 over the config and every Secret value the pods read at start-up (not the ones they
+/// read again when they change: htpasswd, policy, certificate).
+fn checksum<'a>(config: &str, secrets: impl Iterator<Item = &'a Secret>) -> String {
     let mut hasher = Sha256::new();
     hasher.update(config.as_bytes());
-    for secret in std::iter::once(upload_key).chain(credentials) {
+    for secret in secrets {
         for (key, value) in secret.data.iter().flatten() {
             hasher.update((key.len() as u64).to_be_bytes());
             hasher.update(key.as_bytes());
