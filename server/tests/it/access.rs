@@ -234,6 +234,33 @@ async fn the_rules_table() {
     };
     assert_eq!(status(mount(&alice)).await, StatusCode::ACCEPTED);
     assert_eq!(status(mount(&carol)).await, StatusCode::CREATED);
+
+    // An upload authorized for one repository cannot finish into another, even one the caller
+    // may push to: its state names the repository it was started in.
+    let started = alice
+        .http
+        .post(alice.url("/v2/team-a/app/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let location = alice
+        .location(&started)
+        .replace("/team-a/app/", "/team-a/other/");
+    let content = data(9, 64);
+    let digest = stowage::oci::Digest::sha256_of(&content);
+    let finish = alice
+        .http
+        .put(format!("{location}&digest={digest}"))
+        .body(content)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finish.status(), StatusCode::BAD_REQUEST);
+    let body: Value = finish.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "BLOB_UPLOAD_INVALID");
+    let blob = alice.url(&format!("/v2/team-a/other/blobs/{digest}"));
+    assert_eq!(status(alice.http.head(blob)).await, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
