@@ -66,10 +66,13 @@ pub(super) async fn check(
         .strip_prefix("/v2/")
         .unwrap_or_default();
     let (resource, action) = needs(request.method(), rest);
-    let client = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| client_address(info.0.ip(), request.headers(), &gate.trusted_proxies));
+        .map(|info| info.0.ip());
+    let client = peer.map(|peer| client_address(peer, request.headers(), &gate.trusted_proxies));
+    let via_proxy =
+        peer.is_some_and(|peer| gate.trusted_proxies.iter().any(|net| net.contains(&peer)));
     let credentials = Credentials::parse(
         request
             .headers()
@@ -92,7 +95,7 @@ pub(super) async fn check(
             next.run(request).await
         }
         Err(err) => {
-            let origin = origin(gate.scheme, request.headers(), request.uri());
+            let origin = origin(gate.scheme, request.headers(), request.uri(), via_proxy);
             let pre_push = *request.method() == Method::HEAD
                 && matches!(OciPath::parse(rest), Some(OciPath::Blob { .. }));
             refusal(
@@ -140,18 +143,37 @@ fn needs(method: &Method, rest: &str) -> (Option<Resource>, Action) {
     }
 }
 
-/// `scheme://host` as the client addressed us, for the realm of our own token endpoint. A
-/// Host that is not a plain host name or address is not echoed into the challenge.
-fn origin(scheme: &str, headers: &HeaderMap, uri: &axum::http::Uri) -> String {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(axum::http::uri::Authority::as_str))
-        .filter(|host| {
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+/// `scheme://host` as the client addressed us, for the realm of our own token endpoint: from
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` when a trusted proxy sent the request, otherwise
+/// the listener's scheme and `Host`. A host that is not a plain host name or address is not
+/// echoed into the challenge.
+fn origin(scheme: &str, headers: &HeaderMap, uri: &axum::http::Uri, via_proxy: bool) -> String {
+    let header = |name: &str| headers.get(name).and_then(|h| h.to_str().ok());
+    let forwarded = |name: &str| {
+        via_proxy
+            .then(|| header(name))
+            .flatten()
+            .and_then(|value| value.split(',').next())
+            .map(str::trim)
+    };
+    let scheme = match forwarded("x-forwarded-proto") {
+        Some("https") => "https",
+        Some("http") => "http",
+        _ => scheme,
+    };
+    let plain = |host: &&str| {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+    };
+    let host = forwarded("x-forwarded-host")
+        .filter(plain)
+        .or_else(|| header("host").filter(plain))
+        .or_else(|| {
+            uri.authority()
+                .map(axum::http::uri::Authority::as_str)
+                .filter(plain)
         })
         .unwrap_or("localhost");
     format!("{scheme}://{host}")
@@ -255,10 +277,28 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("host", "registry.example:5000".parse().unwrap());
         assert_eq!(
-            origin("https", &headers, &uri),
+            origin("https", &headers, &uri, false),
             "https://registry.example:5000"
         );
         headers.insert("host", "evil\",realm=\"x".parse().unwrap());
-        assert_eq!(origin("http", &headers, &uri), "http://localhost");
+        assert_eq!(origin("http", &headers, &uri, false), "http://localhost");
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_scheme_and_host_clients_used() {
+        let uri: axum::http::Uri = "/v2/".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "stowage.team-a.svc:5000".parse().unwrap());
+        headers.insert("x-forwarded-proto", "https".parse().unwrap());
+        headers.insert("x-forwarded-host", "registry.example.com".parse().unwrap());
+        assert_eq!(
+            origin("http", &headers, &uri, true),
+            "https://registry.example.com"
+        );
+        // From anyone else the headers are ignored.
+        assert_eq!(
+            origin("http", &headers, &uri, false),
+            "http://stowage.team-a.svc:5000"
+        );
     }
 }
