@@ -240,7 +240,8 @@ pub struct Settings {
     pub rate_limit_burst: Option<u32>,
 
     /// Proxies (addresses or CIDR ranges, comma-separated) whose X-Forwarded-For names the
-    /// client for rate limiting; from anyone else the header is ignored [default: none].
+    /// client (rate limits, failed logins) and whose X-Forwarded-Proto and X-Forwarded-Host name
+    /// the token realm; from anyone else these headers are ignored [default: none].
     #[arg(long, env = "STOWAGE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
 
