@@ -12,6 +12,7 @@ pub mod gc;
 pub mod idle;
 pub mod limits;
 pub mod manifest;
+pub mod metrics;
 pub mod oci;
 pub mod registry;
 pub mod reload;

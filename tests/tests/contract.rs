@@ -311,6 +311,13 @@ fn s3_pods_start_with_the_settings_asked_for() {
                     port,
                     "the server listens where probed"
                 );
+                let metrics = pod.containers[0].ports.as_ref().expect("ports")[1].clone();
+                assert_eq!(metrics.name.as_deref(), Some("metrics"));
+                assert_eq!(
+                    config.metrics_listen.map(|a| i32::from(a.port())),
+                    Some(metrics.container_port),
+                    "metrics are served where the pod declares them"
+                );
             }
             Command::Gc(gc) => {
                 assert_eq!(gc.grace_period.as_secs(), 7200);

@@ -7,7 +7,7 @@ use toml::{Table, Value};
 
 use super::access::{ClusterFacts, auth_table, tls_table};
 use super::keys::{CURRENT_KEY, PREVIOUS_KEY};
-use super::pod::{DATA_PATH, SERVER_PORT, UPLOAD_KEY_PATH};
+use super::pod::{DATA_PATH, METRICS_PORT, SERVER_PORT, UPLOAD_KEY_PATH};
 use super::{SERVER_COMPONENT, owned_meta};
 use crate::crd::Registry;
 
@@ -23,6 +23,7 @@ pub fn server_config(registry: &Registry, facts: &ClusterFacts) -> String {
         table.insert(key.to_owned(), value);
     };
     set("listen", format!("0.0.0.0:{SERVER_PORT}").into());
+    set("metrics-listen", format!("0.0.0.0:{METRICS_PORT}").into());
     if let Some(s3) = &spec.storage.s3 {
         set("storage", "s3".into());
         set("s3-bucket", s3.bucket.clone().into());

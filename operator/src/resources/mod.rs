@@ -30,7 +30,7 @@ pub use keys::{
     CURRENT_KEY, KeyKind, PREVIOUS_KEY, ROTATION_ANNOTATION, generate_key, new_key_secret,
     rotated_key_secret, upload_key_secret_name,
 };
-pub use pod::{DATA_PATH, SERVER_PORT, UPLOAD_KEY_PATH};
+pub use pod::{DATA_PATH, METRICS_PORT, SERVER_PORT, UPLOAD_KEY_PATH};
 pub use scaling::{horizontal_pod_autoscaler, pod_disruption_budget};
 pub use service::{endpoint, service, service_account};
 pub use storage::{data_claim_name, persistent_volume_claim};

@@ -16,6 +16,8 @@ use crate::crd::Registry;
 
 /// The port the server listens on inside the pod.
 pub const SERVER_PORT: i32 = 5000;
+/// The port of the server's Prometheus `/metrics`.
+pub const METRICS_PORT: i32 = 9090;
 /// Where the config file is mounted.
 pub const CONFIG_PATH: &str = "/etc/stowage";
 /// Where the upload key files are mounted.

@@ -36,12 +36,20 @@ pub fn deployment(registry: &Registry, inputs: &Inputs) -> Deployment {
         "stowage",
         [vec!["serve".to_owned()], config_args().to_vec()].concat(),
     );
-    container.ports = Some(vec![ContainerPort {
-        name: Some("http".to_owned()),
-        container_port: super::SERVER_PORT,
-        protocol: Some("TCP".to_owned()),
-        ..ContainerPort::default()
-    }]);
+    container.ports = Some(vec![
+        ContainerPort {
+            name: Some("http".to_owned()),
+            container_port: super::SERVER_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some("metrics".to_owned()),
+            container_port: super::METRICS_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        },
+    ]);
     // `/readyz` answers at once from the health the server's storage probe keeps (every 2s),
     // so a short timeout is safe: a replica that loses storage leaves the Service within about
     // 6s. `/healthz` never depends on storage, so a storage outage never restarts pods.

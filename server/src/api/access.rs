@@ -27,6 +27,8 @@ pub struct Gate {
     /// `https` when the listener speaks TLS: the scheme of the realm derived from `Host`.
     pub scheme: &'static str,
     pub trusted_proxies: Vec<IpNet>,
+    /// Where refusals are counted.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The caller of a request that passed the gate.
@@ -95,6 +97,14 @@ pub(super) async fn check(
             next.run(request).await
         }
         Err(err) => {
+            if let Some(metrics) = &gate.metrics {
+                metrics.auth_failure(match err {
+                    AuthError::Unauthorized => "unauthorized",
+                    AuthError::InsufficientScope => "insufficient_scope",
+                    AuthError::Denied => "denied",
+                    AuthError::TooManyAttempts(_) => "locked_out",
+                });
+            }
             let origin = origin(gate.scheme, request.headers(), request.uri(), via_proxy);
             let pre_push = *request.method() == Method::HEAD
                 && matches!(OciPath::parse(rest), Some(OciPath::Blob { .. }));

@@ -38,6 +38,7 @@ pub const LIVENESS_PATH: &str = "/healthz";
 pub const READINESS_PATH: &str = "/readyz";
 
 use crate::limits::{self, Pressure, RequestLimits};
+use crate::metrics::Metrics;
 use crate::oci::RepositoryName;
 use path::OciPath;
 
@@ -49,6 +50,7 @@ pub fn router(
     gate: Option<Arc<Gate>>,
     limits: &RequestLimits,
     pressure: &Arc<Pressure>,
+    metrics: Option<Arc<Metrics>>,
 ) -> Router {
     let mut registry = Router::new()
         .route("/v2", get(base))
@@ -62,13 +64,42 @@ pub fn router(
             ))
             .route(TOKEN_PATH, any(token::serve).with_state(gate));
     }
-    Router::new()
+    let app = Router::new()
         .merge(limits::protect(registry, limits, pressure))
         .route(LIVENESS_PATH, get(|| async { "ok" }))
         .route(READINESS_PATH, get(ready))
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn(access_log))
-        .with_state(state)
+        .layer(middleware::from_fn(access_log));
+    let app = match metrics {
+        Some(metrics) => app.layer(middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::measure,
+        )),
+        None => app,
+    };
+    app.with_state(state)
+}
+
+/// The route template of `path`, for metrics: never the path itself, whose repository names
+/// are unbounded.
+pub fn route_of(path: &str) -> &'static str {
+    match path {
+        "/v2" | "/v2/" => return "base",
+        TOKEN_PATH => return "token",
+        LIVENESS_PATH => return "healthz",
+        READINESS_PATH => return "readyz",
+        _ => {}
+    }
+    match path.strip_prefix("/v2/").and_then(OciPath::parse) {
+        Some(OciPath::Catalog) => "catalog",
+        Some(OciPath::Tags { .. }) => "tags",
+        Some(OciPath::Blob { .. }) => "blob",
+        Some(OciPath::Uploads { .. }) => "uploads",
+        Some(OciPath::Upload { .. }) => "upload",
+        Some(OciPath::Manifest { .. }) => "manifest",
+        Some(OciPath::Referrers { .. }) => "referrers",
+        None => "other",
+    }
 }
 
 /// The API version check every client makes first.

@@ -269,6 +269,11 @@ pub struct Settings {
     #[serde(default, with = "humantime_serde_opt")]
     pub purge_uploads_older_than: Option<Duration>,
 
+    /// Address of the Prometheus `/metrics` listener, apart from the registry's port and
+    /// outside its access control [default: off].
+    #[arg(long, env = "STOWAGE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// How often the files read at run time (htpasswd, access policy, TLS certificate) are
     /// checked for changes [default: 10s].
     #[arg(long, env = "STOWAGE_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
@@ -341,6 +346,7 @@ impl Settings {
             purge_uploads_older_than: self
                 .purge_uploads_older_than
                 .or(file.purge_uploads_older_than),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             reload_interval: self.reload_interval.or(file.reload_interval),
             auth: self.auth.or(file.auth),
             tls: self.tls.or(file.tls),
@@ -404,6 +410,8 @@ pub struct ServeConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How often files read at run time are checked for changes.
     pub reload_interval: Duration,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_listen: Option<SocketAddr>,
     /// Proxies whose `X-Forwarded-For` names the client (rate limits, failed logins).
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -524,6 +532,7 @@ impl ServeArgs {
             auth,
             tls,
             reload_interval,
+            metrics_listen: s.metrics_listen,
             trusted_proxies,
             listen: s.listen.unwrap_or(default_listen),
             storage,

@@ -12,6 +12,7 @@ use crate::auth::{Auth, AuthSetupError};
 use crate::config::ServeConfig;
 use crate::gc;
 use crate::limits::Pressure;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::storage;
 use crate::tls::ServerTls;
@@ -29,7 +30,14 @@ pub async fn app(
     store: Arc<dyn storage::BlobStore>,
     keys: TokenKeys,
 ) -> Result<axum::Router, AuthSetupError> {
-    build(config, store, keys, &Arc::new(Pressure::default())).await
+    let built = build(config, store, keys, &Arc::new(Pressure::default()), None).await?;
+    Ok(built.app)
+}
+
+/// The application, and what the metrics endpoint reads.
+struct Built {
+    app: axum::Router,
+    health: Arc<storage::Health>,
 }
 
 async fn build(
@@ -37,7 +45,8 @@ async fn build(
     store: Arc<dyn storage::BlobStore>,
     keys: TokenKeys,
     pressure: &Arc<Pressure>,
-) -> Result<axum::Router, AuthSetupError> {
+    metrics: Option<Arc<Metrics>>,
+) -> Result<Built, AuthSetupError> {
     let gate = match &config.auth {
         Some(auth) => Some(Arc::new(Gate {
             auth: Arc::new(Auth::start(auth.clone()).await?),
@@ -47,6 +56,7 @@ async fn build(
                 "http"
             },
             trusted_proxies: config.trusted_proxies.clone(),
+            metrics: metrics.clone(),
         })),
         None => None,
     };
@@ -56,6 +66,9 @@ async fn build(
         guard.timeouts,
         guard.failures_to_open,
         guard.probe_interval,
+        metrics
+            .clone()
+            .map(|m| m as Arc<dyn storage::StorageObserver>),
     );
     let health = guarded.health();
     let store: Arc<dyn storage::BlobStore> = guarded;
@@ -65,9 +78,10 @@ async fn build(
         registry,
         uploads,
         settings: Arc::new(config.api.clone()),
-        health,
+        health: Arc::clone(&health),
     };
-    Ok(api::router(state, gate, &config.requests, pressure))
+    let app = api::router(state, gate, &config.requests, pressure, metrics);
+    Ok(Built { app, health })
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (up to the grace period).
@@ -80,8 +94,14 @@ pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error 
         );
         TokenKeys::new(SecretKey::random(), None)
     });
+    let metrics = config.metrics_listen.map(|_| Arc::new(Metrics::default()));
     if let Some((interval, older_than)) = config.purge_uploads {
-        tokio::spawn(purge_periodically(Arc::clone(&store), interval, older_than));
+        tokio::spawn(purge_periodically(
+            Arc::clone(&store),
+            interval,
+            older_than,
+            metrics.clone(),
+        ));
     }
     let pressure = Arc::new(Pressure::default());
     Pressure::log_periodically(&pressure, PRESSURE_LOG_INTERVAL);
@@ -89,7 +109,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error 
         max_connections: connections_within_file_limit(config.connections.max_connections),
         ..config.connections
     };
-    let app = build(&config, store, keys, &pressure).await?;
+    let Built { app, health } = build(&config, store, keys, &pressure, metrics.clone()).await?;
+    if let (Some(address), Some(metrics)) = (config.metrics_listen, metrics) {
+        serve_metrics(address, metrics, health, Arc::clone(&pressure)).await?;
+    }
     let tls = config
         .tls
         .clone()
@@ -145,11 +168,45 @@ fn connections_within_file_limit(wanted: usize) -> usize {
     wanted.min(room.max(1))
 }
 
+/// Serves `/metrics` on `address`, on its own listener: outside the registry's access control
+/// and request limits, so monitoring works whatever the load.
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<storage::Health>,
+    pressure: Arc<Pressure>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving metrics");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = metrics.encode(&health, &pressure);
+            async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the metrics listener failed");
+        }
+    });
+    Ok(())
+}
+
 /// `serve`'s in-process upload purging, for installs without a scheduler.
 async fn purge_periodically(
     store: Arc<dyn storage::BlobStore>,
     interval: Duration,
     older_than: Duration,
+    metrics: Option<Arc<Metrics>>,
 ) {
     let options = gc::PurgeOptions {
         dry_run: false,
@@ -159,11 +216,16 @@ async fn purge_periodically(
     loop {
         ticks.tick().await;
         match gc::purge_uploads(Arc::clone(&store), &options).await {
-            Ok(report) => tracing::info!(
-                uploads = report.uploads_deleted,
-                bytes = report.bytes_freed,
-                "purged stale uploads"
-            ),
+            Ok(report) => {
+                if let Some(metrics) = &metrics {
+                    metrics.purged(report.uploads_deleted as u64, report.bytes_freed);
+                }
+                tracing::info!(
+                    uploads = report.uploads_deleted,
+                    bytes = report.bytes_freed,
+                    "purged stale uploads"
+                );
+            }
             Err(err) => tracing::warn!(error = %err, "purging stale uploads failed"),
         }
     }

@@ -164,11 +164,28 @@ impl Health {
     }
 }
 
+/// Told the operation, outcome and duration of every call through the guard (metrics).
+pub trait StorageObserver: Send + Sync {
+    fn observe(&self, operation: &'static str, outcome: &'static str, elapsed: Duration);
+}
+
+/// The outcome label of a storage call: `ok`, `not_found`, `unavailable` (failed, timed out or
+/// refused by the open breaker) or `error`.
+fn outcome_of<T>(result: &Result<T>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(Error::NotFound) => "not_found",
+        Err(Error::Unavailable(_)) => "unavailable",
+        Err(_) => "error",
+    }
+}
+
 /// A backend behind time limits and a circuit breaker; see the module documentation.
 pub struct Guarded {
     inner: Arc<dyn BlobStore>,
     health: Arc<Health>,
     timeouts: Timeouts,
+    observer: Option<Arc<dyn StorageObserver>>,
 }
 
 impl fmt::Debug for Guarded {
@@ -181,18 +198,20 @@ impl fmt::Debug for Guarded {
 
 impl Guarded {
     /// Guards `inner`, opening the breaker after `failures_to_open` consecutive failures, and
-    /// starts the probe, every `probe_interval` for as long as the guard lives. Needs a tokio
-    /// runtime.
+    /// starts the probe, every `probe_interval` for as long as the guard lives; every call is
+    /// reported to `observer`. Needs a tokio runtime.
     pub fn start(
         inner: Arc<dyn BlobStore>,
         timeouts: Timeouts,
         failures_to_open: u32,
         probe_interval: Duration,
+        observer: Option<Arc<dyn StorageObserver>>,
     ) -> Arc<Self> {
         let guarded = Arc::new(Self {
             inner,
             health: Arc::new(Health::new(failures_to_open)),
             timeouts,
+            observer,
         });
         tokio::spawn(probe(Arc::downgrade(&guarded), probe_interval));
         guarded
@@ -207,17 +226,27 @@ impl Guarded {
     /// apply), and counts its outcome.
     async fn call<T>(
         &self,
+        operation: &'static str,
         limit: Option<Duration>,
         call: impl Future<Output = Result<T>> + Send,
     ) -> Result<T> {
-        self.health.admit()?;
-        let outcome = match limit {
-            Some(limit) => tokio::time::timeout(limit, call)
-                .await
-                .unwrap_or_else(|_| Err(timed_out(limit))),
-            None => call.await,
+        let started = Instant::now();
+        let outcome = match self.health.admit() {
+            Err(refused) => Err(refused),
+            Ok(()) => {
+                let outcome = match limit {
+                    Some(limit) => tokio::time::timeout(limit, call)
+                        .await
+                        .unwrap_or_else(|_| Err(timed_out(limit))),
+                    None => call.await,
+                };
+                self.health.record(&outcome);
+                outcome
+            }
         };
-        self.health.record(&outcome);
+        if let Some(observer) = &self.observer {
+            observer.observe(operation, outcome_of(&outcome), started.elapsed());
+        }
         outcome
     }
 
@@ -250,11 +279,13 @@ async fn probe(guarded: Weak<Guarded>, interval: Duration) {
 #[async_trait]
 impl BlobStore for Guarded {
     async fn stat(&self, key: &str) -> Result<ObjectMeta> {
-        self.call(self.quick(), self.inner.stat(key)).await
+        self.call("stat", self.quick(), self.inner.stat(key)).await
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
-        let stream = self.call(self.quick(), self.inner.get(key, range)).await?;
+        let stream = self
+            .call("get", self.quick(), self.inner.get(key, range))
+            .await?;
         Ok(StallGuard {
             inner: stream,
             timer: IdleTimer::new(self.timeouts.request),
@@ -266,40 +297,55 @@ impl BlobStore for Guarded {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let limit = self.timeouts.for_bytes(data.len() as u64) + MARGIN;
-        self.call(Some(limit), self.inner.put(key, data)).await
+        self.call("put", Some(limit), self.inner.put(key, data))
+            .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        self.call(self.quick(), self.inner.list(prefix)).await
+        self.call("list", self.quick(), self.inner.list(prefix))
+            .await
     }
 
     async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         // Many pages for a large repository (gc): each page is bounded by the backend.
-        self.call(None, self.inner.walk(prefix)).await
+        self.call("walk", None, self.inner.walk(prefix)).await
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         // A copy of unknown size on S3, bounded there by size.
-        self.call(None, self.inner.rename(from, to)).await
+        self.call("rename", None, self.inner.rename(from, to)).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.call(self.quick(), self.inner.delete(key)).await
+        self.call("delete", self.quick(), self.inner.delete(key))
+            .await
     }
 
     async fn delete_objects(&self, keys: &[String]) -> Result<()> {
-        self.call(self.quick(), self.inner.delete_objects(keys))
-            .await
+        self.call(
+            "delete_objects",
+            self.quick(),
+            self.inner.delete_objects(keys),
+        )
+        .await
     }
 
     async fn presigned_get_url(&self, key: &str, ttl: Duration) -> Result<Option<String>> {
-        self.call(self.quick(), self.inner.presigned_get_url(key, ttl))
-            .await
+        self.call(
+            "presigned_get_url",
+            self.quick(),
+            self.inner.presigned_get_url(key, ttl),
+        )
+        .await
     }
 
     async fn create_resumable(&self, key: &str) -> Result<WriteState> {
-        self.call(self.quick(), self.inner.create_resumable(key))
-            .await
+        self.call(
+            "create_resumable",
+            self.quick(),
+            self.inner.create_resumable(key),
+        )
+        .await
     }
 
     async fn append_with_checkpoint(
@@ -311,6 +357,7 @@ impl BlobStore for Guarded {
     ) -> Result<WriteState> {
         // Paced by the client's body; each storage request inside is bounded by the backend.
         self.call(
+            "append_with_checkpoint",
             None,
             self.inner
                 .append_with_checkpoint(key, state, body, checkpoint),
@@ -319,23 +366,35 @@ impl BlobStore for Guarded {
     }
 
     async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool> {
-        self.call(self.quick(), self.inner.is_current(key, state))
-            .await
+        self.call(
+            "is_current",
+            self.quick(),
+            self.inner.is_current(key, state),
+        )
+        .await
     }
 
     async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()> {
         let limit = self.timeouts.for_bytes(state.size).saturating_mul(2) + MARGIN;
-        self.call(Some(limit), self.inner.commit_resumable(key, state, dest))
-            .await
+        self.call(
+            "commit_resumable",
+            Some(limit),
+            self.inner.commit_resumable(key, state, dest),
+        )
+        .await
     }
 
     async fn abort_resumable(&self, key: &str) -> Result<()> {
-        self.call(self.quick(), self.inner.abort_resumable(key))
-            .await
+        self.call(
+            "abort_resumable",
+            self.quick(),
+            self.inner.abort_resumable(key),
+        )
+        .await
     }
 
     async fn ping(&self) -> Result<()> {
-        self.call(self.quick(), self.inner.ping()).await
+        self.call("ping", self.quick(), self.inner.ping()).await
     }
 }
 
@@ -457,7 +516,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hung_backend_trips_the_breaker_and_a_probe_closes_it() {
         let backend = Arc::new(Hangs::default());
-        let guarded = Guarded::start(backend.clone(), TIMEOUTS, 3, Duration::from_secs(1));
+        let guarded = Guarded::start(backend.clone(), TIMEOUTS, 3, Duration::from_secs(1), None);
         let health = guarded.health();
         guarded.put("a", Bytes::from_static(b"x")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -493,7 +552,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn answers_reset_the_count_and_not_found_is_an_answer() {
         let backend = Arc::new(Hangs::default());
-        let guarded = Guarded::start(backend.clone(), TIMEOUTS, 2, Duration::from_secs(3600));
+        let guarded = Guarded::start(
+            backend.clone(),
+            TIMEOUTS,
+            2,
+            Duration::from_secs(3600),
+            None,
+        );
         // Let the first probe run and pass before storage hangs.
         tokio::time::sleep(Duration::from_millis(10)).await;
         backend.hung.store(true, Ordering::SeqCst);

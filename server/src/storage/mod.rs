@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use counting::Counting;
 pub use fs::FsStore;
-pub use guard::{Guarded, Health, HealthReport};
+pub use guard::{Guarded, Health, HealthReport, StorageObserver};
 pub use memory::MemoryStore;
 pub use s3::{MIN_PART_SIZE, S3Config, S3Store};
 pub use timeouts::{DEFAULT_MIN_THROUGHPUT, DEFAULT_REQUEST_TIMEOUT, Timeouts};

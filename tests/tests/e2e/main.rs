@@ -8,6 +8,7 @@ mod distribution_compat;
 mod gc;
 mod images;
 mod lifecycle;
+mod metrics;
 mod oras;
 mod overload;
 mod replicas;

@@ -1,0 +1,366 @@
+//! Prometheus metrics of a replica, served on their own listener (`--metrics-listen`), never
+//! behind the registry's access control.
+//!
+//! Requests are labelled by route template (`manifest`, `blob`, `upload`, …), never by path:
+//! repository names would make the series unbounded. Bytes are counted as the bodies flow, so
+//! chunked uploads and streamed blobs count exactly.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::Frame;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::api::route_of;
+use crate::limits::{Event, Pressure};
+use crate::storage::{Health, StorageObserver};
+
+/// Latency buckets, in seconds, from a cached manifest to a slow storage call.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StorageLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+/// Every metric of the replica.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RouteLabels, Histogram>,
+    received_bytes: Counter,
+    sent_bytes: Counter,
+    uploads_started: Counter,
+    uploads_finished: Counter,
+    uploads_in_flight: Gauge,
+    storage_operations: Family<StorageLabels, Counter>,
+    storage_seconds: Family<OperationLabels, Histogram>,
+    storage_available: Gauge,
+    auth_failures: Family<ReasonLabels, Counter>,
+    overload: Family<ReasonLabels, Counter>,
+    purged_uploads: Counter,
+    purged_bytes: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("stowage");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by route template, method and status class",
+            requests.clone(),
+        );
+        let request_seconds =
+            Family::<RouteLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer a request (to its response headers), by route template and method",
+            request_seconds.clone(),
+        );
+        let received_bytes = Counter::default();
+        registry.register(
+            "http_received_bytes",
+            "Request body bytes received",
+            received_bytes.clone(),
+        );
+        let sent_bytes = Counter::default();
+        registry.register(
+            "http_sent_bytes",
+            "Response body bytes sent",
+            sent_bytes.clone(),
+        );
+        let uploads_started = Counter::default();
+        registry.register(
+            "uploads_started",
+            "Blob upload sessions started here (monolithic pushes included)",
+            uploads_started.clone(),
+        );
+        let uploads_finished = Counter::default();
+        registry.register(
+            "uploads_finished",
+            "Blob uploads finished here into a blob",
+            uploads_finished.clone(),
+        );
+        let uploads_in_flight = Gauge::default();
+        registry.register(
+            "uploads_in_flight",
+            "Upload requests (POST, PATCH, PUT) being handled here now",
+            uploads_in_flight.clone(),
+        );
+        let storage_operations = Family::<StorageLabels, Counter>::default();
+        registry.register(
+            "storage_operations",
+            "Storage calls, by operation and outcome (ok, not_found, unavailable, error)",
+            storage_operations.clone(),
+        );
+        let storage_seconds = Family::<OperationLabels, Histogram>::new_with_constructor(
+            histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "storage_operation_duration_seconds",
+            "Time storage calls took, by operation",
+            storage_seconds.clone(),
+        );
+        let storage_available = Gauge::default();
+        registry.register(
+            "storage_available",
+            "1 while the storage probe finds storage answering, 0 otherwise",
+            storage_available.clone(),
+        );
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused by access control: unauthorized (401), denied (403), \
+             insufficient_scope (401), locked_out (429)",
+            auth_failures.clone(),
+        );
+        let overload = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "overload_events",
+            "What the overload limits refused or cut off, by kind",
+            overload.clone(),
+        );
+        let purged_uploads = Counter::default();
+        registry.register(
+            "purged_uploads",
+            "Stale upload sessions removed by the in-process purge",
+            purged_uploads.clone(),
+        );
+        let purged_bytes = Counter::default();
+        registry.register(
+            "purged_bytes",
+            "Bytes freed by the in-process purge",
+            purged_bytes.clone(),
+        );
+        let build = Family::<VersionLabels, Gauge>::default();
+        build
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The running version", build);
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            received_bytes,
+            sent_bytes,
+            uploads_started,
+            uploads_finished,
+            uploads_in_flight,
+            storage_operations,
+            storage_seconds,
+            storage_available,
+            auth_failures,
+            overload,
+            purged_uploads,
+            purged_bytes,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition, with the gauges read from `health` and the counters from
+    /// `pressure` brought up to date.
+    pub fn encode(&self, health: &Health, pressure: &Pressure) -> String {
+        self.storage_available.set(i64::from(health.report().ready));
+        for (event, reason) in [
+            (Event::ConnectionRefused, "connection_refused"),
+            (Event::RequestShed, "request_shed"),
+            (Event::RateLimited, "rate_limited"),
+            (Event::HeaderTimeout, "header_timeout"),
+            (Event::BodyIdleTimeout, "body_idle_timeout"),
+        ] {
+            let counter = self.overload.get_or_create(&ReasonLabels { reason });
+            let total = pressure.total(event);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counts a request refused by access control.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts what the in-process purge removed.
+    pub fn purged(&self, uploads: u64, bytes: u64) {
+        self.purged_uploads.inc_by(uploads);
+        self.purged_bytes.inc_by(bytes);
+    }
+}
+
+impl StorageObserver for Metrics {
+    fn observe(&self, operation: &'static str, outcome: &'static str, elapsed: Duration) {
+        self.storage_operations
+            .get_or_create(&StorageLabels { operation, outcome })
+            .inc();
+        self.storage_seconds
+            .get_or_create(&OperationLabels { operation })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Counts every request and its bytes.
+pub async fn measure(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = route_of(request.uri().path());
+    let method = request.method().clone();
+    let upload = matches!(route, "uploads" | "upload") && method != http::Method::GET;
+    let in_flight = upload.then(|| InFlight::new(&metrics.uploads_in_flight));
+    let request = request.map(|body| {
+        Body::new(Counted {
+            inner: body,
+            counter: metrics.received_bytes.clone(),
+        })
+    });
+    let response = next.run(request).await;
+    drop(in_flight);
+    let status = response.status();
+    let class = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method: method.to_string(),
+            status: class,
+        })
+        .inc();
+    metrics
+        .request_seconds
+        .get_or_create(&RouteLabels {
+            route,
+            method: method.to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    // A POST that answers 202 opened a session, one that answers 201 pushed a blob whole (or
+    // mounted it); a 201 on a session finished it.
+    if route == "uploads" && method == http::Method::POST && status.is_success() {
+        metrics.uploads_started.inc();
+    }
+    if status == http::StatusCode::CREATED && matches!(route, "uploads" | "upload") {
+        metrics.uploads_finished.inc();
+    }
+    response.map(|body| {
+        Body::new(Counted {
+            inner: body,
+            counter: metrics.sent_bytes.clone(),
+        })
+    })
+}
+
+/// Holds the in-flight gauge up while an upload request runs.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A body that adds the size of each data frame to a counter as it passes.
+struct Counted {
+    inner: Body,
+    counter: Counter,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.counter.inc_by(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
