@@ -265,4 +265,50 @@ async fn counters_move_by_what_the_requests_did() {
             .iter()
             .all(|s| s.labels.get("route").is_none_or(|r| !r.contains('/')))
     );
+    dashboard_queries_only_what_exists(&after);
+}
+
+/// Every metric the Grafana dashboard queries is one the server exports.
+fn dashboard_queries_only_what_exists(scrape: &Scrape) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/stowage.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut exported: std::collections::BTreeSet<String> =
+        scrape.0.iter().map(|s| s.metric.clone()).collect();
+    // Histograms: the parser names their buckets by the histogram.
+    let histograms: Vec<String> = exported
+        .iter()
+        .filter_map(|name| name.strip_suffix("_count").map(str::to_owned))
+        .collect();
+    exported.extend(histograms.iter().map(|base| format!("{base}_bucket")));
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                queried += 1;
+                assert!(
+                    exported.contains(&name),
+                    "panel {:?} queries {name}, which the server does not export",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(queried >= 10, "the dashboard queries the server's metrics");
+}
+
+/// The `stowage_*` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("stowage_") {
+        let name: String = rest[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[start + name.len()..];
+        names.push(name);
+    }
+    names
 }
