@@ -58,7 +58,17 @@ pub fn rules() -> Vec<PolicyRule> {
         ),
         // `spec.tls.issuerRef`: the Certificate cert-manager issues the server's certificate
         // from, applied when cert-manager is installed.
-        rule("cert-manager.io", &["certificates"], &["create", "patch"]),
+        rule(
+            "cert-manager.io",
+            &["certificates"],
+            &["create", "patch", "delete"],
+        ),
+        // `spec.monitoring.serviceMonitor`, when the Prometheus Operator is installed.
+        rule(
+            "monitoring.coreos.com",
+            &["servicemonitors"],
+            &["create", "patch", "delete"],
+        ),
         // The event recorder creates an event, then patches its count when it repeats.
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]

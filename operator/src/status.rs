@@ -17,26 +17,29 @@ pub struct Observed<'a> {
     pub deployment: Option<&'a Deployment>,
     pub storage: &'a StorageCheck,
     /// Whether the certificate is there, when `spec.tls` asks for one.
-    pub tls: Option<&'a TlsCheck>,
+    pub tls: Option<&'a Check>,
+    /// Whether the ServiceMonitor was made, when `spec.monitoring.serviceMonitor` asks for one.
+    pub service_monitor: Option<&'a Check>,
     pub last_gc: Option<GarbageCollectionRun>,
     /// Why the last reconcile failed, if it did.
     pub error: Option<String>,
     pub now: Time,
 }
 
-/// Whether the server's certificate is in place.
+/// What the operator found of something optional the spec asks for: the certificate, the
+/// ServiceMonitor.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsCheck {
+pub struct Check {
     pub ready: bool,
     pub reason: &'static str,
     pub message: String,
 }
 
-impl TlsCheck {
-    pub fn ready(message: String) -> Self {
+impl Check {
+    pub fn ready(reason: &'static str, message: String) -> Self {
         Self {
             ready: true,
-            reason: "CertificateReady",
+            reason,
             message,
         }
     }
@@ -211,14 +214,21 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
     };
 
     let mut conditions = vec![ready_condition, progressing, degraded, storage, gc];
-    if registry.spec.tls.is_some() {
-        conditions.push(match observed.tls {
-            Some(tls) => condition("TlsReady", tls.ready, tls.reason, tls.message.clone()),
-            None => unknown(
-                "TlsReady",
-                "NotChecked",
-                "not checked: the reconcile failed",
-            ),
+    let optional = [
+        ("TlsReady", registry.spec.tls.is_some(), observed.tls),
+        (
+            "ServiceMonitorReady",
+            registry.spec.monitoring.service_monitor.is_some(),
+            observed.service_monitor,
+        ),
+    ];
+    for (type_, asked, check) in optional {
+        if !asked {
+            continue;
+        }
+        conditions.push(match check {
+            Some(check) => condition(type_, check.ready, check.reason, check.message.clone()),
+            None => unknown(type_, "NotChecked", "not checked: the reconcile failed"),
         });
     }
     RegistryStatus {
@@ -362,6 +372,7 @@ mod tests {
             deployment,
             storage,
             tls: None,
+            service_monitor: None,
             last_gc: None,
             error: None,
             now: time(0),
@@ -378,7 +389,7 @@ mod tests {
             secret_name: Some("cert".to_owned()),
             ..crate::crd::Tls::default()
         });
-        let missing = TlsCheck::not_ready("SecretMissing", "TLS Secret cert does not exist".into());
+        let missing = Check::not_ready("SecretMissing", "TLS Secret cert does not exist".into());
         let status = compute(
             &registry,
             Observed {
@@ -391,7 +402,7 @@ mod tests {
             (tls.status.as_str(), tls.reason.as_str()),
             ("False", "SecretMissing")
         );
-        let ready = TlsCheck::ready("serving".into());
+        let ready = Check::ready("CertificateReady", "serving".into());
         let status = compute(
             &registry,
             Observed {

@@ -130,7 +130,8 @@ fn auth_spec() -> Value {
             "rules": [{"repositories": ["**"], "subjects": ["authenticated"], "actions": ["pull"]}],
             "workloadIdentity": {}
         },
-        "tls": {"issuerRef": {"name": "cluster-ca", "kind": "ClusterIssuer"}, "dnsNames": ["registry.example.com"]}
+        "tls": {"issuerRef": {"name": "cluster-ca", "kind": "ClusterIssuer"}, "dnsNames": ["registry.example.com"]},
+        "monitoring": {"serviceMonitor": {"labels": {"release": "prometheus"}}}
     })
 }
 
@@ -919,5 +920,53 @@ async fn auth_and_tls_reach_the_pods_and_the_status_tells_the_certificate() {
     assert_eq!(
         (tls["status"].as_str(), tls["reason"].as_str()),
         (Some("False"), Some("CertManagerMissing"))
+    );
+}
+
+const SERVICE_MONITOR: &str =
+    "/apis/monitoring.coreos.com/v1/namespaces/team-a/servicemonitors/images";
+
+#[tokio::test]
+async fn a_service_monitor_where_the_prometheus_operator_is_installed() {
+    let h = Harness::new();
+    let mut spec = s3_spec();
+    spec["monitoring"] = json!({"serviceMonitor": {"interval": "15s"}});
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+    let monitor = h.object(SERVICE_MONITOR);
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
+    assert_eq!(h.condition("ServiceMonitorReady")["status"], "True");
+    // The Service carries the port it scrapes.
+    let service = h.object(&format!("{NS}/services/images"));
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "metrics")
+    );
+
+    // Without the Prometheus Operator: skipped, and the condition says why.
+    h.fake.fail(Method::PATCH, "/servicemonitors/images", 404);
+    h.reconcile().await.expect("reconciles");
+    let condition = h.condition("ServiceMonitorReady");
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "ServiceMonitorCrdMissing");
+    h.fake.heal();
+
+    // Asked for no more: deleted, and the condition goes.
+    h.apply_registry(&s3_spec());
+    h.reconcile().await.expect("reconciles");
+    assert!(
+        h.fake.get(SERVICE_MONITOR).is_none(),
+        "the ServiceMonitor is deleted"
+    );
+    let registry = h.object(REGISTRY);
+    let conditions = registry["status"]["conditions"].as_array().unwrap();
+    assert!(
+        conditions
+            .iter()
+            .all(|c| c["type"] != "ServiceMonitorReady")
     );
 }

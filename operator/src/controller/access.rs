@@ -2,13 +2,14 @@
 //! certificate comes from the named Secret or from a cert-manager Certificate.
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::Api;
+use kube::{Client, ResourceExt};
 
-use super::{Error, is_not_found, keys, kube_error};
+use super::optional::{Optional, apply_or_delete};
+use super::{Error, keys, kube_error};
 use crate::crd::Registry;
-use crate::resources::{self, FIELD_MANAGER};
-use crate::status::TlsCheck;
+use crate::resources;
+use crate::status::Check;
 
 /// The Secrets `spec.auth` and `spec.tls` name, whose changes should be seen.
 pub(super) fn secrets(registry: &Registry) -> Vec<String> {
@@ -63,41 +64,35 @@ pub(super) async fn apply_tls(
     client: &Client,
     registry: &Registry,
     namespace: &str,
-) -> Result<Option<TlsCheck>, Error> {
+) -> Result<Option<Check>, Error> {
     let Some(secret_name) = resources::tls_secret_name(registry) else {
+        // A Certificate made for an earlier spec goes.
+        apply_or_delete(
+            client,
+            namespace,
+            &resources::certificate_resource(),
+            &registry.name_any(),
+            None,
+        )
+        .await?;
         return Ok(None);
     };
     let from_cert_manager = resources::certificate(registry);
-    if let Some(certificate) = &from_cert_manager {
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            client.clone(),
-            namespace,
-            &resources::certificate_resource(),
-        );
-        let name = certificate.metadata.name.clone().unwrap_or_default();
-        let applied = api
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(certificate),
-            )
-            .await;
-        match applied {
-            Ok(_) => {}
-            // No such resource: cert-manager is not installed.
-            Err(error) if is_not_found(&error) => {
-                return Ok(Some(TlsCheck::not_ready(
-                    "CertManagerMissing",
-                    "spec.tls.issuerRef needs cert-manager, and this cluster has no \
-                     Certificate resource: install cert-manager, or name a Secret in \
-                     spec.tls.secretName"
-                        .to_owned(),
-                )));
-            }
-            Err(error) => {
-                return Err(kube_error(format!("applying Certificate {name}"))(error));
-            }
-        }
+    let applied = apply_or_delete(
+        client,
+        namespace,
+        &resources::certificate_resource(),
+        &registry.name_any(),
+        from_cert_manager.as_ref(),
+    )
+    .await?;
+    if applied == Optional::NoSuchResource {
+        return Ok(Some(Check::not_ready(
+            "CertManagerMissing",
+            "spec.tls.issuerRef needs cert-manager, and this cluster has no Certificate \
+             resource: install cert-manager, or name a Secret in spec.tls.secretName"
+                .to_owned(),
+        )));
     }
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = api
@@ -110,19 +105,52 @@ pub(super) async fn apply_tls(
                 .iter()
                 .all(|key| keys::secret_value_len(&secret, key).is_some_and(|len| len > 0)) =>
         {
-            TlsCheck::ready(format!("serving the certificate in Secret {secret_name}"))
+            Check::ready(
+                "CertificateReady",
+                format!("serving the certificate in Secret {secret_name}"),
+            )
         }
-        Some(_) => TlsCheck::not_ready(
+        Some(_) => Check::not_ready(
             "CertificateIncomplete",
             format!("Secret {secret_name} needs tls.crt and tls.key"),
         ),
-        None if from_cert_manager.is_some() => TlsCheck::not_ready(
+        None if from_cert_manager.is_some() => Check::not_ready(
             "CertificatePending",
             format!("waiting for cert-manager to issue the certificate into Secret {secret_name}"),
         ),
-        None => TlsCheck::not_ready(
+        None => Check::not_ready(
             "SecretMissing",
             format!("TLS Secret {secret_name} does not exist"),
+        ),
+    }))
+}
+
+/// Applies the ServiceMonitor `spec.monitoring.serviceMonitor` asks for (or deletes one made
+/// earlier), and reports whether it could; `None` when none is asked for.
+pub(super) async fn apply_service_monitor(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+) -> Result<Option<Check>, Error> {
+    let wanted = resources::service_monitor(registry);
+    let applied = apply_or_delete(
+        client,
+        namespace,
+        &resources::service_monitor_resource(),
+        &registry.name_any(),
+        wanted.as_ref(),
+    )
+    .await?;
+    Ok(wanted.map(|_| match applied {
+        Optional::Done => Check::ready(
+            "Applied",
+            "Prometheus scrapes the pods through ServiceMonitor ".to_owned() + &registry.name_any(),
+        ),
+        Optional::NoSuchResource => Check::not_ready(
+            "ServiceMonitorCrdMissing",
+            "skipped: this cluster has no ServiceMonitor resource (install the Prometheus \
+             Operator, or scrape the pods' metrics port another way)"
+                .to_owned(),
         ),
     }))
 }

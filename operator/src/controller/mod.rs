@@ -4,6 +4,7 @@
 
 mod access;
 mod keys;
+mod optional;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -222,17 +223,19 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
     let namespace = registry.namespace().ok_or(Error::NoNamespace)?;
     let client = context.client.clone();
     let applied = apply_children(&registry, &context, &namespace).await;
-    let (observed_deployment, storage, tls, last_gc, error) = match &applied {
+    let (observed_deployment, storage, tls, service_monitor, last_gc, error) = match &applied {
         Ok(applied) => (
             Some(&applied.deployment),
             applied.storage.clone(),
             applied.tls.clone(),
+            applied.service_monitor.clone(),
             applied.last_gc.clone(),
             None,
         ),
         Err(error) => (
             None,
             StorageCheck::unknown("NotChecked", "not checked: the reconcile failed"),
+            None,
             None,
             registry
                 .status
@@ -247,6 +250,7 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
             deployment: observed_deployment,
             storage: &storage,
             tls: tls.as_ref(),
+            service_monitor: service_monitor.as_ref(),
             last_gc,
             error,
             now: Time(Timestamp::now()),
@@ -318,7 +322,9 @@ struct Applied {
     deployment: Deployment,
     storage: StorageCheck,
     /// Whether the certificate is there, when `spec.tls` asks for one.
-    tls: Option<status::TlsCheck>,
+    tls: Option<status::Check>,
+    /// Whether the ServiceMonitor was made, when the spec asks for one.
+    service_monitor: Option<status::Check>,
     last_gc: Option<crate::crd::GarbageCollectionRun>,
     /// Events worth telling: `(reason, note)`.
     events: Vec<(&'static str, String)>,
@@ -373,6 +379,7 @@ async fn apply_children(
         apply(client, namespace, &policy).await?;
     }
     let tls = access::apply_tls(client, registry, namespace).await?;
+    let service_monitor = access::apply_service_monitor(client, registry, namespace).await?;
 
     apply(client, namespace, &resources::service_account(registry)).await?;
     apply(client, namespace, &resources::config_map(registry, config)).await?;
@@ -407,6 +414,7 @@ async fn apply_children(
         deployment,
         storage,
         tls,
+        service_monitor,
         last_gc,
         events,
     })

@@ -5,6 +5,7 @@
 //! wrong `Registry` is refused by `kubectl apply` rather than reported later in its status.
 
 mod access;
+mod monitoring;
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,7 @@ pub use access::{
     AccessRule, Auth, CertIssuerRef, Challenge, IssuerKind, RuleAction, SecretFile, Tls,
     TokenIssuer, WorkloadIdentity,
 };
+pub use monitoring::{Monitoring, ServiceMonitor};
 
 /// The API group of every Stowage resource.
 pub const GROUP: &str = "stowage.dev";
@@ -108,6 +110,10 @@ pub struct RegistrySpec {
     /// HTTPS: a certificate from a Secret, or from cert-manager. Unset: plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+
+    /// How Prometheus finds the pods' metrics.
+    #[serde(default)]
+    pub monitoring: Monitoring,
 
     /// How the registry is exposed inside the cluster.
     #[serde(default)]

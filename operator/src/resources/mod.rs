@@ -6,6 +6,7 @@ mod access;
 mod config;
 mod jobs;
 mod keys;
+mod monitoring;
 mod pod;
 mod scaling;
 mod service;
@@ -30,6 +31,7 @@ pub use keys::{
     CURRENT_KEY, KeyKind, PREVIOUS_KEY, ROTATION_ANNOTATION, generate_key, new_key_secret,
     rotated_key_secret, upload_key_secret_name,
 };
+pub use monitoring::{service_monitor, service_monitor_resource};
 pub use pod::{DATA_PATH, METRICS_PORT, SERVER_PORT, UPLOAD_KEY_PATH};
 pub use scaling::{horizontal_pod_autoscaler, pod_disruption_budget};
 pub use service::{endpoint, service, service_account};

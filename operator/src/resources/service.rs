@@ -19,14 +19,25 @@ pub fn service(registry: &Registry) -> Service {
         spec: Some(ServiceSpec {
             type_: Some(settings.type_.as_str().to_owned()),
             selector: Some(selector_labels(registry, SERVER_COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_owned()),
-                port: settings.port,
-                target_port: Some(IntOrString::String("http".to_owned())),
-                protocol: Some("TCP".to_owned()),
-                app_protocol: Some("http".to_owned()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".to_owned()),
+                    port: settings.port,
+                    target_port: Some(IntOrString::String("http".to_owned())),
+                    protocol: Some("TCP".to_owned()),
+                    app_protocol: Some("http".to_owned()),
+                    ..ServicePort::default()
+                },
+                // Prometheus scrapes each pod through the Service's endpoints.
+                ServicePort {
+                    name: Some("metrics".to_owned()),
+                    port: super::METRICS_PORT,
+                    target_port: Some(IntOrString::String("metrics".to_owned())),
+                    protocol: Some("TCP".to_owned()),
+                    app_protocol: Some("http".to_owned()),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
