@@ -35,6 +35,8 @@ const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
 /// How long an append waits for another request to release the same upload.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 256 * 1024;
+/// Reads up to this size are done in one go (tag links, manifests, configs).
+const SMALL_READ: u64 = 64 * 1024;
 const NONCE_LEN: usize = 16;
 
 /// Objects as files below a root directory.
@@ -177,6 +179,31 @@ fn resumable_file(path: &Path, state: &WriteState) -> Result<PathBuf> {
     Ok(suffixed(path, &format!(".{}", hex(&state.backend))))
 }
 
+/// A file opened for reading: read whole when small, else positioned at the range's start.
+enum Opened {
+    Whole(Bytes),
+    Stream(std::fs::File, u64),
+}
+
+/// Opens `path` for reading `range` (all of it by default), on a blocking thread.
+fn open_for_read(path: &Path, range: Option<Range<u64>>) -> Result<Opened> {
+    use std::io::{Read, Seek};
+    let mut file = std::fs::File::open(path).map_err(not_found_as_error)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::NotFound);
+    }
+    let range = range.unwrap_or(0..meta.len());
+    let len = range.end.saturating_sub(range.start);
+    file.seek(SeekFrom::Start(range.start))?;
+    if len <= SMALL_READ {
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        file.take(len).read_to_end(&mut bytes)?;
+        return Ok(Opened::Whole(Bytes::from(bytes)));
+    }
+    Ok(Opened::Stream(file, len))
+}
+
 fn not_found_as_error(err: io::Error) -> Error {
     match err.kind() {
         ErrorKind::NotFound | ErrorKind::NotADirectory => Error::NotFound,
@@ -253,17 +280,19 @@ impl BlobStore for FsStore {
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
-        let mut file = fs::File::open(self.path_of(key)?)
+        let path = self.path_of(key)?;
+        // Open, stat, seek (and for a small read, read) in one trip to the blocking pool: each
+        // tokio::fs call is a thread hand-off, which dominates reading a tag link or a manifest.
+        let opened = tokio::task::spawn_blocking(move || open_for_read(&path, range))
             .await
-            .map_err(not_found_as_error)?;
-        let meta = file.metadata().await?;
-        if !meta.is_file() {
-            return Err(Error::NotFound);
-        }
-        let range = range.unwrap_or(0..meta.len());
-        file.seek(SeekFrom::Start(range.start)).await?;
-        let reader = file.take(range.end.saturating_sub(range.start));
-        Ok(ReaderStream::with_capacity(reader, READ_BUFFER).boxed())
+            .map_err(|err| Error::Io(io::Error::other(err)))??;
+        Ok(match opened {
+            Opened::Whole(bytes) => futures::stream::once(async { Ok(bytes) }).boxed(),
+            Opened::Stream(file, len) => {
+                let reader = fs::File::from_std(file).take(len);
+                ReaderStream::with_capacity(reader, READ_BUFFER).boxed()
+            }
+        })
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
