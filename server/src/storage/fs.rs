@@ -93,42 +93,74 @@ impl FsStore {
         Ok(self.root.join(key))
     }
 
-    async fn sync_dir(&self, dir: &Path) -> Result<()> {
-        if self.fsync {
-            // The rename is only durable once the directory entry is. A directory deleted
-            // meanwhile took the entry with it: nothing is left to make durable.
-            match fs::File::open(dir).await {
-                Ok(file) => file.sync_all().await?,
-                Err(err) if err.kind() == ErrorKind::NotFound => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Ok(())
-    }
-
     /// Moves `from` to `to` atomically, creating `to`'s directory and making the move durable.
     async fn rename_into_place(&self, from: &Path, to: &Path) -> Result<()> {
-        let parent = to
-            .parent()
-            .ok_or_else(|| io::Error::other("object without parent"))?;
-        let mut attempts = 0;
-        loop {
-            fs::create_dir_all(parent).await?;
-            match fs::rename(from, to).await {
-                Ok(()) => break,
-                // A concurrent delete (garbage collection) removed the fresh directory: again.
-                Err(err)
-                    if err.kind() == ErrorKind::NotFound
-                        && attempts < 3
-                        && fs::metadata(from).await.is_ok() =>
-                {
-                    attempts += 1;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
-        self.sync_dir(parent).await
+        let (from, to, fsync) = (from.to_owned(), to.to_owned(), self.fsync);
+        blocking(move || rename_into_place(&from, &to, fsync)).await
     }
+}
+
+/// Runs filesystem work on the blocking pool in one trip: each trip is a thread hand-off, so
+/// a sequence of calls costs one hand-off instead of one per call.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| Error::Io(io::Error::other(err)))?
+}
+
+/// Makes a rename into `dir` durable: it is only once the directory entry is. A directory
+/// deleted meanwhile took the entry with it: nothing is left to make durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    match std::fs::File::open(dir) {
+        Ok(file) => Ok(file.sync_all()?),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Moves `from` to `to` atomically, creating `to`'s directory, and (with `fsync`) durably.
+fn rename_into_place(from: &Path, to: &Path, fsync: bool) -> Result<()> {
+    let parent = to
+        .parent()
+        .ok_or_else(|| io::Error::other("object without parent"))?;
+    let mut attempts = 0;
+    loop {
+        std::fs::create_dir_all(parent)?;
+        match std::fs::rename(from, to) {
+            Ok(()) => break,
+            // A concurrent delete (garbage collection) removed the fresh directory: again.
+            Err(err)
+                if err.kind() == ErrorKind::NotFound
+                    && attempts < 3
+                    && std::fs::metadata(from).is_ok() =>
+            {
+                attempts += 1;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    if fsync {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Writes `data` to the temporary file `tmp` and renames it to `target`; the temporary file
+/// never outlives a failure.
+fn write_into_place(tmp: &Path, target: &Path, data: &[u8], fsync: bool) -> Result<()> {
+    use std::io::Write;
+    let mut guard = DeleteOnDrop(Some(tmp.to_owned()));
+    let mut file = std::fs::File::create(tmp)?;
+    file.write_all(data)?;
+    if fsync {
+        file.sync_all()?;
+    }
+    drop(file);
+    rename_into_place(tmp, target, fsync)?;
+    guard.0 = None;
+    Ok(())
 }
 
 /// Removes a directory tree that other processes may be changing: entries that vanish are fine,
@@ -283,9 +315,7 @@ impl BlobStore for FsStore {
         let path = self.path_of(key)?;
         // Open, stat, seek (and for a small read, read) in one trip to the blocking pool: each
         // tokio::fs call is a thread hand-off, which dominates reading a tag link or a manifest.
-        let opened = tokio::task::spawn_blocking(move || open_for_read(&path, range))
-            .await
-            .map_err(|err| Error::Io(io::Error::other(err)))??;
+        let opened = blocking(move || open_for_read(&path, range)).await?;
         Ok(match opened {
             Opened::Whole(bytes) => futures::stream::once(async { Ok(bytes) }).boxed(),
             Opened::Stream(file, len) => {
@@ -297,17 +327,9 @@ impl BlobStore for FsStore {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let target = self.path_of(key)?;
-        let tmp_path = self.tmp.join(hex(&random_nonce()));
-        let mut guard = DeleteOnDrop(Some(tmp_path.clone()));
-        let mut file = fs::File::create(&tmp_path).await?;
-        file.write_all(&data).await?;
-        if self.fsync {
-            file.sync_all().await?;
-        }
-        drop(file);
-        self.rename_into_place(&tmp_path, &target).await?;
-        guard.0 = None;
-        Ok(())
+        let tmp = self.tmp.join(hex(&random_nonce()));
+        let fsync = self.fsync;
+        blocking(move || write_into_place(&tmp, &target, &data, fsync)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
