@@ -35,6 +35,7 @@ use secret::secret;
 const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
 const DEFAULT_FS_ROOT: &str = "./stowage-data";
 const DEFAULT_MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+const DEFAULT_MANIFEST_CACHE_SIZE: u64 = 64 * 1024 * 1024;
 const DEFAULT_UPLOAD_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_PURGE_AGE: Duration = Duration::from_secs(168 * 3600);
@@ -195,6 +196,12 @@ pub struct Settings {
     #[arg(long, env = "STOWAGE_MAX_MANIFEST_SIZE")]
     pub max_manifest_size: Option<u64>,
 
+    /// Bytes of manifest bodies each replica keeps in memory, by digest (content never
+    /// changes; tags and repository links are still read from storage); 0 turns it off
+    /// [default: 67108864].
+    #[arg(long, env = "STOWAGE_MANIFEST_CACHE_SIZE")]
+    pub manifest_cache_size: Option<u64>,
+
     /// Allow deleting manifests, tags and blobs [default: true].
     #[arg(long, env = "STOWAGE_DELETES_ENABLED")]
     pub deletes_enabled: Option<bool>,
@@ -325,6 +332,7 @@ impl Settings {
                 .or(file.upload_secret_previous_file),
             upload_token_ttl: self.upload_token_ttl.or(file.upload_token_ttl),
             max_manifest_size: self.max_manifest_size.or(file.max_manifest_size),
+            manifest_cache_size: self.manifest_cache_size.or(file.manifest_cache_size),
             deletes_enabled: self.deletes_enabled.or(file.deletes_enabled),
             read_only: self.read_only.or(file.read_only),
             max_connections: self.max_connections.or(file.max_connections),
@@ -543,6 +551,7 @@ impl ServeArgs {
             upload_token_ttl: s.upload_token_ttl.unwrap_or(DEFAULT_UPLOAD_TOKEN_TTL),
             limits: Limits {
                 max_manifest_size: s.max_manifest_size.unwrap_or(DEFAULT_MAX_MANIFEST_SIZE),
+                manifest_cache_bytes: s.manifest_cache_size.unwrap_or(DEFAULT_MANIFEST_CACHE_SIZE),
             },
             api: ApiSettings {
                 deletes_enabled: s.deletes_enabled.unwrap_or(true),

@@ -162,13 +162,24 @@ impl Registry {
     }
 
     pub(super) async fn read_manifest(&self, digest: Digest) -> Result<StoredManifest> {
-        let limit = self.limits.max_manifest_size.max(READ_LIMIT_FLOOR);
-        let body = storage::read_small(self.store.as_ref(), &layout::blob_data(&digest), limit)
-            .await
-            .map_err(|err| match err {
-                storage::Error::NotFound => Error::ManifestUnknown,
-                other => other.into(),
-            })?;
+        let cached = self.manifests.as_ref().and_then(|cache| cache.get(&digest));
+        let body = match cached {
+            Some(body) => body,
+            None => {
+                let limit = self.limits.max_manifest_size.max(READ_LIMIT_FLOOR);
+                let path = layout::blob_data(&digest);
+                let body = storage::read_small(self.store.as_ref(), &path, limit)
+                    .await
+                    .map_err(|err| match err {
+                        storage::Error::NotFound => Error::ManifestUnknown,
+                        other => other.into(),
+                    })?;
+                if let Some(cache) = &self.manifests {
+                    cache.insert(digest.clone(), body.clone());
+                }
+                body
+            }
+        };
         let media_type = manifest::served_media_type(&body);
         Ok(StoredManifest {
             digest,

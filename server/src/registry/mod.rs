@@ -2,6 +2,7 @@
 //! referrers. Knows the OCI rules, not HTTP.
 
 mod blobs;
+mod cache;
 mod listing;
 mod manifests;
 mod referrers;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use crate::oci::Digest;
 use crate::storage::{self, BlobStore, layout};
 use crate::{manifest, oci};
+use cache::ManifestCache;
 
 pub use listing::Page;
 pub use manifests::{PutOutcome, StoredManifest};
@@ -56,6 +58,8 @@ impl From<storage::Error> for Error {
 pub struct Limits {
     /// Largest manifest accepted, in bytes.
     pub max_manifest_size: u64,
+    /// Bytes of manifest bodies kept in memory; 0 for none.
+    pub manifest_cache_bytes: u64,
 }
 
 /// The registry's view of storage.
@@ -63,11 +67,17 @@ pub struct Limits {
 pub struct Registry {
     store: Arc<dyn BlobStore>,
     limits: Limits,
+    manifests: Option<Arc<ManifestCache>>,
 }
 
 impl Registry {
     pub fn new(store: Arc<dyn BlobStore>, limits: Limits) -> Self {
-        Self { store, limits }
+        let manifests = ManifestCache::new(limits.manifest_cache_bytes).map(Arc::new);
+        Self {
+            store,
+            limits,
+            manifests,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn BlobStore> {
