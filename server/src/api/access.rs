@@ -4,10 +4,9 @@
 //! clients expect, `403 DENIED` or `429`. Handlers that need more (a mount's source, the
 //! catalog's filter) find the caller in the request's extensions.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +17,7 @@ use super::path::OciPath;
 use crate::auth::{
     Action, Auth, AuthError, ChallengeScheme, Credentials, Identity, Resource, Scope,
 };
-use crate::limits::client_address;
+use crate::limits::{client_of, is_trusted, peer_of};
 
 /// What the middleware needs.
 #[derive(Debug)]
@@ -68,13 +67,8 @@ pub(super) async fn check(
         .strip_prefix("/v2/")
         .unwrap_or_default();
     let (resource, action) = needs(request.method(), rest);
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
-    let client = peer.map(|peer| client_address(peer, request.headers(), &gate.trusted_proxies));
-    let via_proxy =
-        peer.is_some_and(|peer| gate.trusted_proxies.iter().any(|net| net.contains(&peer)));
+    let client = client_of(&request, &gate.trusted_proxies);
+    let via_proxy = peer_of(&request).is_some_and(|peer| is_trusted(&peer, &gate.trusted_proxies));
     let credentials = Credentials::parse(
         request
             .headers()

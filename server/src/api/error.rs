@@ -196,18 +196,12 @@ impl ApiError {
                 "requested access to the resource is denied",
             )
             .with_detail(detail),
-            auth::AuthError::TooManyAttempts(wait) => {
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    ErrorCode::TooManyRequests,
-                    "too many failed logins; retry later",
-                )
-                .with_header(
-                    axum::http::header::RETRY_AFTER,
-                    HeaderValue::from(seconds.max(1)),
-                )
-            }
+            auth::AuthError::TooManyAttempts(wait) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                "too many failed logins; retry later",
+            )
+            .with_header(axum::http::header::RETRY_AFTER, super::retry_after(*wait)),
         }
     }
 }

@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 pub use access::{Caller, Gate};
 pub use error::{ApiError, Code, DistributionCode};
+pub use headers::retry_after;
 pub use state::{ApiSettings, AppState};
 pub use token::TOKEN_PATH;
 

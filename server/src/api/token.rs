@@ -3,10 +3,9 @@
 //! credentials (or none: an anonymous token) with a token granting what was asked for, as far
 //! as the policy allows.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -15,7 +14,7 @@ use zeroize::Zeroizing;
 use super::access::Gate;
 use crate::auth::tokens::Issued;
 use crate::auth::{AuthError, Credentials, Principal, Scope};
-use crate::limits::client_address;
+use crate::limits::client_of;
 
 /// The route of the token endpoint.
 pub const TOKEN_PATH: &str = "/auth/token";
@@ -24,10 +23,7 @@ const MAX_FORM: usize = 64 * 1024;
 
 /// Answers `GET` and `POST /auth/token`.
 pub(super) async fn serve(State(gate): State<Arc<Gate>>, request: Request) -> Response {
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| client_address(info.0.ip(), request.headers(), &gate.trusted_proxies));
+    let client = client_of(&request, &gate.trusted_proxies);
     let result = match *request.method() {
         Method::GET => token_spec(&gate, request, client).await,
         Method::POST => oauth2(&gate, request, client).await,
@@ -55,7 +51,6 @@ impl Refusal {
     fn into_response(self, gate: &Gate) -> Response {
         match self {
             Self::Auth(AuthError::TooManyAttempts(wait)) => {
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let mut response = oauth_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too_many_requests",
@@ -63,7 +58,7 @@ impl Refusal {
                 );
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+                    .insert(header::RETRY_AFTER, super::retry_after(wait));
                 response
             }
             Self::Auth(_) => {

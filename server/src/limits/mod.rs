@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 
 pub use pressure::{Event, Pressure};
-pub use rate::{RateLimit, client_address};
+pub use rate::{RateLimit, client_address, client_of, is_trusted, peer_of};
 
 use crate::api::{ApiError, DistributionCode};
 

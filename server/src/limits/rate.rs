@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use oci_spec::distribution::ErrorCode;
 
 use super::pressure::{Event, Pressure};
-use crate::api::ApiError;
+use crate::api::{ApiError, retry_after};
 
 /// How often idle clients are forgotten, so the limiter's memory stays bounded.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
@@ -68,13 +68,7 @@ pub(super) async fn limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
-    let Some(client) =
-        peer.map(|peer| client_address(peer, request.headers(), &limiter.trusted_proxies))
-    else {
+    let Some(client) = client_of(&request, &limiter.trusted_proxies) else {
         return next.run(request).await;
     };
     match limiter.limiter.check_key(&client) {
@@ -82,23 +76,41 @@ pub(super) async fn limit(
         Err(not_until) => {
             limiter.pressure.count(Event::RateLimited);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorCode::TooManyRequests,
                 "too many requests from this client; slow down",
             )
-            .with_header(http::header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
+            .with_header(http::header::RETRY_AFTER, retry_after(wait))
             .into_response()
         }
     }
+}
+
+/// The address the connection of `request` comes from; `None` when served without one (the
+/// in-process test harness).
+pub fn peer_of(request: &Request) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+/// Whether `ip` is one of the `trusted` proxies.
+pub fn is_trusted(ip: &IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(ip))
+}
+
+/// The client of `request`: see [`client_address`].
+pub fn client_of(request: &Request, trusted: &[IpNet]) -> Option<IpAddr> {
+    peer_of(request).map(|peer| client_address(peer, request.headers(), trusted))
 }
 
 /// The client behind a connection from `peer`: `peer` itself, unless it is a trusted proxy, in
 /// which case the nearest address in `X-Forwarded-For` that is not a trusted proxy (each proxy
 /// appends the address it saw, so the right end is the one to trust).
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let is_trusted = |ip: &IpAddr| is_trusted(ip, trusted);
     if !is_trusted(&peer) {
         return peer;
     }
