@@ -1,8 +1,6 @@
 //! `/metrics` on its own listener: parsed with a Prometheus text-format parser, its counters
 //! move by exactly what a known sequence of requests should move them by.
 
-use std::collections::HashMap;
-
 use base64::Engine;
 use stowage_e2e::{Stowage, free_port, sha256};
 
@@ -26,32 +24,18 @@ impl Scrape {
 
     /// The value of `name` with exactly these labels (0 when absent).
     fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let wanted: HashMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        self.0
-            .iter()
-            .filter(|s| s.metric == name && *s.labels == wanted)
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum()
+        self.total(name, |s| s.labels.len() == labels.len() && has(s, labels))
     }
 
     /// The sum of `name` over every label set whose labels include `labels`.
     fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.total(name, |s| has(s, labels))
+    }
+
+    fn total(&self, name: &str, keep: impl Fn(&prometheus_parse::Sample) -> bool) -> f64 {
         self.0
             .iter()
-            .filter(|s| {
-                s.metric == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.get(k).is_some_and(|found| found == *v))
-            })
+            .filter(|s| s.metric == name && keep(s))
             .map(|s| match s.value {
                 prometheus_parse::Value::Counter(v)
                 | prometheus_parse::Value::Gauge(v)
@@ -60,6 +44,13 @@ impl Scrape {
             })
             .sum()
     }
+}
+
+/// Whether `sample` carries every one of `labels`.
+fn has(sample: &prometheus_parse::Sample, labels: &[(&str, &str)]) -> bool {
+    labels
+        .iter()
+        .all(|(k, v)| sample.labels.get(k).is_some_and(|found| found == *v))
 }
 
 #[tokio::test]
@@ -173,6 +164,18 @@ async fn counters_move_by_what_the_requests_did() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 
+    // A method a client makes up is counted as `other`, so it cannot add series.
+    let made_up = http
+        .request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            registry.url("/v2/m/app/manifests/v1"),
+        )
+        .header("authorization", &basic)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made_up.status(), 405);
+
     let after = Scrape::take(&http, &metrics_address).await;
     let moved = |name: &str, labels: &[(&str, &str)]| {
         after.value(name, labels) - before.value(name, labels)
@@ -226,6 +229,23 @@ async fn counters_move_by_what_the_requests_did() {
             &[("route", "manifest"), ("method", "GET"), ("status", "4xx")]
         ),
         1.0
+    );
+    assert_eq!(
+        moved(
+            requests,
+            &[
+                ("route", "manifest"),
+                ("method", "other"),
+                ("status", "4xx")
+            ]
+        ),
+        1.0
+    );
+    assert!(
+        after
+            .0
+            .iter()
+            .all(|s| s.labels.get("method") != Some("BREW"))
     );
     assert_eq!(moved("stowage_uploads_started_total", &[]), 2.0);
     assert_eq!(moved("stowage_uploads_finished_total", &[]), 2.0);
