@@ -98,6 +98,15 @@ impl<T: Send + Sync + 'static> Watched<T> {
 }
 
 impl<T> Watched<T> {
+    /// A value no file backs: it never changes, and nothing polls.
+    pub fn fixed(what: &'static str, value: T) -> Arc<Self> {
+        Arc::new(Self {
+            what,
+            current: ArcSwap::from_pointee(value),
+            version: AtomicU64::new(1),
+        })
+    }
+
     /// The version in force and its number (which grows with each reload).
     pub fn current(&self) -> (u64, Arc<T>) {
         // Read the number first: a reload in between yields a newer value under an older

@@ -16,6 +16,8 @@ use zeroize::Zeroizing;
 
 /// How long a successful check is remembered.
 const REMEMBER_FOR: Duration = Duration::from_secs(120);
+/// The cost `htpasswd -B` uses, for the dummy hash of a file with no entries.
+const HTPASSWD_DEFAULT_COST: u32 = 5;
 /// Remembered checks at most; beyond that the oldest are forgotten.
 const MAX_REMEMBERED: usize = 10_000;
 
@@ -49,7 +51,7 @@ impl std::fmt::Debug for Htpasswd {
 impl Htpasswd {
     pub fn parse(text: &str) -> Result<Self, HtpasswdError> {
         let mut users = HashMap::new();
-        let mut cost = 5;
+        let mut cost = None;
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -62,12 +64,12 @@ impl Htpasswd {
                 line: index + 1,
                 user: user.to_owned(),
             })?;
-            cost = cost.max(parts);
+            cost = Some(cost.map_or(parts, |c: u32| c.max(parts)));
             users.insert(user.to_owned(), hash.to_owned());
         }
         // Never matched by anything: the password hashed is random and thrown away.
-        let unguessable = hex(&rand::random::<[u8; 24]>());
-        let dummy = bcrypt::hash(unguessable, cost).unwrap_or_default();
+        let cost = cost.unwrap_or(HTPASSWD_DEFAULT_COST);
+        let dummy = bcrypt::hash(rand::random::<[u8; 24]>(), cost).unwrap_or_default();
         Ok(Self { users, dummy })
     }
 
@@ -91,10 +93,6 @@ fn bcrypt_cost(hash: &str) -> Option<u32> {
         .find_map(|prefix| hash.strip_prefix(prefix))?;
     let (cost, _) = rest.split_once('$')?;
     cost.parse().ok().filter(|cost| (4..=31).contains(cost))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Successful checks remembered for a while, per version of the file.
@@ -171,6 +169,8 @@ mod tests {
         assert!(!accounts.verify("mallory", "wonderland"));
         assert!(!accounts.verify("mallory", ""));
         assert!(accounts.contains("bob") && !accounts.contains("mallory"));
+        // Unknown users cost a real bcrypt check of the file's cost.
+        assert!(accounts.dummy.starts_with("$2b$04$"), "{}", accounts.dummy);
     }
 
     #[test]

@@ -239,12 +239,10 @@ impl Auth {
                     .map(with_anonymous)
                     .map_err(|err| err.to_string())
             })?,
-            None => Watched::start(
+            None => Watched::fixed(
                 "access policy",
-                Vec::new(),
-                Duration::from_secs(3600),
-                move |_| Ok(with_anonymous(Policy::authenticated_may_do_everything())),
-            )?,
+                with_anonymous(Policy::authenticated_may_do_everything()),
+            ),
         };
         let external = match config.external {
             Some(settings) => Some(external_issuer(settings).await?),
