@@ -7,21 +7,33 @@ use kube::{Client, ResourceExt};
 
 use super::optional::{Optional, apply_or_delete};
 use super::{Error, keys, kube_error};
-use crate::crd::Registry;
+use crate::crd::{Registry, SecretFile};
 use crate::resources;
 use crate::status::Check;
 
+/// The Secrets `spec.auth` names, with what each holds.
+fn auth_secret_files(registry: &Registry) -> Vec<(&'static str, &SecretFile)> {
+    let Some(auth) = &registry.spec.auth else {
+        return Vec::new();
+    };
+    let bundle = auth
+        .token_issuer
+        .as_ref()
+        .and_then(|i| i.root_cert_bundle.as_ref());
+    [
+        ("htpasswd", auth.htpasswd.as_ref()),
+        ("token issuer certificate", bundle),
+    ]
+    .into_iter()
+    .filter_map(|(what, file)| Some((what, file?)))
+    .collect()
+}
+
 /// The Secrets `spec.auth` and `spec.tls` name, whose changes should be seen.
 pub(super) fn secrets(registry: &Registry) -> Vec<String> {
-    let auth = registry.spec.auth.as_ref();
-    auth.and_then(|a| a.htpasswd.as_ref())
-        .map(|s| s.name.clone())
+    auth_secret_files(registry)
         .into_iter()
-        .chain(
-            auth.and_then(|a| a.token_issuer.as_ref())
-                .and_then(|i| i.root_cert_bundle.as_ref())
-                .map(|s| s.name.clone()),
-        )
+        .map(|(_, file)| file.name.clone())
         .chain(resources::tls_secret_name(registry))
         .collect()
 }
@@ -32,21 +44,8 @@ pub(super) async fn check_auth_secrets(
     registry: &Registry,
     namespace: &str,
 ) -> Result<(), Error> {
-    let Some(auth) = &registry.spec.auth else {
-        return Ok(());
-    };
-    let named = [
-        ("htpasswd", auth.htpasswd.as_ref()),
-        (
-            "token issuer certificate",
-            auth.token_issuer
-                .as_ref()
-                .and_then(|i| i.root_cert_bundle.as_ref()),
-        ),
-    ];
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    for (what, file) in named {
-        let Some(file) = file else { continue };
+    for (what, file) in auth_secret_files(registry) {
         let found = api
             .get_opt(&file.name)
             .await
