@@ -3,12 +3,14 @@
 //! [`crate::report`].
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ConfigError, ServeArgs};
 use crate::report::print_report;
+use crate::telemetry::LogFormat;
 use crate::{gc, storage, telemetry};
 
 /// Stowage, a clustered OCI registry.
@@ -27,6 +29,8 @@ pub enum Command {
     Gc(GcArgs),
     /// Delete upload sessions that were started long ago and never finished.
     PurgeUploads(PurgeArgs),
+    /// Copy images between registries and OCI image layouts, sending only what is missing.
+    Copy(crate::copy::CopyArgs),
 }
 
 /// How a report is printed.
@@ -92,45 +96,73 @@ pub struct PurgeArgs {
 }
 
 impl Cli {
-    /// Runs the chosen subcommand to completion.
-    pub async fn run(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// Runs the chosen subcommand to completion. `copy` sets its own exit codes, one per kind
+    /// of failure; the others fail with 1.
+    pub async fn run(self) -> ExitCode {
         crate::tls::install_crypto_provider();
-        match self.command {
-            Command::Serve(args) => {
-                let config = args.resolve()?;
-                telemetry::init(config.log_format, &config.log_level)?;
-                crate::serve::serve(config).await
+        let service = match self.command {
+            Command::Copy(args) => {
+                // Warnings (an auth file's unsupported helper) only, unless RUST_LOG asks.
+                let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+                let _ = telemetry::init(LogFormat::Text, &filter);
+                return crate::copy::run(args).await;
             }
-            Command::Gc(args) => {
-                if args.sweep_wait < 2 * crate::registry::MANIFEST_PUT_DEADLINE {
-                    return Err(ConfigError::Invalid(format!(
-                        "--sweep-wait must be at least {:?}",
-                        2 * crate::registry::MANIFEST_PUT_DEADLINE
-                    ))
-                    .into());
-                }
-                let config = args.storage.resolve_for_maintenance()?;
-                telemetry::init(config.log_format, &config.log_level)?;
-                let options = gc::Options {
-                    dry_run: args.dry_run,
-                    delete_untagged: args.delete_untagged,
-                    grace_period: args.grace_period,
-                    sweep_wait: args.sweep_wait,
-                };
-                let report = gc::run_once(storage::open(&config.storage).await?, &options).await?;
-                print_report(&report, args.output, args.report_file.as_deref())
+            Command::Serve(args) => Service::Serve(args),
+            Command::Gc(args) => Service::Gc(args),
+            Command::PurgeUploads(args) => Service::PurgeUploads(args),
+        };
+        match run_service(service).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("stowage: {err}");
+                ExitCode::FAILURE
             }
-            Command::PurgeUploads(args) => {
-                let config = args.storage.resolve_for_maintenance()?;
-                telemetry::init(config.log_format, &config.log_level)?;
-                let options = gc::PurgeOptions {
-                    dry_run: args.dry_run,
-                    older_than: args.older_than,
-                };
-                let report =
-                    gc::purge_uploads(storage::open(&config.storage).await?, &options).await?;
-                print_report(&report, args.output, args.report_file.as_deref())
+        }
+    }
+}
+
+/// The subcommands that serve or maintain a registry's storage.
+enum Service {
+    Serve(ServeArgs),
+    Gc(GcArgs),
+    PurgeUploads(PurgeArgs),
+}
+
+async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match service {
+        Service::Serve(args) => {
+            let config = args.resolve()?;
+            telemetry::init(config.log_format, &config.log_level)?;
+            crate::serve::serve(config).await
+        }
+        Service::Gc(args) => {
+            if args.sweep_wait < 2 * crate::registry::MANIFEST_PUT_DEADLINE {
+                return Err(ConfigError::Invalid(format!(
+                    "--sweep-wait must be at least {:?}",
+                    2 * crate::registry::MANIFEST_PUT_DEADLINE
+                ))
+                .into());
             }
+            let config = args.storage.resolve_for_maintenance()?;
+            telemetry::init(config.log_format, &config.log_level)?;
+            let options = gc::Options {
+                dry_run: args.dry_run,
+                delete_untagged: args.delete_untagged,
+                grace_period: args.grace_period,
+                sweep_wait: args.sweep_wait,
+            };
+            let report = gc::run_once(storage::open(&config.storage).await?, &options).await?;
+            print_report(&report, args.output, args.report_file.as_deref())
+        }
+        Service::PurgeUploads(args) => {
+            let config = args.storage.resolve_for_maintenance()?;
+            telemetry::init(config.log_format, &config.log_level)?;
+            let options = gc::PurgeOptions {
+                dry_run: args.dry_run,
+                older_than: args.older_than,
+            };
+            let report = gc::purge_uploads(storage::open(&config.storage).await?, &options).await?;
+            print_report(&report, args.output, args.report_file.as_deref())
         }
     }
 }

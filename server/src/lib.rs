@@ -7,7 +7,9 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod copy;
 pub mod gc;
 pub mod idle;
 pub mod limits;
