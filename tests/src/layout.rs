@@ -87,6 +87,23 @@ impl Layout {
         self.blob(&serde_json::to_vec(&manifest).unwrap(), OCI_MANIFEST)
     }
 
+    /// Writes an image of one layer holding `data` as it is (registries do not look inside
+    /// layers); for blobs too large to build as tar archives in a test.
+    pub fn raw_image(&self, data: &[u8]) -> Written {
+        let layer = self.blob(data, "application/vnd.oci.image.layer.v1.tar");
+        let config = self.blob(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+            "application/vnd.oci.image.config.v1+json",
+        );
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.descriptor(),
+            "layers": [layer.descriptor()],
+        });
+        self.blob(&serde_json::to_vec(&manifest).unwrap(), OCI_MANIFEST)
+    }
+
     /// Writes an index of the given images (one per architecture); returns the index.
     pub fn index(&self, images: &[(&str, &Written)]) -> Written {
         let manifests: Vec<Value> = images
@@ -118,6 +135,20 @@ impl Layout {
     pub fn reference(&self, tag: &str) -> String {
         format!("oci:{}:{tag}", self.dir.display())
     }
+}
+
+/// `size` bytes that do not repeat in any short period, made quickly.
+pub fn filler(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..size)
+        .map(|_| {
+            // xorshift64: cheap enough for hundreds of MiB in a debug build.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
 }
 
 /// Every blob digest stored in the layout at `dir`.

@@ -399,6 +399,32 @@ impl Drop for HaProxy {
     }
 }
 
+/// `stowage copy` with these arguments, its resume records kept under `cache`; the output
+/// whatever the exit status.
+pub fn stowage_copy(cache: &Path, args: &[&str]) -> Output {
+    Command::new(stowage_bin())
+        .arg("copy")
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `stowage copy … --output json` that must succeed; its summary.
+pub fn stowage_copied(cache: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--output", "json"]);
+    let output = stowage_copy(cache, &all);
+    assert!(
+        output.status.success(),
+        "stowage copy {args:?} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// `skopeo` with TLS verification off for the given subcommand (our test registries are HTTP).
 pub fn skopeo(args: &[&str]) -> Output {
     let skopeo = require("skopeo");

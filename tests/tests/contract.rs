@@ -229,6 +229,7 @@ fn resolve_at(
         Command::Serve(args) => args.clone().resolve(),
         Command::Gc(gc) => gc.storage.clone().resolve_for_maintenance(),
         Command::PurgeUploads(purge) => purge.storage.clone().resolve_for_maintenance(),
+        Command::Copy(_) => panic!("the operator never runs stowage copy"),
     };
     let config = config.unwrap_or_else(|e| panic!("the server refuses the config: {e}"));
     (cli.command, config)
@@ -332,6 +333,7 @@ fn s3_pods_start_with_the_settings_asked_for() {
                 assert_eq!(purge.older_than.as_secs(), 72 * 3600);
                 assert!(!purge.dry_run);
             }
+            Command::Copy(_) => panic!("the operator never runs stowage copy"),
         }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod copy;
 mod distribution_compat;
 mod gc;
 mod images;
