@@ -87,10 +87,16 @@ impl Layout {
         self.blob(&serde_json::to_vec(&manifest).unwrap(), OCI_MANIFEST)
     }
 
-    /// Writes an image of one layer holding `data` as it is (registries do not look inside
+    /// Writes an image whose layers hold `layers` as they are (registries do not look inside
     /// layers); for blobs too large to build as tar archives in a test.
-    pub fn raw_image(&self, data: &[u8]) -> Written {
-        let layer = self.blob(data, "application/vnd.oci.image.layer.v1.tar");
+    pub fn raw_image(&self, layers: &[&[u8]]) -> Written {
+        let layers: Vec<Value> = layers
+            .iter()
+            .map(|data| {
+                self.blob(data, "application/vnd.oci.image.layer.v1.tar")
+                    .descriptor()
+            })
+            .collect();
         let config = self.blob(
             br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
             "application/vnd.oci.image.config.v1+json",
@@ -99,7 +105,7 @@ impl Layout {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": config.descriptor(),
-            "layers": [layer.descriptor()],
+            "layers": layers,
         });
         self.blob(&serde_json::to_vec(&manifest).unwrap(), OCI_MANIFEST)
     }
@@ -139,7 +145,8 @@ impl Layout {
 
 /// `size` bytes that do not repeat in any short period, made quickly.
 pub fn filler(size: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
+    // Distinct seeds give distinct content (an odd multiplier keeps them apart).
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1) | 1;
     (0..size)
         .map(|_| {
             // xorshift64: cheap enough for hundreds of MiB in a debug build.

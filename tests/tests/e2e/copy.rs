@@ -268,6 +268,42 @@ fn stowage_to_distribution_and_back_with_skopeo_layouts_on_both_ends() {
         let raw = skopeo(&["inspect", "--raw", remote]);
         assert_eq!(stowage_e2e::sha256(&raw.stdout), image.digest);
     }
+    // A whole repository: every tag, from Stowage into Distribution and into a layout.
+    let other = built.image("arm64", &[&[("etc/motd", b"v2")]]);
+    built.tag("v2", &other);
+    skopeo(&[
+        "copy",
+        &built.reference("v2"),
+        &in_stowage.replace(":v1", ":v2"),
+    ]);
+    let repository = in_stowage.trim_end_matches(":v1");
+    let all = stowage_copied(
+        cache,
+        &args(&[
+            "--all-tags",
+            repository,
+            &format!("docker://{}/app/all", distribution.address),
+        ]),
+    );
+    assert_eq!(all["images"].as_array().unwrap().len(), 2, "{all}");
+    let tags = skopeo(&[
+        "list-tags",
+        &format!("docker://{}/app/all", distribution.address),
+    ]);
+    let tags: Value = serde_json::from_slice(&tags.stdout).unwrap();
+    assert_eq!(tags["Tags"], json!(["v1", "v2"]));
+    let every = dir.path().join("every");
+    stowage_copied(
+        cache,
+        &args(&[
+            "--all-tags",
+            repository,
+            &format!("oci:{}", every.display()),
+        ]),
+    );
+    assert_eq!(layout::tagged_digest(&every, "v1"), image.digest);
+    assert_eq!(layout::tagged_digest(&every, "v2"), other.digest);
+
     let again = dir.path().join("skopeo-read");
     skopeo(&[
         "copy",
@@ -373,7 +409,7 @@ async fn a_copy_killed_mid_blob_resumes_from_the_registry_offset() {
     const KILLED_AFTER: u64 = 16 << 20;
     let dir = tempfile::tempdir().unwrap();
     let mut source = Layout::new(&dir.path().join("source"));
-    let image = source.raw_image(&layout::filler(SIZE, 11));
+    let image = source.raw_image(&[&layout::filler(SIZE, 11)]);
     source.tag("v1", &image);
     let metrics = format!("127.0.0.1:{}", free_port());
     let registry = Stowage::start(&dir.path().join("data"), &["--metrics-listen", &metrics]);
@@ -468,7 +504,7 @@ fn memory_stays_bounded_with_a_blob_larger_than_the_limit() {
     const LIMIT: usize = 64 << 20;
     let dir = tempfile::tempdir().unwrap();
     let mut source = Layout::new(&dir.path().join("source"));
-    let image = source.raw_image(&layout::filler(SIZE, 5));
+    let image = source.raw_image(&[&layout::filler(SIZE, 5)]);
     source.tag("v1", &image);
     let registry = Stowage::start(&dir.path().join("data"), &[]);
     let limited = |extra: &[&str], target: &str| {
@@ -876,4 +912,50 @@ fn each_failure_has_its_own_exit_code_and_credentials_come_from_auth_files() {
         ]),
     );
     assert_eq!(across["blobs_sent"], 2, "{across}");
+}
+
+#[test]
+fn progress_bars_on_a_terminal_and_lines_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = Layout::new(&dir.path().join("source"));
+    let image = source.raw_image(&[&layout::filler(6 << 20, 21)]);
+    source.tag("v1", &image);
+    // On a terminal (script gives the copy one), paced so the bar is drawn a few times.
+    let command = format!(
+        "{} copy --limit-rate 3MiB {} oci:{}:v1",
+        stowage_bin().display(),
+        source.reference("v1"),
+        dir.path().join("tty").display()
+    );
+    let output = run(Command::new(require("script"))
+        .args(["-qec", &command, "/dev/null"])
+        .env("XDG_CACHE_HOME", dir.path()));
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        screen.contains("ETA") && screen.contains("MiB/s"),
+        "no progress bar: {screen}"
+    );
+    assert!(screen.contains("Copied "), "{screen}");
+
+    // Elsewhere: one plain line a blob, and the summary on standard output.
+    let output = stowage_copy(
+        dir.path(),
+        &[
+            &source.reference("v1"),
+            &format!("oci:{}:v1", dir.path().join("plain").display()),
+        ],
+    );
+    assert!(output.status.success());
+    let lines = String::from_utf8_lossy(&output.stderr);
+    assert!(!lines.contains('\u{1b}'), "no terminal codes: {lines:?}");
+    let sent: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.starts_with("blob sha256:") && l.contains(": sent"))
+        .collect();
+    assert_eq!(sent.len(), 2, "{lines}");
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.starts_with("Copied ") && summary.contains("2 blob(s) sent"),
+        "{summary}"
+    );
 }
