@@ -16,6 +16,7 @@ pub mod limits;
 pub mod manifest;
 pub mod metrics;
 pub mod oci;
+pub mod proxy;
 pub mod registry;
 pub mod reload;
 pub mod report;

@@ -60,6 +60,14 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// `upstream` is a configured prefix: as bounded as the config file.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabels {
+    upstream: String,
+    kind: &'static str,
+    outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
@@ -82,6 +90,7 @@ pub struct Metrics {
     overload: Family<ReasonLabels, Counter>,
     purged_uploads: Counter,
     purged_bytes: Counter,
+    proxy: Family<ProxyLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -185,6 +194,13 @@ impl Default for Metrics {
             "Bytes freed by the in-process purge",
             purged_bytes.clone(),
         );
+        let proxy = Family::<ProxyLabels, Counter>::default();
+        registry.register(
+            "proxy_requests",
+            "Pulls through the cache, by upstream prefix, kind (manifest, blob) and outcome \
+             (hit, revalidated, miss, stale, upstream_error)",
+            proxy.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -208,6 +224,7 @@ impl Default for Metrics {
             overload,
             purged_uploads,
             purged_bytes,
+            proxy,
         }
     }
 }
@@ -242,6 +259,16 @@ impl Metrics {
     }
 
     /// Counts what the in-process purge removed.
+    pub fn proxy_outcome(&self, upstream: &str, kind: &'static str, outcome: &'static str) {
+        self.proxy
+            .get_or_create(&ProxyLabels {
+                upstream: upstream.to_owned(),
+                kind,
+                outcome,
+            })
+            .inc();
+    }
+
     pub fn purged(&self, uploads: u64, bytes: u64) {
         self.purged_uploads.inc_by(uploads);
         self.purged_bytes.inc_by(bytes);

@@ -258,6 +258,31 @@ impl Stowage {
     pub fn logs(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// `(method, path)` of each request in its access log so far.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["target"] == "stowage::access")
+            .filter_map(|line| {
+                Some((
+                    line["method"].as_str()?.to_owned(),
+                    line["path"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The process's peak resident memory (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
 }
 
 impl Drop for Stowage {
@@ -271,6 +296,7 @@ impl Drop for Stowage {
 pub struct Distribution {
     child: Child,
     pub address: String,
+    log: PathBuf,
     _config: tempfile::TempDir,
 }
 
@@ -317,7 +343,7 @@ impl Distribution {
         let mut file = fs::File::create(&config).unwrap();
         write!(
             file,
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: {address}\n{extra}"
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: {address}\n{extra}"
         )
         .unwrap();
         let log = config_dir.path().join("registry.log");
@@ -335,8 +361,30 @@ impl Distribution {
         Self {
             child,
             address,
+            log,
             _config: config_dir,
         }
+    }
+
+    /// `(method, path)` of every request in its access log so far.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                // Apache combined format: `127.0.0.1 - - [date] "GET /v2/… HTTP/1.1" …`
+                let (_, request) = line.split_once("] \"")?;
+                let request = request.split('"').next()?;
+                let mut parts = request.split(' ');
+                Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Stops it, as an upstream going down.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

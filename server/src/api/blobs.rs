@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::headers::{ByteRange, DOCKER_CONTENT_DIGEST, parse_range};
 use super::{ApiError, Call, header_value};
 use crate::oci::{Digest, RepositoryName};
+use crate::proxy::BlobAnswer;
 
 /// How long a redirect to storage stays valid.
 const REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
@@ -32,8 +33,41 @@ pub(super) async fn serve(
 
 async fn fetch(call: Call, name: RepositoryName, digest: Digest) -> Result<Response, ApiError> {
     let registry = &call.state.registry;
-    let meta = registry.blob_meta(&name, &digest).await?;
     let head = call.method == Method::HEAD;
+    if let Some(proxy) = &call.state.proxy
+        && let Some(route) = proxy.route(&name)
+    {
+        match proxy.blob(registry, &name, &route, &digest, head).await? {
+            BlobAnswer::Cached => {}
+            BlobAnswer::Upstream { size } => {
+                return blob_headers(&digest, StatusCode::OK, size)
+                    .body(Body::empty())
+                    .map_err(|err| ApiError::internal(&err));
+            }
+            BlobAnswer::Streaming {
+                size,
+                body,
+                mut done,
+            } => {
+                if call.header(&header::RANGE).is_none() {
+                    let mut response = Response::builder()
+                        .status(StatusCode::OK)
+                        .header(header::CONTENT_TYPE, "application/octet-stream")
+                        .header(DOCKER_CONTENT_DIGEST, digest.to_string());
+                    if let Some(size) = size {
+                        response = response.header(header::CONTENT_LENGTH, size);
+                    }
+                    return response
+                        .body(Body::from_stream(body))
+                        .map_err(|err| ApiError::internal(&err));
+                }
+                // A range of a blob not cached yet: cache it all, then serve the range.
+                drop(body);
+                let _ = done.wait_for(|done| *done).await;
+            }
+        }
+    }
+    let meta = registry.blob_meta(&name, &digest).await?;
     if !head && let Some(url) = registry.blob_redirect(&digest, REDIRECT_TTL).await? {
         let headers = [
             (header::LOCATION, header_value(url)),
@@ -53,14 +87,7 @@ async fn fetch(call: Call, name: RepositoryName, digest: Digest) -> Result<Respo
             );
         }
     };
-    let mut response = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, range.end - range.start)
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, format!("\"{digest}\""))
-        .header(header::CACHE_CONTROL, "max-age=31536000")
-        .header(DOCKER_CONTENT_DIGEST, digest.to_string());
+    let mut response = blob_headers(&digest, status, range.end - range.start);
     if status == StatusCode::PARTIAL_CONTENT {
         let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, meta.size);
         response = response.header(header::CONTENT_RANGE, content_range);
@@ -72,4 +99,16 @@ async fn fetch(call: Call, name: RepositoryName, digest: Digest) -> Result<Respo
         Body::from_stream(registry.open_blob(&digest, partial).await?)
     };
     response.body(body).map_err(|err| ApiError::internal(&err))
+}
+
+/// The headers of a blob response with `length` bytes of body.
+fn blob_headers(digest: &Digest, status: StatusCode, length: u64) -> axum::http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, length)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header(header::CACHE_CONTROL, "max-age=31536000")
+        .header(DOCKER_CONTENT_DIGEST, digest.to_string())
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use oci_spec::distribution::ErrorCode;
 use serde::Serialize;
 
-use crate::{auth, oci, registry, storage, upload};
+use crate::{auth, oci, proxy, registry, storage, upload};
 
 /// An error code: one of the spec's, or one of the few extra codes Distribution's clients know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -282,6 +282,23 @@ impl From<registry::Error> for ApiError {
             )
             .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")),
             E::CorruptLink(_) => Self::internal(&err),
+        }
+    }
+}
+
+impl From<proxy::Error> for ApiError {
+    fn from(err: proxy::Error) -> Self {
+        match err {
+            proxy::Error::Registry(err) => err.into(),
+            // Not the client's doing, nor this registry's: the upstream's, and it says which.
+            proxy::Error::Upstream { .. } | proxy::Error::Corrupt { .. } => {
+                tracing::warn!(error = %err, "pull through the cache failed");
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    DistributionCode::Unavailable,
+                    err.to_string(),
+                )
+            }
         }
     }
 }

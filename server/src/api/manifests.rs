@@ -57,7 +57,23 @@ async fn fetch(
     name: RepositoryName,
     reference: Reference,
 ) -> Result<Response, ApiError> {
-    let manifest = call.state.registry.get_manifest(&name, &reference).await?;
+    let proxied = call
+        .state
+        .proxy
+        .as_ref()
+        .and_then(|proxy| proxy.route(&name).map(|route| (proxy, route)));
+    let (manifest, stale) = match proxied {
+        Some((proxy, route)) => {
+            let served = proxy
+                .manifest(&call.state.registry, &name, &route, &reference)
+                .await?;
+            (served.manifest, served.stale)
+        }
+        None => (
+            call.state.registry.get_manifest(&name, &reference).await?,
+            false,
+        ),
+    };
     // Like Distribution, a tag is only served in a media type the client says it accepts; a
     // digest always is, since the client already knows what it asked for.
     if matches!(reference, Reference::Tag(_)) && !accepts(&call.headers, &manifest.media_type) {
@@ -85,10 +101,19 @@ async fn fetch(
             header_value(format!("\"{}\"", manifest.digest)),
         ),
     ];
-    if call.method == Method::HEAD {
-        return Ok((headers, axum::body::Body::empty()).into_response());
+    let mut response = if call.method == Method::HEAD {
+        (headers, axum::body::Body::empty()).into_response()
+    } else {
+        (headers, manifest.body).into_response()
+    };
+    if stale {
+        // RFC 7234's stale warning: the upstream could not be asked.
+        response.headers_mut().insert(
+            header::WARNING,
+            header_value("110 stowage \"Response is Stale: the upstream is unreachable\""),
+        );
     }
-    Ok((headers, manifest.body).into_response())
+    Ok(response)
 }
 
 /// Whether any `Accept` header allows `media_type`. No header at all accepts everything.

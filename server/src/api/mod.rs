@@ -225,6 +225,9 @@ async fn dispatch(
             "the registry is in read-only mode",
         ));
     }
+    if is_write && let Some(name) = route.repository() {
+        refuse_mirror_writes(&state, name)?;
+    }
     let call = Call {
         state,
         caller: caller.map(|c| c.0),
@@ -246,6 +249,24 @@ async fn dispatch(
             referrers::list(call, repository(name)?, digest).await
         }
     }
+}
+
+/// A mirrored repository is the upstream's: pushes and deletes go there, not here.
+fn refuse_mirror_writes(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let Some(proxy) = &state.proxy else {
+        return Ok(());
+    };
+    let Some(route) = repository(name).ok().and_then(|name| {
+        proxy
+            .route(&name)
+            .map(|r| r.upstream.config.url.to_string())
+    }) else {
+        return Ok(());
+    };
+    Err(ApiError::unsupported(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{name} mirrors {route}: it is read-only here; push to the upstream"),
+    ))
 }
 
 fn repository(name: &str) -> Result<RepositoryName, ApiError> {

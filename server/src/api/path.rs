@@ -50,6 +50,19 @@ impl<'a> OciPath<'a> {
         }
         None
     }
+
+    /// The repository named, if the endpoint names one.
+    pub fn repository(&self) -> Option<&'a str> {
+        match *self {
+            Self::Catalog => None,
+            Self::Tags { name }
+            | Self::Blob { name, .. }
+            | Self::Uploads { name }
+            | Self::Upload { name, .. }
+            | Self::Manifest { name, .. }
+            | Self::Referrers { name, .. } => Some(name),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::proxy::Proxy;
 use crate::registry::Registry;
 use crate::storage::Health;
 use crate::upload::Uploads;
@@ -23,4 +24,6 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// Whether storage answers, kept by the storage guard's probe.
     pub health: Arc<Health>,
+    /// The pull-through cache, when upstreams are configured.
+    pub proxy: Option<Arc<Proxy>>,
 }

@@ -25,6 +25,8 @@ pub enum Credentials {
         username: String,
         token: Zeroizing<String>,
     },
+    /// A token sent as it is, `Authorization: Bearer <token>`, with no token flow.
+    Bearer { token: Zeroizing<String> },
 }
 
 impl fmt::Debug for Credentials {
@@ -34,6 +36,7 @@ impl fmt::Debug for Credentials {
             Self::IdentityToken { username, .. } => {
                 write!(f, "IdentityToken({username}, <redacted>)")
             }
+            Self::Bearer { .. } => write!(f, "Bearer(<redacted>)"),
         }
     }
 }
@@ -53,6 +56,7 @@ impl Credentials {
     pub fn username(&self) -> &str {
         match self {
             Self::Basic { username, .. } | Self::IdentityToken { username, .. } => username,
+            Self::Bearer { .. } => "",
         }
     }
 

@@ -7,9 +7,11 @@
 //! cached per set of scopes until shortly before they expire.
 
 pub mod challenge;
+mod content;
 pub mod credentials;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header};
@@ -17,7 +19,10 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, OnceCell};
 use zeroize::Zeroizing;
 
+use crate::reload::Watched;
+
 pub use challenge::Challenge;
+pub use content::{FetchedManifest, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, read_capped};
 pub use credentials::Credentials;
 
 /// Why talking to a registry failed. Each kind maps to its own exit code in `stowage copy`.
@@ -39,6 +44,9 @@ pub enum ClientError {
     },
     #[error("{host}: {reason}")]
     Protocol { host: String, reason: String },
+    /// Content that does not match its digest.
+    #[error("{0}")]
+    Verification(String),
 }
 
 /// How to reach one registry.
@@ -46,7 +54,8 @@ pub enum ClientError {
 pub struct ClientOptions {
     /// Verify certificates; when off, plain HTTP is also tried, as skopeo does.
     pub tls_verify: bool,
-    pub credentials: Option<Credentials>,
+    /// What to present; a file-backed value takes effect as the file changes.
+    pub credentials: Arc<Watched<Option<Credentials>>>,
     /// The longest wait for the next bytes of a response before giving up on it.
     pub read_timeout: Duration,
 }
@@ -55,7 +64,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             tls_verify: true,
-            credentials: None,
+            credentials: Watched::fixed("registry credentials", None),
             read_timeout: Duration::from_secs(60),
         }
     }
@@ -70,8 +79,10 @@ pub fn repository_scope(repository: &str, actions: &str) -> String {
 pub struct RegistryClient {
     http: reqwest::Client,
     host: String,
+    /// `https` or `http` when the URL named it; else found by the ping.
+    scheme: Option<String>,
     tls_verify: bool,
-    credentials: Option<Credentials>,
+    credentials: Arc<Watched<Option<Credentials>>>,
     base: OnceCell<Url>,
     auth: Mutex<AuthState>,
 }
@@ -85,6 +96,8 @@ struct AuthState {
 struct Token {
     value: Zeroizing<String>,
     expires: Instant,
+    /// The credentials' version it was issued for: a changed file makes it stale.
+    credentials: u64,
 }
 
 /// Retries for requests that can be sent again unchanged.
@@ -93,6 +106,30 @@ const ATTEMPTS: u32 = 4;
 impl RegistryClient {
     /// A client of the registry at `host` (`name[:port]`).
     pub fn new(host: &str, options: ClientOptions) -> Result<Self, ClientError> {
+        Self::build(host, None, options)
+    }
+
+    /// A client of the registry at exactly `url` (`https://registry-1.docker.io`): no other
+    /// scheme is tried.
+    pub fn for_url(url: &Url, options: ClientOptions) -> Result<Self, ClientError> {
+        let host = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => return Err(ClientError::Config(format!("{url} names no host"))),
+        };
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(ClientError::Config(format!(
+                "{url}: the scheme is http or https"
+            )));
+        }
+        Self::build(&host, Some(url.scheme().to_owned()), options)
+    }
+
+    fn build(
+        host: &str,
+        scheme: Option<String>,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("stowage/", env!("CARGO_PKG_VERSION")))
@@ -105,6 +142,7 @@ impl RegistryClient {
         Ok(Self {
             http,
             host: host.to_owned(),
+            scheme,
             tls_verify: options.tls_verify,
             credentials: options.credentials,
             base: OnceCell::new(),
@@ -202,17 +240,30 @@ impl RegistryClient {
     /// The `Authorization` value for `scopes`, fetching a token when the registry wants one.
     async fn authorization(&self, scopes: &[String]) -> Result<Option<String>, ClientError> {
         self.base().await?;
+        let (version, credentials) = self.credentials.current();
+        if let Some(Credentials::Bearer { token }) = credentials.as_ref() {
+            return Ok(Some(format!("Bearer {}", token.as_str())));
+        }
         let mut auth = self.auth.lock().await;
         match auth.challenge.clone() {
             None => Ok(None),
-            Some(Challenge::Basic) => Ok(self.basic()),
+            Some(Challenge::Basic) => Ok(basic(credentials.as_ref().as_ref())),
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let key = scopes.join(" ");
-                let fresh = |token: &Token| token.expires > Instant::now();
+                let fresh =
+                    |token: &Token| token.expires > Instant::now() && token.credentials == version;
                 if let Some(token) = auth.tokens.get(&key).filter(|t| fresh(t)) {
                     return Ok(Some(format!("Bearer {}", token.value.as_str())));
                 }
-                let token = self.fetch_token(&realm, service.as_deref(), scopes).await?;
+                let mut token = self
+                    .fetch_token(
+                        credentials.as_ref().as_ref(),
+                        &realm,
+                        service.as_deref(),
+                        scopes,
+                    )
+                    .await?;
+                token.credentials = version;
                 let value = format!("Bearer {}", token.value.as_str());
                 auth.tokens.insert(key, token);
                 Ok(Some(value))
@@ -220,22 +271,11 @@ impl RegistryClient {
         }
     }
 
-    fn basic(&self) -> Option<String> {
-        use base64::Engine as _;
-        match &self.credentials {
-            Some(Credentials::Basic { username, password }) => Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{}", password.as_str()))
-            )),
-            _ => None,
-        }
-    }
-
     /// A token from `realm`: `GET` with Basic credentials, or an OAuth2 `POST` exchanging an
     /// identity (refresh) token, as docker does.
     async fn fetch_token(
         &self,
+        credentials: Option<&Credentials>,
         realm: &str,
         service: Option<&str>,
         scopes: &[String],
@@ -245,7 +285,7 @@ impl RegistryClient {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(self.protocol(format!("bad token realm {realm:?}")));
         }
-        let request = match &self.credentials {
+        let request = match credentials {
             Some(Credentials::IdentityToken { token, .. }) => {
                 let mut form = form_urlencoded::Serializer::new(String::new());
                 form.append_pair("grant_type", "refresh_token")
@@ -273,7 +313,7 @@ impl RegistryClient {
                     }
                 }
                 let request = self.http.get(url);
-                match self.basic() {
+                match basic(credentials) {
                     Some(basic) => request.header(header::AUTHORIZATION, basic),
                     None => request,
                 }
@@ -308,6 +348,7 @@ impl RegistryClient {
         Ok(Token {
             value: Zeroizing::new(value),
             expires: Instant::now() + lifetime - Duration::from_secs(5),
+            credentials: 0,
         })
     }
 
@@ -316,6 +357,11 @@ impl RegistryClient {
     async fn base(&self) -> Result<&Url, ClientError> {
         self.base
             .get_or_try_init(|| async {
+                if let Some(scheme) = &self.scheme {
+                    let (base, challenge) = self.ping(scheme).await?;
+                    self.auth.lock().await.challenge = challenge;
+                    return Ok(base);
+                }
                 let https = self.ping("https").await;
                 let (base, challenge) = match https {
                     Err(ClientError::Network { .. }) if !self.tls_verify => {
@@ -383,7 +429,9 @@ impl RegistryClient {
         let message = error_message(response).await;
         let reason = match status {
             StatusCode::FORBIDDEN => format!("access denied: {message}"),
-            _ if self.credentials.is_some() => format!("authentication failed: {message}"),
+            _ if self.credentials.load().is_some() => {
+                format!("authentication failed: {message}")
+            }
             _ => format!("authentication required (no credentials given or stored): {message}"),
         };
         ClientError::Unauthorized {
@@ -410,6 +458,19 @@ impl RegistryClient {
             host: self.host.clone(),
             reason,
         }
+    }
+}
+
+/// `Basic …` for user-and-password credentials.
+fn basic(credentials: Option<&Credentials>) -> Option<String> {
+    use base64::Engine as _;
+    match credentials {
+        Some(Credentials::Basic { username, password }) => Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{username}:{}", password.as_str()))
+        )),
+        _ => None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! them, applies defaults and validates them into a [`ServeConfig`].
 
 mod auth;
+mod proxy;
 mod secret;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use std::num::NonZeroU32;
 use ipnet::IpNet;
 
 pub use auth::{AuthSettings, TlsSettings};
+pub use proxy::{ProxyConfig, ProxySettings, UpstreamConfig, UpstreamCredentials};
 
 use crate::api::ApiSettings;
 use crate::auth::AuthConfig;
@@ -296,6 +298,11 @@ pub struct Settings {
     #[command(flatten)]
     #[serde(default)]
     pub tls: TlsSettings,
+
+    /// The pull-through cache (the `[proxy]` table of the config file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub proxy: ProxySettings,
 }
 
 impl Settings {
@@ -358,6 +365,8 @@ impl Settings {
             reload_interval: self.reload_interval.or(file.reload_interval),
             auth: self.auth.or(file.auth),
             tls: self.tls.or(file.tls),
+            // Upstreams are only ever set in the file.
+            proxy: file.proxy,
         }
     }
 }
@@ -422,6 +431,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Proxies whose `X-Forwarded-For` names the client (rate limits, failed logins).
     pub trusted_proxies: Vec<IpNet>,
+    /// The pull-through cache's upstreams; empty when there is none.
+    pub proxy: ProxyConfig,
 }
 
 impl ServeArgs {
@@ -537,6 +548,8 @@ impl ServeArgs {
             (None, None)
         };
         Ok(ServeConfig {
+            // gc needs the prefixes too, for the cache's retention.
+            proxy: s.proxy.resolve()?,
             auth,
             tls,
             reload_interval,

@@ -60,6 +60,7 @@ impl From<ClientError> for CopyError {
             ClientError::Network { .. } => Self::Network(err.to_string()),
             ClientError::Unauthorized { .. } => Self::Unauthorized(err.to_string()),
             ClientError::NotFound { what } => Self::NotFound(what),
+            ClientError::Verification(message) => Self::Verification(message),
             ClientError::Status { .. } | ClientError::Protocol { .. } => {
                 Self::Registry(err.to_string())
             }

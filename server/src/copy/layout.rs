@@ -22,8 +22,9 @@ use super::ends::{
     BlobOutcome, BlobStream, Destination, Fetched, Naming, Source, Wanted, verified,
 };
 use super::error::CopyError;
-use super::manifest::{Descriptor, MAX_MANIFEST_BYTES, Manifest, media_type_of};
+use super::manifest::{Descriptor, Manifest, media_type_of};
 use super::progress::Meter;
+use crate::client::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, DigestHasher, media_type};
 
 /// The annotation naming an image in `index.json`.

@@ -10,16 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::{Digest, media_type};
 
-/// What clients accept when they fetch a manifest.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.oci.image.index.v1+json, \
-    application/vnd.docker.distribution.manifest.v2+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.oci.artifact.manifest.v1+json";
-
-/// The largest manifest accepted from a source (the registry's own limit is 4 MiB too).
-pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
-
 /// A content descriptor, keeping fields this client does not use so they survive a rewrite of
 /// a layout's `index.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -375,7 +375,7 @@ fn client_for(
     };
     let options = ClientOptions {
         tls_verify,
-        credentials,
+        credentials: crate::reload::Watched::fixed("registry credentials", credentials),
         read_timeout: args.timeout,
     };
     Ok(Arc::new(RegistryClient::new(

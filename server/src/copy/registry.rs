@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::{Method, Response, StatusCode, Url, header};
 use serde_json::{Value, json};
@@ -12,11 +12,11 @@ use super::ends::{
     BlobOutcome, BlobStream, Destination, Fetched, Naming, Source, Wanted, verified,
 };
 use super::error::CopyError;
-use super::manifest::{Descriptor, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, Manifest, media_type_of};
+use super::manifest::{Descriptor, Manifest, media_type_of};
 use super::progress::Meter;
 use super::upload::{self, Uploads};
 use crate::client::{RegistryClient, repository_scope};
-use crate::oci::{Algorithm, Digest, DigestHasher, media_type};
+use crate::oci::{Digest, DigestHasher, media_type};
 
 /// One repository of one registry.
 pub struct RegistryRepository {
@@ -111,81 +111,21 @@ impl RegistryRepository {
 
     /// A manifest by tag or digest, as served: the exact bytes, checked against the digest.
     async fn get_manifest(&self, reference: &str) -> Result<Option<Fetched>, CopyError> {
-        let url = self.url(&format!("manifests/{reference}")).await?;
-        let response = self
-            .send(Method::GET, &url, true, |r| {
-                r.header(header::ACCEPT, MANIFEST_ACCEPT)
-            })
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let Some(fetched) = self
+            .client
+            .fetch_manifest(&self.repository, reference)
+            .await?
+        else {
             return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(self.error(response).await);
-        }
-        let declared = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let served_digest = response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<Digest>().ok());
-        let bytes = read_capped(response, MAX_MANIFEST_BYTES)
-            .await
-            .map_err(|err| self.client_error(&err))?
-            .ok_or_else(|| {
-                CopyError::Registry(format!(
-                    "{}: a manifest larger than {MAX_MANIFEST_BYTES} bytes",
-                    self.display(reference)
-                ))
-            })?;
-        let expected = reference.parse::<Digest>().ok().or(served_digest);
-        let algorithm = expected
-            .as_ref()
-            .map_or(Algorithm::Sha256, Digest::algorithm);
-        let digest = Digest::of(algorithm, &bytes);
-        if let Some(expected) = expected
-            && expected != digest
-        {
-            return Err(CopyError::Verification(format!(
-                "{}: the manifest served hashes to {digest}, not {expected}",
-                self.display(reference)
-            )));
-        }
-        let manifest = Manifest::parse(&bytes)
+        };
+        let manifest = Manifest::parse(&fetched.bytes)
             .map_err(|why| CopyError::Registry(format!("{}: {why}", self.display(reference))))?;
-        let media_type = media_type_of(declared.as_deref(), &manifest);
+        let media_type = media_type_of(fetched.content_type.as_deref(), &manifest);
         Ok(Some(Fetched {
-            descriptor: Descriptor::new(&media_type, digest, bytes.len() as u64),
-            bytes,
+            descriptor: Descriptor::new(&media_type, fetched.digest, fetched.bytes.len() as u64),
+            bytes: fetched.bytes,
         }))
     }
-
-    fn client_error(&self, err: &reqwest::Error) -> CopyError {
-        self.client.network(err).into()
-    }
-}
-
-/// A response body, or `None` when it is longer than `limit`.
-async fn read_capped(response: Response, limit: u64) -> Result<Option<Bytes>, reqwest::Error> {
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit)
-    {
-        return Ok(None);
-    }
-    let mut body = BytesMut::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        body.extend_from_slice(&chunk?);
-        if body.len() as u64 > limit {
-            return Ok(None);
-        }
-    }
-    Ok(Some(body.freeze()))
 }
 
 #[async_trait]

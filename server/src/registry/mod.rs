@@ -5,6 +5,7 @@ mod blobs;
 mod cache;
 mod listing;
 mod manifests;
+mod mirror;
 mod referrers;
 
 use std::sync::Arc;

@@ -29,9 +29,18 @@ pub async fn app(
     config: &ServeConfig,
     store: Arc<dyn storage::BlobStore>,
     keys: TokenKeys,
-) -> Result<axum::Router, AuthSetupError> {
+) -> Result<axum::Router, SetupError> {
     let built = build(config, store, keys, &Arc::new(Pressure::default()), None).await?;
     Ok(built.app)
+}
+
+/// Why the application could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    #[error("pull-through cache: {0}")]
+    Proxy(String),
 }
 
 /// The application, and what the metrics endpoint reads.
@@ -46,7 +55,7 @@ async fn build(
     keys: TokenKeys,
     pressure: &Arc<Pressure>,
     metrics: Option<Arc<Metrics>>,
-) -> Result<Built, AuthSetupError> {
+) -> Result<Built, SetupError> {
     let gate = match &config.auth {
         Some(auth) => Some(Arc::new(Gate {
             auth: Arc::new(Auth::start(auth.clone()).await?),
@@ -74,11 +83,14 @@ async fn build(
     let store: Arc<dyn storage::BlobStore> = guarded;
     let registry = Registry::new(Arc::clone(&store), config.limits.clone());
     let uploads = Uploads::new(store, keys, config.upload_token_ttl);
+    let proxy = crate::proxy::Proxy::new(&config.proxy, config.reload_interval, metrics.clone())
+        .map_err(SetupError::Proxy)?;
     let state = AppState {
         registry,
         uploads,
         settings: Arc::new(config.api.clone()),
         health: Arc::clone(&health),
+        proxy,
     };
     let app = api::router(state, gate, &config.requests, pressure, metrics);
     Ok(Built { app, health })

@@ -123,6 +123,11 @@ pub fn upload_staged(name: &RepositoryName, id: &str) -> String {
     format!("{}/staged", upload_dir(name, id))
 }
 
+/// When a mirrored repository was last pulled (a day number), for the cache's retention.
+pub fn mirror_last_pull(name: &RepositoryName) -> String {
+    format!("{}/_proxy/lastpull", repository(name))
+}
+
 /// Directory of the manifests that name `subject` as their subject.
 pub fn referrers_dir(name: &RepositoryName, subject: &Digest) -> String {
     format!(

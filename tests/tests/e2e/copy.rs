@@ -109,20 +109,8 @@ fn blobs_of(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         .collect()
 }
 
-/// `(method, path)` of each request in a Stowage access log.
 fn requests(registry: &Stowage) -> Vec<(String, String)> {
-    registry
-        .logs()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| line["target"] == "stowage::access")
-        .map(|line| {
-            (
-                line["method"].as_str().unwrap().to_owned(),
-                line["path"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    registry.requests()
 }
 
 fn count(requests: &[(String, String)], method: &str, path_part: &str) -> usize {

@@ -12,6 +12,7 @@ mod lifecycle;
 mod metrics;
 mod oras;
 mod overload;
+mod proxy;
 mod replicas;
 mod s3;
 mod s3_faults;

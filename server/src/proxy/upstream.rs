@@ -1,0 +1,140 @@
+//! One upstream registry: which repositories it serves, and the client that reaches it.
+
+use std::time::Duration;
+
+use crate::client::{ClientOptions, Credentials, RegistryClient};
+use crate::config::{UpstreamConfig, UpstreamCredentials};
+use crate::oci::RepositoryName;
+use crate::reload::Watched;
+
+/// An upstream and its client.
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    pub client: RegistryClient,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("prefix", &self.config.prefix)
+            .field("url", &self.config.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Builds the client, loading credential files (and watching them for changes).
+    pub fn new(config: UpstreamConfig, reload_interval: Duration) -> Result<Self, String> {
+        let credentials = match &config.credentials {
+            UpstreamCredentials::Anonymous => Watched::fixed("upstream credentials", None),
+            UpstreamCredentials::Password {
+                username,
+                password_file,
+            } => {
+                let username = username.clone();
+                Watched::start(
+                    "upstream password",
+                    vec![password_file.clone()],
+                    reload_interval,
+                    move |contents| {
+                        Ok(Some(Credentials::Basic {
+                            username: username.clone(),
+                            password: first_line(&contents[0])?,
+                        }))
+                    },
+                )
+                .map_err(|err| err.to_string())?
+            }
+            UpstreamCredentials::Token { token_file } => Watched::start(
+                "upstream token",
+                vec![token_file.clone()],
+                reload_interval,
+                |contents| {
+                    Ok(Some(Credentials::Bearer {
+                        token: first_line(&contents[0])?,
+                    }))
+                },
+            )
+            .map_err(|err| err.to_string())?,
+        };
+        let options = ClientOptions {
+            tls_verify: config.tls_verify,
+            credentials,
+            read_timeout: config.timeout,
+        };
+        let client =
+            RegistryClient::for_url(&config.url, options).map_err(|err| err.to_string())?;
+        Ok(Self { config, client })
+    }
+
+    /// The upstream's name for local repository `name`, if this upstream serves it:
+    /// `docker.io/library/alpine` → `library/alpine`, and on Docker Hub `docker.io/alpine` →
+    /// `library/alpine` too.
+    pub fn remote_name(&self, name: &RepositoryName) -> Option<String> {
+        let rest = name
+            .as_str()
+            .strip_prefix(self.config.prefix.as_str())?
+            .strip_prefix('/')?;
+        if self.config.docker_hub && !rest.contains('/') {
+            Some(format!("library/{rest}"))
+        } else {
+            Some(rest.to_owned())
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        self.config.prefix.as_str()
+    }
+}
+
+/// A secret file's first line, without its line ending.
+fn first_line(contents: &[u8]) -> Result<zeroize::Zeroizing<String>, String> {
+    let text = std::str::from_utf8(contents).map_err(|_| "not UTF-8".to_owned())?;
+    let line = text.lines().next().unwrap_or_default().trim();
+    if line.is_empty() {
+        return Err("empty".into());
+    }
+    Ok(zeroize::Zeroizing::new(line.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProxySettings;
+
+    fn upstream(prefix: &str, url: &str) -> Upstream {
+        let settings: ProxySettings = toml::from_str(&format!(
+            "[[upstreams]]\nprefix = \"{prefix}\"\nurl = \"{url}\""
+        ))
+        .unwrap();
+        let config = settings.resolve().unwrap().upstreams.swap_remove(0);
+        Upstream::new(config, Duration::from_secs(10)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn names_map_by_prefix_with_docker_hubs_library_rule() {
+        let name = |s: &str| s.parse::<RepositoryName>().unwrap();
+        let hub = upstream("docker.io", "https://registry-1.docker.io");
+        assert_eq!(
+            hub.remote_name(&name("docker.io/alpine")).as_deref(),
+            Some("library/alpine")
+        );
+        assert_eq!(
+            hub.remote_name(&name("docker.io/grafana/grafana"))
+                .as_deref(),
+            Some("grafana/grafana")
+        );
+        assert_eq!(
+            hub.remote_name(&name("docker.io")),
+            None,
+            "the prefix alone is no image"
+        );
+        assert_eq!(hub.remote_name(&name("docker.iox/alpine")), None);
+        let mirror = upstream("mirror/quay", "http://127.0.0.1:5000");
+        assert_eq!(
+            mirror.remote_name(&name("mirror/quay/app")).as_deref(),
+            Some("app")
+        );
+        assert_eq!(mirror.remote_name(&name("mirror/quay2/app")), None);
+    }
+}
