@@ -150,6 +150,18 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
                 delete_untagged: args.delete_untagged,
                 grace_period: args.grace_period,
                 sweep_wait: args.sweep_wait,
+                mirror_retention: config
+                    .proxy
+                    .retention
+                    .map(|unused_for| gc::MirrorRetention {
+                        prefixes: config
+                            .proxy
+                            .upstreams
+                            .iter()
+                            .map(|u| u.prefix.clone())
+                            .collect(),
+                        unused_for,
+                    }),
             };
             let report = gc::run_once(storage::open(&config.storage).await?, &options).await?;
             print_report(&report, args.output, args.report_file.as_deref())

@@ -104,6 +104,7 @@ async fn measure(name: &str, config: StorageConfig) {
         delete_untagged: true,
         grace_period: Duration::from_secs(1),
         sweep_wait: Duration::ZERO,
+        mirror_retention: None,
     };
     let dry = gc::run_once(Arc::clone(&store), &options).await.unwrap();
     let real = gc::run_once(

@@ -19,6 +19,7 @@
 //! So a racing manifest push either fails cleanly or keeps its blobs: never a stored manifest
 //! pointing at a deleted blob.
 
+mod mirrors;
 mod purge;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -32,6 +33,7 @@ use crate::manifest;
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{self, BlobStore, ObjectInfo, layout};
 
+pub use mirrors::MirrorRetention;
 pub use purge::{PurgeOptions, purge_uploads};
 
 /// S3 times objects to the second: a manifest rewritten within the second of the first scan
@@ -52,6 +54,8 @@ pub struct Options {
     /// How long the announced candidates stand before the sweep; must exceed the manifest push
     /// deadline.
     pub sweep_wait: Duration,
+    /// Drop the pull-through cache's repositories that nobody pulled for this long.
+    pub mirror_retention: Option<MirrorRetention>,
 }
 
 /// What a run did (or, dry, would do).
@@ -62,6 +66,8 @@ pub struct Report {
     pub blobs_deleted: usize,
     pub links_deleted: usize,
     pub uploads_deleted: usize,
+    /// Mirrored repositories dropped for not being pulled within the retention.
+    pub mirrors_expired: usize,
     pub bytes_freed: u64,
     pub duration_seconds: f64,
     pub storage_requests: u64,
@@ -78,9 +84,14 @@ impl Report {
         } else {
             "deleted"
         };
+        let mirrors = if self.mirrors_expired > 0 {
+            format!("{} unused mirrored repositories, ", self.mirrors_expired)
+        } else {
+            String::new()
+        };
         format!(
-            "{verb} {} manifests, {} blobs, {} dangling links and {} upload sessions, freeing {} \
-             bytes, in {:.2}s with {} storage requests",
+            "{verb} {mirrors}{} manifests, {} blobs, {} dangling links and {} upload sessions, \
+             freeing {} bytes, in {:.2}s with {} storage requests",
             self.manifests_deleted,
             self.blobs_deleted,
             self.links_deleted,
@@ -127,6 +138,8 @@ struct Scan {
     tag_history: Vec<Link>,
     /// `(repository, subject)` → referrer entries.
     referrers: HashMap<(RepositoryName, Digest), Vec<Link>>,
+    /// Mirrored repositories → when their last pull was recorded.
+    mirror_pulls: HashMap<RepositoryName, SystemTime>,
     /// Blob digest → (size, time).
     blobs: HashMap<Digest, (u64, SystemTime)>,
 }
@@ -172,6 +185,10 @@ impl Scan {
         match &parts[split..] {
             ["_manifests", "revisions", alg, hex, "link"] => self.revisions.extend(link(alg, hex)),
             ["_layers", alg, hex, "link"] => self.layers.extend(link(alg, hex)),
+            ["_proxy", "lastpull"] => {
+                self.mirror_pulls
+                    .insert(repository.clone(), object.modified);
+            }
             ["_manifests", "tags", tag, "current", "link"] => {
                 self.tags.push((repository.clone(), (*tag).to_owned()));
             }
@@ -258,7 +275,13 @@ pub async fn run_once(store: Arc<dyn BlobStore>, options: &Options) -> storage::
         .checked_sub(options.grace_period)
         .unwrap_or(SystemTime::UNIX_EPOCH);
 
-    let scan = Scan::take(store).await?;
+    let mut scan = Scan::take(store).await?;
+    let expired = match &options.mirror_retention {
+        Some(retention) => {
+            mirrors::expire(store, &mut scan, retention, run_start, options.dry_run).await?
+        }
+        None => Vec::new(),
+    };
     let mut marks = Marks::default();
     let roots = roots(store, &scan, options, cutoff).await?;
     marks.mark(store, &scan, roots).await?;
@@ -317,6 +340,11 @@ pub async fn run_once(store: Arc<dyn BlobStore>, options: &Options) -> storage::
 
     let mut report = Report {
         dry_run: options.dry_run,
+        mirrors_expired: expired.len(),
+        deleted: expired
+            .iter()
+            .map(|name| format!("mirror {name}"))
+            .collect(),
         ..Report::default()
     };
     let deleted_manifests: HashSet<(RepositoryName, Digest)> = manifests

@@ -19,6 +19,7 @@ fn options(delete_untagged: bool, dry_run: bool) -> Options {
         delete_untagged,
         grace_period: Duration::ZERO,
         sweep_wait: Duration::ZERO,
+        mirror_retention: None,
     }
 }
 

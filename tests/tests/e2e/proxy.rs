@@ -489,3 +489,202 @@ async fn concurrent_pulls_through_two_replicas_fetch_once_each() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_drops_mirrors_nobody_pulled_within_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Distribution::start(&dir.path().join("dist"));
+    let mut source = Layout::new(&dir.path().join("source"));
+    let old = source.image("amd64", &[&[("old", b"pulled long ago")]]);
+    let new = source.image("amd64", &[&[("new", b"pulled just now")]]);
+    source.tag("old", &old);
+    source.tag("new", &new);
+    for (tag, repository) in [("old", "team/old"), ("new", "team/new")] {
+        push(
+            dir.path(),
+            &source.reference(tag),
+            &format!("docker://{}/{repository}:v1", upstream.address),
+            None,
+        );
+    }
+    let root = dir.path().join("mirror");
+    let config = dir.path().join("retention.toml");
+    std::fs::write(
+        &config,
+        format!("[proxy]\nretention = \"3s\"\n\n[[proxy.upstreams]]\nprefix = \"dist\"\nurl = \"http://{}\"\n", upstream.address),
+    )
+    .unwrap();
+    let proxy = Stowage::start(&root, &["--config", config.to_str().unwrap()]);
+    push(
+        dir.path(),
+        &source.reference("old"),
+        &format!("docker://{}/team/local:v1", proxy.address),
+        None,
+    );
+    let pull = |repository: &str| {
+        skopeo(&[
+            "inspect",
+            "--raw",
+            &format!("docker://{}/{repository}:v1", proxy.address),
+        ]);
+    };
+    pull("dist/team/old");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    pull("dist/team/new");
+
+    let gc = stowage_e2e::run(
+        std::process::Command::new(stowage_e2e::stowage_bin())
+            .args([
+                "gc",
+                "--fs-root",
+                root.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .args([
+                "--grace-period",
+                "0s",
+                "--sweep-wait",
+                "10s",
+                "--output",
+                "json",
+                "--log-level",
+                "warn",
+            ]),
+    );
+    let report: Value = serde_json::from_slice(&gc.stdout).unwrap();
+    assert_eq!(report["mirrors_expired"], 1, "{report}");
+    let repositories = root.join("docker/registry/v2/repositories");
+    assert!(
+        !repositories.join("dist/team/old").exists(),
+        "the unused mirror is gone"
+    );
+    assert!(
+        repositories.join("dist/team/new").exists(),
+        "the recently pulled one stays"
+    );
+    assert!(
+        repositories.join("team/local").exists(),
+        "pushed repositories are never expired"
+    );
+    // The local repository shares the old image's blobs: they stay; the next pull of the
+    // expired mirror simply fetches it again.
+    skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("docker://{}/team/local:v1", proxy.address),
+    ]);
+    pull("dist/team/old");
+}
+
+/// The value of one `stowage_proxy_requests_total` series.
+async fn proxy_count(metrics: &str, kind: &str, outcome: &str) -> f64 {
+    let text = stowage_e2e::http()
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let wanted = format!(
+        "stowage_proxy_requests_total{{upstream=\"dist\",kind=\"{kind}\",outcome=\"{outcome}\"}} "
+    );
+    text.lines()
+        .find_map(|line| line.strip_prefix(&wanted))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_platform_of_an_index_is_all_that_is_cached_and_outcomes_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Distribution::start(&dir.path().join("dist"));
+    let mut source = Layout::new(&dir.path().join("source"));
+    let amd64 = source.image("amd64", &[&[("arch", b"amd64")]]);
+    let arm64 = source.image("arm64", &[&[("arch", b"arm64")]]);
+    let index = source.index(&[("amd64", &amd64), ("arm64", &arm64)]);
+    source.tag("multi", &index);
+    skopeo(&[
+        "copy",
+        "--all",
+        &source.reference("multi"),
+        &format!("docker://{}/team/multi:v1", upstream.address),
+    ]);
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[proxy.upstreams]]\nprefix = \"dist\"\nurl = \"http://{}\"\n",
+            upstream.address
+        ),
+    )
+    .unwrap();
+    let metrics = format!("127.0.0.1:{}", stowage_e2e::free_port());
+    let root = dir.path().join("mirror");
+    let proxy = Stowage::start(
+        &root,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--metrics-listen",
+            &metrics,
+        ],
+    );
+
+    // skopeo without --all takes the platform it runs on, amd64.
+    let out = dir.path().join("out");
+    skopeo(&[
+        "copy",
+        "--override-arch",
+        "amd64",
+        &format!("docker://{}/dist/team/multi:v1", proxy.address),
+        &format!("oci:{}:v1", out.display()),
+    ]);
+    assert_eq!(layout::tagged_digest(&out, "v1"), amd64.digest);
+    let revisions =
+        root.join("docker/registry/v2/repositories/dist/team/multi/_manifests/revisions/sha256");
+    let cached = |digest: &str| {
+        revisions
+            .join(digest.trim_start_matches("sha256:"))
+            .exists()
+    };
+    assert!(
+        cached(&index.digest) && cached(&amd64.digest),
+        "the index and the platform pulled"
+    );
+    assert!(!cached(&arm64.digest), "not the other platform");
+
+    assert_eq!(
+        proxy_count(&metrics, "manifest", "miss").await,
+        2.0,
+        "the index by tag, amd64 by digest"
+    );
+    assert_eq!(
+        proxy_count(&metrics, "blob", "miss").await,
+        2.0,
+        "config and layer"
+    );
+    skopeo(&[
+        "copy",
+        "--override-arch",
+        "amd64",
+        &format!("docker://{}/dist/team/multi:v1", proxy.address),
+        &format!("oci:{}:again", out.display()),
+    ]);
+    assert!(
+        proxy_count(&metrics, "manifest", "hit").await >= 1.0,
+        "amd64 by digest from the cache"
+    );
+    assert!(proxy_count(&metrics, "blob", "hit").await >= 1.0);
+    let http = stowage_e2e::http();
+    let missing = http
+        .get(proxy.url("/v2/dist/team/nothing/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.status(),
+        404,
+        "a tag the upstream lacks is the spec's 404"
+    );
+}
