@@ -500,3 +500,54 @@ fn access_control_and_tls_load_in_the_server() {
         );
     }
 }
+
+#[test]
+fn proxy_upstreams_load_in_the_server_and_reach_gc() {
+    let registry = registry(json!({
+        "storage": {"s3": {"bucket": "images", "credentialsSecret": {"name": "s3-creds"}}},
+        "proxy": {
+            "retention": "720h",
+            "upstreams": [
+                {"prefix": "docker.io", "url": "https://registry-1.docker.io", "credentialsSecret": "hub"},
+                {"prefix": "ghcr.io", "url": "https://ghcr.io", "credentialsSecret": "ghcr", "tagTtl": "1m"},
+                {"prefix": "quay.io", "url": "https://quay.io"}
+            ]
+        }
+    }));
+    let mut cluster = cluster(&registry, false);
+    cluster.secrets.extend([
+        secret("hub", &[("username", "puller"), ("password", "hub-token")]),
+        secret("ghcr", &[("token", "ghp_x")]),
+    ]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut served = false;
+    for (what, pod) in pods(&registry, &cluster) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (command, config) = resolve_at(root.path(), &cluster, &pod, &pod.containers[0]);
+        assert_eq!(config.proxy.upstreams.len(), 3, "{what}");
+        match command {
+            Command::Serve(_) => {
+                served = true;
+                let proxy = runtime.block_on(async {
+                    stowage::proxy::Proxy::new(&config.proxy, config.reload_interval, None)
+                });
+                let proxy = proxy
+                    .unwrap_or_else(|e| panic!("the server refuses its upstreams: {e}"))
+                    .expect("a proxy");
+                let name = "docker.io/alpine".parse().expect("a name");
+                let route = proxy.route(&name).expect("docker.io is mirrored");
+                assert_eq!(route.remote, "library/alpine");
+                assert!(proxy.route(&"team/app".parse().expect("a name")).is_none());
+            }
+            Command::Gc(_) => {
+                assert_eq!(
+                    config.proxy.retention,
+                    Some(std::time::Duration::from_secs(720 * 3600)),
+                    "gc knows the retention"
+                );
+            }
+            _ => {}
+        }
+    }
+    assert!(served, "a serving pod was checked");
+}

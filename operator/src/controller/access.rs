@@ -29,12 +29,13 @@ fn auth_secret_files(registry: &Registry) -> Vec<(&'static str, &SecretFile)> {
     .collect()
 }
 
-/// The Secrets `spec.auth` and `spec.tls` name, whose changes should be seen.
+/// The Secrets `spec.auth`, `spec.tls` and `spec.proxy` name, whose changes should be seen.
 pub(super) fn secrets(registry: &Registry) -> Vec<String> {
     auth_secret_files(registry)
         .into_iter()
         .map(|(_, file)| file.name.clone())
         .chain(resources::tls_secret_name(registry))
+        .chain(resources::proxy_secrets(registry))
         .collect()
 }
 
@@ -52,6 +53,15 @@ pub(super) async fn check_auth_secrets(
             .map_err(kube_error(format!("reading Secret {}", file.name)))?;
         if found.is_none() {
             return Err(Error::AuthSecretMissing(what, file.name.clone()));
+        }
+    }
+    for name in resources::proxy_secrets(registry) {
+        let found = api
+            .get_opt(&name)
+            .await
+            .map_err(kube_error(format!("reading Secret {name}")))?;
+        if found.is_none() {
+            return Err(Error::AuthSecretMissing("upstream credentials", name));
         }
     }
     Ok(())

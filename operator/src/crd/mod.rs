@@ -6,6 +6,7 @@
 
 mod access;
 mod monitoring;
+mod proxy;
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,7 @@ pub use access::{
     TokenIssuer, WorkloadIdentity,
 };
 pub use monitoring::{Monitoring, ServiceMonitor};
+pub use proxy::{Proxy, Upstream};
 
 /// The API group of every Stowage resource.
 pub const GROUP: &str = "stowage.dev";
@@ -114,6 +116,11 @@ pub struct RegistrySpec {
     /// How Prometheus finds the pods' metrics.
     #[serde(default)]
     pub monitoring: Monitoring,
+
+    /// A pull-through cache: repositories below each upstream's prefix mirror that upstream
+    /// (read-only here); all others are this registry's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Proxy>,
 
     /// How the registry is exposed inside the cluster.
     #[serde(default)]
@@ -679,6 +686,24 @@ mod tests {
             Ok(()) => Vec::new(),
             Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
         }
+    }
+
+    #[test]
+    fn proxy_upstreams_need_their_own_prefix_and_a_scheme() {
+        let spec = |upstreams: Value| json!({"storage": {"s3": {"bucket": "images"}}, "proxy": {"upstreams": upstreams}});
+        let hub = json!({"prefix": "docker.io", "url": "https://registry-1.docker.io"});
+        let ghcr =
+            json!({"prefix": "ghcr.io", "url": "https://ghcr.io", "credentialsSecret": "ghcr"});
+        assert!(broken(spec(json!([hub, ghcr])), None).is_empty());
+        assert_eq!(
+            broken(spec(json!([hub, hub])), None),
+            ["each upstream needs its own prefix"]
+        );
+        let bare = json!({"prefix": "quay.io", "url": "quay.io"});
+        assert_eq!(
+            broken(spec(json!([bare])), None),
+            ["url needs its scheme: https:// or http://"]
+        );
     }
 
     #[test]

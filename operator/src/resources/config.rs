@@ -90,6 +90,9 @@ pub fn server_config(registry: &Registry, facts: &ClusterFacts) -> String {
     if let Some(tls) = tls_table(registry) {
         set("tls", Value::Table(tls));
     }
+    if let Some(proxy) = super::proxy::proxy_table(registry) {
+        set("proxy", Value::Table(proxy));
+    }
     format!(
         "# Written by stowage-operator for Registry {}/{}; edits are overwritten.\n{table}",
         registry.namespace().unwrap_or_default(),

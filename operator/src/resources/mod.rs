@@ -8,6 +8,7 @@ mod jobs;
 mod keys;
 mod monitoring;
 mod pod;
+mod proxy;
 mod scaling;
 mod service;
 mod storage;
@@ -33,6 +34,7 @@ pub use keys::{
 };
 pub use monitoring::{service_monitor, service_monitor_resource};
 pub use pod::{DATA_PATH, METRICS_PORT, SERVER_PORT, UPLOAD_KEY_PATH};
+pub use proxy::{proxy_secrets, proxy_table, proxy_volumes};
 pub use scaling::{horizontal_pod_autoscaler, pod_disruption_budget};
 pub use service::{endpoint, service, service_account};
 pub use storage::{data_claim_name, persistent_volume_claim};

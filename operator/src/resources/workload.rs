@@ -56,7 +56,10 @@ pub fn deployment(registry: &Registry, inputs: &Inputs) -> Deployment {
     let scheme = if spec.tls.is_some() { "HTTPS" } else { "HTTP" };
     container.readiness_probe = Some(probe("/readyz", scheme, 3, 2, 1));
     container.liveness_probe = Some(probe("/healthz", scheme, 10, 6, 2));
-    let (volumes, mounts) = server_volumes(registry);
+    let (mut volumes, mut mounts) = server_volumes(registry);
+    let (proxy_volumes, proxy_mounts) = super::proxy::proxy_volumes(registry);
+    volumes.extend(proxy_volumes);
+    mounts.extend(proxy_mounts);
     container
         .volume_mounts
         .get_or_insert_with(Vec::new)

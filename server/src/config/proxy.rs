@@ -49,6 +49,9 @@ pub struct UpstreamSettings {
     pub password_file: Option<PathBuf>,
     /// A token sent as `Authorization: Bearer`, with no token flow; read again when it changes.
     pub token_file: Option<PathBuf>,
+    /// A directory (a mounted Secret) holding `username` and `password` files, or a `token`
+    /// file; which it holds is looked at when the server starts.
+    pub credentials_dir: Option<PathBuf>,
     #[serde(default, with = "humantime_serde_opt")]
     pub tag_ttl: Option<Duration>,
     /// Serve a cached tag, with a `Warning`, when the upstream is down [default: true].
@@ -85,6 +88,8 @@ pub enum UpstreamCredentials {
     Token {
         token_file: PathBuf,
     },
+    /// `username` and `password`, or `token`, in this directory.
+    Directory(PathBuf),
 }
 
 /// The proxy, validated.
@@ -117,21 +122,27 @@ impl ProxySettings {
                     format!("{url} is not an http(s) URL"),
                 ));
             }
-            let credentials = match (
+            let files = (
                 upstream.username,
                 upstream.password_file,
                 upstream.token_file,
-            ) {
-                (None, None, None) => UpstreamCredentials::Anonymous,
-                (Some(username), Some(password_file), None) => UpstreamCredentials::Password {
-                    username,
-                    password_file,
-                },
-                (None, None, Some(token_file)) => UpstreamCredentials::Token { token_file },
+            );
+            let credentials = match (files, upstream.credentials_dir) {
+                ((None, None, None), None) => UpstreamCredentials::Anonymous,
+                ((None, None, None), Some(dir)) => UpstreamCredentials::Directory(dir),
+                ((Some(username), Some(password_file), None), None) => {
+                    UpstreamCredentials::Password {
+                        username,
+                        password_file,
+                    }
+                }
+                ((None, None, Some(token_file)), None) => UpstreamCredentials::Token { token_file },
                 _ => {
                     return Err(invalid(
                         &upstream.prefix,
-                        "credentials are username with password-file, or token-file alone".into(),
+                        "credentials are one of: username with password-file, token-file, \
+                         credentials-dir"
+                            .into(),
                     ));
                 }
             };

@@ -56,6 +56,7 @@ impl Upstream {
                 },
             )
             .map_err(|err| err.to_string())?,
+            UpstreamCredentials::Directory(dir) => directory_credentials(dir, reload_interval)?,
         };
         let options = ClientOptions {
             tls_verify: config.tls_verify,
@@ -85,6 +86,43 @@ impl Upstream {
     pub fn prefix(&self) -> &str {
         self.config.prefix.as_str()
     }
+}
+
+/// Credentials from a mounted Secret: `token`, or `username` and `password`.
+fn directory_credentials(
+    dir: &std::path::Path,
+    reload_interval: Duration,
+) -> Result<std::sync::Arc<Watched<Option<Credentials>>>, String> {
+    let (token, username, password) = (
+        dir.join("token"),
+        dir.join("username"),
+        dir.join("password"),
+    );
+    let watched = if token.exists() {
+        Watched::start("upstream token", vec![token], reload_interval, |contents| {
+            Ok(Some(Credentials::Bearer {
+                token: first_line(&contents[0])?,
+            }))
+        })
+    } else if username.exists() && password.exists() {
+        Watched::start(
+            "upstream credentials",
+            vec![username, password],
+            reload_interval,
+            |contents| {
+                Ok(Some(Credentials::Basic {
+                    username: first_line(&contents[0])?.to_string(),
+                    password: first_line(&contents[1])?,
+                }))
+            },
+        )
+    } else {
+        return Err(format!(
+            "{} holds neither a token file nor username and password files",
+            dir.display()
+        ));
+    };
+    watched.map_err(|err| err.to_string())
 }
 
 /// A secret file's first line, without its line ending.

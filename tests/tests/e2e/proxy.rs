@@ -70,19 +70,24 @@ async fn skopeo_pulls_through_two_upstreams_by_prefix() {
         Some("alice:alice-secret"),
     );
 
-    // bob may only pull, on both upstreams: all a mirror needs.
+    // bob may only pull, on both upstreams: all a mirror needs. Distribution's credentials are
+    // named file by file; the other upstream's come as a directory, as a mounted Secret.
     let password = dir.path().join("bob.password");
     std::fs::write(&password, "bob-secret\n").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("username"), "bob").unwrap();
+    std::fs::write(secret.join("password"), "bob-secret").unwrap();
     let proxy = mirror(
         dir.path(),
         &dir.path().join("mirror"),
         &format!(
             "[[proxy.upstreams]]\nprefix = \"dist\"\nurl = \"http://{}\"\nusername = \"bob\"\npassword-file = \"{}\"\n\n\
-             [[proxy.upstreams]]\nprefix = \"stow/**\"\nurl = \"http://{}\"\nusername = \"bob\"\npassword-file = \"{}\"\n",
+             [[proxy.upstreams]]\nprefix = \"stow/**\"\nurl = \"http://{}\"\ncredentials-dir = \"{}\"\n",
             distribution.address,
             password.display(),
             upstream.address,
-            password.display()
+            secret.display()
         ),
     );
 
