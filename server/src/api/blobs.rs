@@ -34,11 +34,12 @@ pub(super) async fn serve(
 async fn fetch(call: Call, name: RepositoryName, digest: Digest) -> Result<Response, ApiError> {
     let registry = &call.state.registry;
     let head = call.method == Method::HEAD;
+    let mut known = None;
     if let Some(proxy) = &call.state.proxy
         && let Some(route) = proxy.route(&name)
     {
         match proxy.blob(registry, &name, &route, &digest, head).await? {
-            BlobAnswer::Cached => {}
+            BlobAnswer::Cached(meta) => known = Some(meta),
             BlobAnswer::Upstream { size } => {
                 return blob_headers(&digest, StatusCode::OK, size)
                     .body(Body::empty())
@@ -67,7 +68,10 @@ async fn fetch(call: Call, name: RepositoryName, digest: Digest) -> Result<Respo
             }
         }
     }
-    let meta = registry.blob_meta(&name, &digest).await?;
+    let meta = match known {
+        Some(meta) => meta,
+        None => registry.blob_meta(&name, &digest).await?,
+    };
     if !head && let Some(url) = registry.blob_redirect(&digest, REDIRECT_TTL).await? {
         let headers = [
             (header::LOCATION, header_value(url)),

@@ -158,15 +158,28 @@ impl Proxy {
         what: &str,
         outcome: Outcome,
     ) {
-        tracing::info!(
-            target: "stowage::proxy",
-            upstream = route.upstream.prefix(),
-            repository = %name,
-            kind,
-            reference = what,
-            outcome = outcome.as_str(),
-            "pull through"
-        );
+        // Hits are the hot path and the access log already has them; the rest is news.
+        if matches!(outcome, Outcome::Hit | Outcome::Revalidated) {
+            tracing::debug!(
+                target: "stowage::proxy",
+                upstream = route.upstream.prefix(),
+                repository = %name,
+                kind,
+                reference = what,
+                outcome = outcome.as_str(),
+                "pull through"
+            );
+        } else {
+            tracing::info!(
+                target: "stowage::proxy",
+                upstream = route.upstream.prefix(),
+                repository = %name,
+                kind,
+                reference = what,
+                outcome = outcome.as_str(),
+                "pull through"
+            );
+        }
         if let Some(metrics) = &self.metrics {
             metrics.proxy_outcome(route.upstream.prefix(), kind, outcome.as_str());
         }
