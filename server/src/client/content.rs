@@ -36,21 +36,12 @@ impl RegistryClient {
         repository: &str,
         reference: &str,
     ) -> Result<Option<FetchedManifest>, ClientError> {
-        let url = self
-            .url(&format!("/v2/{repository}/manifests/{reference}"))
-            .await?;
-        let scopes = [repository_scope(repository, "pull")];
-        let response = self
-            .send(&scopes, Method::GET, &url, true, |r| {
-                r.header(header::ACCEPT, MANIFEST_ACCEPT)
-            })
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let Some(response) = self
+            .manifest_request(Method::GET, repository, reference)
+            .await?
+        else {
             return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(self.status_error(response).await);
-        }
+        };
         let content_type = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -93,27 +84,41 @@ impl RegistryClient {
         repository: &str,
         reference: &str,
     ) -> Result<Option<Digest>, ClientError> {
-        let url = self
-            .url(&format!("/v2/{repository}/manifests/{reference}"))
-            .await?;
-        let scopes = [repository_scope(repository, "pull")];
-        let response = self
-            .send(&scopes, Method::HEAD, &url, true, |r| {
-                r.header(header::ACCEPT, MANIFEST_ACCEPT)
-            })
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let Some(response) = self
+            .manifest_request(Method::HEAD, repository, reference)
+            .await?
+        else {
             return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(self.status_error(response).await);
-        }
+        };
         match announced_digest(&response) {
             Some(digest) => Ok(Some(digest)),
             None => Ok(self
                 .fetch_manifest(repository, reference)
                 .await?
                 .map(|fetched| fetched.digest)),
+        }
+    }
+
+    /// A successful `GET` or `HEAD` of a manifest; `None` on `404`.
+    async fn manifest_request(
+        &self,
+        method: Method,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<Response>, ClientError> {
+        let url = self
+            .url(&format!("/v2/{repository}/manifests/{reference}"))
+            .await?;
+        let scopes = [repository_scope(repository, "pull")];
+        let response = self
+            .send(&scopes, method, &url, true, |r| {
+                r.header(header::ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => Ok(Some(response)),
+            _ => Err(self.status_error(response).await),
         }
     }
 

@@ -159,26 +159,24 @@ impl Proxy {
         outcome: Outcome,
     ) {
         // Hits are the hot path and the access log already has them; the rest is news.
+        macro_rules! log_at {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "stowage::proxy",
+                    $level,
+                    upstream = route.upstream.prefix(),
+                    repository = %name,
+                    kind,
+                    reference = what,
+                    outcome = outcome.as_str(),
+                    "pull through"
+                )
+            };
+        }
         if matches!(outcome, Outcome::Hit | Outcome::Revalidated) {
-            tracing::debug!(
-                target: "stowage::proxy",
-                upstream = route.upstream.prefix(),
-                repository = %name,
-                kind,
-                reference = what,
-                outcome = outcome.as_str(),
-                "pull through"
-            );
+            log_at!(tracing::Level::DEBUG);
         } else {
-            tracing::info!(
-                target: "stowage::proxy",
-                upstream = route.upstream.prefix(),
-                repository = %name,
-                kind,
-                reference = what,
-                outcome = outcome.as_str(),
-                "pull through"
-            );
+            log_at!(tracing::Level::INFO);
         }
         if let Some(metrics) = &self.metrics {
             metrics.proxy_outcome(route.upstream.prefix(), kind, outcome.as_str());

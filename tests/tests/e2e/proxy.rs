@@ -15,9 +15,16 @@ const ACCEPT: &str =
 
 /// A Stowage whose config file lists `upstreams` (`[[proxy.upstreams]]` tables), on `root`.
 fn mirror(dir: &Path, root: &Path, upstreams: &str) -> Stowage {
+    mirror_with(dir, root, upstreams, &[])
+}
+
+/// As [`mirror`], with more flags.
+fn mirror_with(dir: &Path, root: &Path, upstreams: &str, flags: &[&str]) -> Stowage {
     let config = dir.join(format!("proxy-{:08x}.toml", rand::random::<u32>()));
     std::fs::write(&config, upstreams).unwrap();
-    Stowage::start(root, &["--config", config.to_str().unwrap()])
+    let mut all = vec!["--config", config.to_str().unwrap()];
+    all.extend(flags);
+    Stowage::start(root, &all)
 }
 
 /// Pushes `reference` (a layout image) to `target` with `creds`.
@@ -615,25 +622,17 @@ async fn one_platform_of_an_index_is_all_that_is_cached_and_outcomes_are_counted
         &source.reference("multi"),
         &format!("docker://{}/team/multi:v1", upstream.address),
     ]);
-    let config = dir.path().join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[proxy.upstreams]]\nprefix = \"dist\"\nurl = \"http://{}\"\n",
-            upstream.address
-        ),
-    )
-    .unwrap();
     let metrics = format!("127.0.0.1:{}", stowage_e2e::free_port());
     let root = dir.path().join("mirror");
-    let proxy = Stowage::start(
+    let upstreams = format!(
+        "[[proxy.upstreams]]\nprefix = \"dist\"\nurl = \"http://{}\"\n",
+        upstream.address
+    );
+    let proxy = mirror_with(
+        dir.path(),
         &root,
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--metrics-listen",
-            &metrics,
-        ],
+        &upstreams,
+        &["--metrics-listen", &metrics],
     );
 
     // skopeo without --all takes the platform it runs on, amd64.
