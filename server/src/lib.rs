@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod copy;
+pub mod events;
 pub mod gc;
 pub mod idle;
 pub mod limits;

@@ -68,6 +68,12 @@ struct ProxyLabels {
     outcome: &'static str,
 }
 
+/// `endpoint` is a configured endpoint name: as bounded as the config file.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
@@ -91,6 +97,11 @@ pub struct Metrics {
     purged_uploads: Counter,
     purged_bytes: Counter,
     proxy: Family<ProxyLabels, Counter>,
+    events_pending: Family<EndpointLabels, Gauge>,
+    events_oldest: Family<EndpointLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    events_delivered: Family<EndpointLabels, Counter>,
+    events_failed: Family<EndpointLabels, Counter>,
+    event_retries: Family<EndpointLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -201,6 +212,37 @@ impl Default for Metrics {
              (hit, revalidated, miss, stale, upstream_error)",
             proxy.clone(),
         );
+        let events_pending = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "events_pending",
+            "Events waiting in an endpoint's outbox, as this replica last saw it",
+            events_pending.clone(),
+        );
+        let events_oldest =
+            Family::<EndpointLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "events_oldest_pending_seconds",
+            "Age of the oldest event waiting in an endpoint's outbox",
+            events_oldest.clone(),
+        );
+        let events_delivered = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "events_delivered",
+            "Events this replica delivered to an endpoint",
+            events_delivered.clone(),
+        );
+        let events_failed = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "event_deliveries_failed",
+            "Deliveries to an endpoint that failed (the events stay, and are retried)",
+            events_failed.clone(),
+        );
+        let event_retries = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "event_delivery_retries",
+            "Deliveries to an endpoint that failed again on a retry",
+            event_retries.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -225,6 +267,11 @@ impl Default for Metrics {
             purged_uploads,
             purged_bytes,
             proxy,
+            events_pending,
+            events_oldest,
+            events_delivered,
+            events_failed,
+            event_retries,
         }
     }
 }
@@ -267,6 +314,37 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    pub fn events_pending(&self, endpoint: &str, pending: usize, oldest: Duration) {
+        let labels = EndpointLabels {
+            endpoint: endpoint.to_owned(),
+        };
+        self.events_pending
+            .get_or_create(&labels)
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.events_oldest
+            .get_or_create(&labels)
+            .set(oldest.as_secs_f64());
+    }
+
+    pub fn events_delivered(&self, endpoint: &str, count: usize) {
+        self.events_delivered
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_owned(),
+            })
+            .inc_by(count as u64);
+    }
+
+    /// A failed delivery; `retry` when it was itself a retry.
+    pub fn events_failed(&self, endpoint: &str, retry: bool) {
+        let labels = EndpointLabels {
+            endpoint: endpoint.to_owned(),
+        };
+        self.events_failed.get_or_create(&labels).inc();
+        if retry {
+            self.event_retries.get_or_create(&labels).inc();
+        }
     }
 
     pub fn purged(&self, uploads: u64, bytes: u64) {

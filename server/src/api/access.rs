@@ -38,6 +38,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller's name, as rules and events know it; empty for anonymous callers.
+    pub fn name(&self) -> String {
+        self.identity.principal().name()
+    }
+
     /// Whether the caller may pull from `repository` (a mount's source).
     pub fn may_pull(&self, repository: &str) -> bool {
         self.auth

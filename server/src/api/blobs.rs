@@ -25,6 +25,14 @@ pub(super) async fn serve(
         Method::DELETE => {
             call.require_deletes()?;
             call.state.registry.delete_blob(&name, &digest).await?;
+            let target = crate::events::Target {
+                digest: Some(digest.to_string()),
+                repository: name.to_string(),
+                ..crate::events::Target::default()
+            };
+            call.state
+                .notify(&call.origin, crate::events::Action::Delete, target)
+                .await?;
             Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
         }
         _ => Err(call.method_not_allowed()),

@@ -7,6 +7,7 @@ use oci_spec::distribution::ErrorCode;
 
 use super::headers::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use super::{ApiError, Call, header_value};
+use crate::events::{Action, Target};
 use crate::manifest::essence;
 use crate::oci::{Reference, RepositoryName};
 
@@ -45,6 +46,18 @@ async fn write(
             call.state
                 .registry
                 .delete_manifest(&name, &reference)
+                .await?;
+            let target = Target {
+                digest: match &reference {
+                    Reference::Digest(digest) => Some(digest.to_string()),
+                    Reference::Tag(_) => None,
+                },
+                repository: name.to_string(),
+                tag: tag_of(&reference),
+                ..Target::default()
+            };
+            call.state
+                .notify(&call.origin, Action::Delete, target)
                 .await?;
             Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
         }
@@ -104,6 +117,22 @@ async fn fetch(
     let mut response = if call.method == Method::HEAD {
         (headers, axum::body::Body::empty()).into_response()
     } else {
+        let length = manifest.body.len() as u64;
+        let target = Target {
+            media_type: Some(manifest.media_type.clone()),
+            digest: Some(manifest.digest.to_string()),
+            size: Some(length),
+            length: Some(length),
+            repository: name.to_string(),
+            url: call
+                .state
+                .url_of(&call.origin, &name, "manifests", &manifest.digest),
+            tag: tag_of(&reference),
+            ..Target::default()
+        };
+        call.state
+            .notify(&call.origin, Action::Pull, target)
+            .await?;
         (headers, manifest.body).into_response()
     };
     if stale {
@@ -114,6 +143,13 @@ async fn fetch(
         );
     }
     Ok(response)
+}
+
+fn tag_of(reference: &Reference) -> Option<String> {
+    match reference {
+        Reference::Tag(tag) => Some(tag.to_string()),
+        Reference::Digest(_) => None,
+    }
 }
 
 /// Whether any `Accept` header allows `media_type`. No header at all accepts everything.
@@ -164,10 +200,26 @@ async fn push(
             ));
         }
     };
+    let (length, media_type) = (body.len() as u64, crate::manifest::served_media_type(&body));
     let outcome = call
         .state
         .registry
         .put_manifest(&name, &reference, content_type.as_deref(), body)
+        .await?;
+    let target = Target {
+        media_type: Some(media_type),
+        digest: Some(outcome.digest.to_string()),
+        size: Some(length),
+        length: Some(length),
+        repository: name.to_string(),
+        url: call
+            .state
+            .url_of(&call.origin, &name, "manifests", &outcome.digest),
+        tag: tag_of(&reference),
+        ..Target::default()
+    };
+    call.state
+        .notify(&call.origin, Action::Push, target)
         .await?;
     let mut response = (
         StatusCode::CREATED,

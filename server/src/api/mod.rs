@@ -5,6 +5,7 @@
 pub mod access;
 mod blobs;
 mod error;
+mod events;
 mod headers;
 mod listing;
 mod manifests;
@@ -185,6 +186,8 @@ struct Call {
     state: AppState,
     /// Who is calling, when access control is on.
     caller: Option<Caller>,
+    /// Who and what caused any event this request leads to.
+    origin: events::Origin,
     method: Method,
     headers: HeaderMap,
     params: Params,
@@ -196,6 +199,7 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     caller: Option<axum::Extension<Caller>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -228,9 +232,18 @@ async fn dispatch(
     if is_write && let Some(name) = route.repository() {
         refuse_mirror_writes(&state, name)?;
     }
+    let caller = caller.map(|c| c.0);
+    let origin = events::Origin {
+        request: events::request_info(&method, &headers, peer.map(|p| p.0.0)),
+        actor: caller
+            .as_ref()
+            .map(Caller::name)
+            .filter(|name| !name.is_empty()),
+    };
     let call = Call {
         state,
-        caller: caller.map(|c| c.0),
+        caller,
+        origin,
         method,
         headers,
         params,

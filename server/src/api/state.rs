@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::events::Notifier;
 use crate::proxy::Proxy;
 use crate::registry::Registry;
 use crate::storage::Health;
@@ -26,4 +27,6 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// The pull-through cache, when upstreams are configured.
     pub proxy: Option<Arc<Proxy>>,
+    /// Where registry events go, when webhooks are configured.
+    pub events: Option<Arc<Notifier>>,
 }

@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt};
 
 use super::headers::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, RANGE, parse_content_range};
 use super::{ApiError, Call, header_value};
+use crate::events::{Action, Target};
 use crate::oci::{Algorithm, Digest, RepositoryName};
 use crate::storage::ByteStream;
 use crate::upload::{UploadState, Uploads};
@@ -43,6 +44,16 @@ pub(super) async fn start(call: Call, name: RepositoryName) -> Result<Response, 
                 .mount_blob(&name, &from, &digest)
                 .await?
             {
+                if call.state.events.is_some() {
+                    let size = call.state.registry.blob_meta(&name, &digest).await?.size;
+                    let target = Target {
+                        from_repository: Some(from.to_string()),
+                        ..call.state.blob_target(&call.origin, &name, &digest, size)
+                    };
+                    call.state
+                        .notify(&call.origin, Action::Mount, target)
+                        .await?;
+                }
                 return Ok(blob_created(&name, &digest));
             }
         }
@@ -75,6 +86,12 @@ pub(super) async fn start(call: Call, name: RepositoryName) -> Result<Response, 
     let body = request_body(&call.headers, call.body, None)?;
     let state = uploads.append(&state, body).await?;
     uploads.finish(&state, &digest).await?;
+    let target = call
+        .state
+        .blob_target(&call.origin, &name, &digest, state.write.size);
+    call.state
+        .notify(&call.origin, Action::Push, target)
+        .await?;
     Ok(blob_created(&name, &digest))
 }
 
@@ -123,6 +140,12 @@ pub(super) async fn serve(
             let state =
                 append_chunk(&call.state.uploads, &state, &call.headers, call.body, false).await?;
             call.state.uploads.finish(&state, &digest).await?;
+            let target = call
+                .state
+                .blob_target(&call.origin, &name, &digest, state.write.size);
+            call.state
+                .notify(&call.origin, Action::Push, target)
+                .await?;
             Ok(blob_created(&name, &digest))
         }
         Method::DELETE => {

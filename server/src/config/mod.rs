@@ -4,6 +4,7 @@
 //! them, applies defaults and validates them into a [`ServeConfig`].
 
 mod auth;
+mod notifications;
 mod proxy;
 mod secret;
 
@@ -19,6 +20,7 @@ use std::num::NonZeroU32;
 use ipnet::IpNet;
 
 pub use auth::{AuthSettings, TlsSettings};
+pub use notifications::{EndpointConfig, NotificationSettings};
 pub use proxy::{ProxyConfig, ProxySettings, UpstreamConfig, UpstreamCredentials};
 
 use crate::api::ApiSettings;
@@ -303,6 +305,11 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub proxy: ProxySettings,
+
+    /// Webhooks for registry events (the `[notifications]` table of the config file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub notifications: NotificationSettings,
 }
 
 impl Settings {
@@ -367,6 +374,7 @@ impl Settings {
             tls: self.tls.or(file.tls),
             // Upstreams are only ever set in the file.
             proxy: file.proxy,
+            notifications: file.notifications,
         }
     }
 }
@@ -433,6 +441,8 @@ pub struct ServeConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// The pull-through cache's upstreams; empty when there is none.
     pub proxy: ProxyConfig,
+    /// Where registry events are delivered; empty for nowhere.
+    pub notifications: Vec<EndpointConfig>,
 }
 
 impl ServeArgs {
@@ -550,6 +560,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             // gc needs the prefixes too, for the cache's retention.
             proxy: s.proxy.resolve()?,
+            notifications: s.notifications.resolve()?,
             auth,
             tls,
             reload_interval,

@@ -41,6 +41,8 @@ pub enum SetupError {
     Auth(#[from] AuthSetupError),
     #[error("pull-through cache: {0}")]
     Proxy(String),
+    #[error("notifications: {0}")]
+    Events(String),
 }
 
 /// The application, and what the metrics endpoint reads.
@@ -82,7 +84,20 @@ async fn build(
     let health = guarded.health();
     let store: Arc<dyn storage::BlobStore> = guarded;
     let registry = Registry::new(Arc::clone(&store), config.limits.clone());
-    let uploads = Uploads::new(store, keys, config.upload_token_ttl);
+    let uploads = Uploads::new(Arc::clone(&store), keys, config.upload_token_ttl);
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+    let events = crate::events::Notifier::start(
+        &config.notifications,
+        Arc::clone(&store),
+        format!("{host}:{}", config.listen.port()),
+        if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        metrics.as_ref(),
+    )
+    .map_err(SetupError::Events)?;
     let proxy = crate::proxy::Proxy::new(&config.proxy, config.reload_interval, metrics.clone())
         .map_err(SetupError::Proxy)?;
     let state = AppState {
@@ -91,6 +106,7 @@ async fn build(
         settings: Arc::new(config.api.clone()),
         health: Arc::clone(&health),
         proxy,
+        events,
     };
     let app = api::router(state, gate, &config.requests, pressure, metrics);
     Ok(Built { app, health })
