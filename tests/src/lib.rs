@@ -320,6 +320,17 @@ impl Distribution {
         )
     }
 
+    /// On filesystem storage at `root`, sending its events to `url` (its `notifications`).
+    pub fn start_with_notifications(root: &Path, url: &str) -> Self {
+        Self::start_with_config(
+            &format!("  filesystem:\n    rootdirectory: {}\n", root.display()),
+            &format!(
+                "notifications:\n  endpoints:\n    - name: e2e\n      url: {url}\n      \
+                 timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
+            ),
+        )
+    }
+
     /// With its `s3` driver on `s3`'s bucket, keys below `prefix` (its `rootdirectory`).
     pub fn start_s3(s3: &garage::S3Endpoint, prefix: &str) -> Self {
         Self::start_with_storage(&format!(

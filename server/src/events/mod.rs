@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+pub use delivery::{SIGNATURE_HEADER, signature};
 pub use event::{Action, Actor, Event, RequestInfo, Source, Target};
 
 use crate::config::EndpointConfig;

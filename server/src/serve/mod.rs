@@ -49,6 +49,7 @@ pub enum SetupError {
 struct Built {
     app: axum::Router,
     health: Arc<storage::Health>,
+    events: Option<Arc<crate::events::Notifier>>,
 }
 
 async fn build(
@@ -106,10 +107,14 @@ async fn build(
         settings: Arc::new(config.api.clone()),
         health: Arc::clone(&health),
         proxy,
-        events,
+        events: events.clone(),
     };
     let app = api::router(state, gate, &config.requests, pressure, metrics);
-    Ok(Built { app, health })
+    Ok(Built {
+        app,
+        health,
+        events,
+    })
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (up to the grace period).
@@ -137,7 +142,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error 
         max_connections: connections_within_file_limit(config.connections.max_connections),
         ..config.connections
     };
-    let Built { app, health } = build(&config, store, keys, &pressure, metrics.clone()).await?;
+    let Built {
+        app,
+        health,
+        events,
+    } = build(&config, store, keys, &pressure, metrics.clone()).await?;
     if let (Some(address), Some(metrics)) = (config.metrics_listen, metrics) {
         serve_metrics(address, metrics, health, Arc::clone(&pressure)).await?;
     }
@@ -155,9 +164,14 @@ pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error 
         max_connections = limits.max_connections,
         "serving"
     );
-    let stopping = async {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let stopping = {
+        let signalled = Arc::clone(&signalled);
+        async move {
+            shutdown_signal().await;
+            let _ = signalled.set(tokio::time::Instant::now());
+            tracing::info!("shutting down: finishing in-flight requests");
+        }
     };
     connections::serve(
         listener,
@@ -169,6 +183,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error 
         config.shutdown_grace,
     )
     .await;
+    // What is left of the grace period goes to delivering this replica's events; whatever is
+    // still pending after it, another replica (or this one, restarted) delivers.
+    if let Some(events) = events {
+        let since = signalled
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
+        events.drain(since + config.shutdown_grace).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

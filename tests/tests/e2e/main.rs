@@ -6,6 +6,7 @@
 mod auth;
 mod copy;
 mod distribution_compat;
+mod events;
 mod gc;
 mod images;
 mod lifecycle;
