@@ -551,3 +551,54 @@ fn proxy_upstreams_load_in_the_server_and_reach_gc() {
     }
     assert!(served, "a serving pod was checked");
 }
+
+#[test]
+fn notification_endpoints_load_in_the_server() {
+    let registry = registry(json!({
+        "storage": {"s3": {"bucket": "images", "credentialsSecret": {"name": "s3-creds"}}},
+        "notifications": {"endpoints": [{
+            "name": "scanner",
+            "url": "https://scanner.example/events",
+            "secretHeaders": {"Authorization": {"name": "scanner", "key": "auth"}},
+            "signingKey": {"name": "scanner", "key": "hmac"},
+            "ignoredActions": ["pull"]
+        }]}
+    }));
+    let mut cluster = cluster(&registry, false);
+    cluster.secrets.push(secret(
+        "scanner",
+        &[("auth", "Bearer t0ken"), ("hmac", "k3y")],
+    ));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut served = false;
+    for (_, pod) in pods(&registry, &cluster) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (command, config) = resolve_at(root.path(), &cluster, &pod, &pod.containers[0]);
+        if !matches!(command, Command::Serve(_)) {
+            continue;
+        }
+        served = true;
+        let endpoint = &config.notifications[0];
+        assert!(endpoint.ignored_actions.contains("pull"));
+        // The files the config names are the Secret's keys, as the pod mounts them.
+        let header =
+            std::fs::read_to_string(&endpoint.header_files["Authorization"]).expect("mounted");
+        assert_eq!(header, "Bearer t0ken");
+        let key = std::fs::read_to_string(endpoint.signing_key_file.as_ref().expect("a key"))
+            .expect("mounted");
+        assert_eq!(key, "k3y");
+        let store: std::sync::Arc<dyn stowage::storage::BlobStore> =
+            std::sync::Arc::new(stowage::storage::MemoryStore::default());
+        let started = runtime.block_on(async {
+            stowage::events::Notifier::start(
+                &config.notifications,
+                store,
+                "pod:5000".into(),
+                "http",
+                None,
+            )
+        });
+        assert!(started.expect("the server takes its endpoints").is_some());
+    }
+    assert!(served);
+}

@@ -36,6 +36,7 @@ pub(super) fn secrets(registry: &Registry) -> Vec<String> {
         .map(|(_, file)| file.name.clone())
         .chain(resources::tls_secret_name(registry))
         .chain(resources::proxy_secrets(registry))
+        .chain(resources::notification_secrets(registry))
         .collect()
 }
 
@@ -55,13 +56,21 @@ pub(super) async fn check_auth_secrets(
             return Err(Error::AuthSecretMissing(what, file.name.clone()));
         }
     }
-    for name in resources::proxy_secrets(registry) {
+    let needed = resources::proxy_secrets(registry)
+        .into_iter()
+        .map(|name| ("upstream credentials", name))
+        .chain(
+            resources::notification_secrets(registry)
+                .into_iter()
+                .map(|name| ("notification secret", name)),
+        );
+    for (what, name) in needed {
         let found = api
             .get_opt(&name)
             .await
             .map_err(kube_error(format!("reading Secret {name}")))?;
         if found.is_none() {
-            return Err(Error::AuthSecretMissing("upstream credentials", name));
+            return Err(Error::AuthSecretMissing(what, name));
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 
 mod access;
 mod monitoring;
+mod notifications;
 mod proxy;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ pub use access::{
     TokenIssuer, WorkloadIdentity,
 };
 pub use monitoring::{Monitoring, ServiceMonitor};
+pub use notifications::{Endpoint, EventAction, Notifications, SecretKey};
 pub use proxy::{Proxy, Upstream};
 
 /// The API group of every Stowage resource.
@@ -121,6 +123,10 @@ pub struct RegistrySpec {
     /// (read-only here); all others are this registry's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Proxy>,
+
+    /// Webhooks for registry events (push, pull, delete, mount), in CNCF Distribution's format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Notifications>,
 
     /// How the registry is exposed inside the cluster.
     #[serde(default)]
@@ -686,6 +692,23 @@ mod tests {
             Ok(()) => Vec::new(),
             Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
         }
+    }
+
+    #[test]
+    fn notification_endpoints_need_their_own_name_and_a_scheme() {
+        let spec = |endpoints: Value| json!({"storage": {"s3": {"bucket": "images"}}, "notifications": {"endpoints": endpoints}});
+        let scanner =
+            json!({"name": "scanner", "url": "https://scanner/events", "ignoredActions": ["pull"]});
+        let audit = json!({"name": "audit", "url": "http://audit:8080/"});
+        assert!(broken(spec(json!([scanner, audit])), None).is_empty());
+        assert_eq!(
+            broken(spec(json!([scanner, scanner])), None),
+            ["each endpoint needs its own name"]
+        );
+        assert_eq!(
+            broken(spec(json!([{"name": "x", "url": "scanner/events"}])), None),
+            ["url needs its scheme: https:// or http://"]
+        );
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub fn server_config(registry: &Registry, facts: &ClusterFacts) -> String {
     if let Some(proxy) = super::proxy::proxy_table(registry) {
         set("proxy", Value::Table(proxy));
     }
+    if let Some(notifications) = super::notifications::notifications_table(registry) {
+        set("notifications", Value::Table(notifications));
+    }
     format!(
         "# Written by stowage-operator for Registry {}/{}; edits are overwritten.\n{table}",
         registry.namespace().unwrap_or_default(),

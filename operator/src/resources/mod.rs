@@ -7,6 +7,7 @@ mod config;
 mod jobs;
 mod keys;
 mod monitoring;
+mod notifications;
 mod pod;
 mod proxy;
 mod scaling;
@@ -33,6 +34,7 @@ pub use keys::{
     rotated_key_secret, upload_key_secret_name,
 };
 pub use monitoring::{service_monitor, service_monitor_resource};
+pub use notifications::{notification_secrets, notification_volumes, notifications_table};
 pub use pod::{DATA_PATH, METRICS_PORT, SERVER_PORT, UPLOAD_KEY_PATH};
 pub use proxy::{proxy_secrets, proxy_table, proxy_volumes};
 pub use scaling::{horizontal_pod_autoscaler, pod_disruption_budget};

@@ -60,6 +60,9 @@ pub fn deployment(registry: &Registry, inputs: &Inputs) -> Deployment {
     let (proxy_volumes, proxy_mounts) = super::proxy::proxy_volumes(registry);
     volumes.extend(proxy_volumes);
     mounts.extend(proxy_mounts);
+    let (event_volumes, event_mounts) = super::notifications::notification_volumes(registry);
+    volumes.extend(event_volumes);
+    mounts.extend(event_mounts);
     container
         .volume_mounts
         .get_or_insert_with(Vec::new)
