@@ -104,7 +104,7 @@ impl Cli {
             Command::Copy(args) => {
                 // Warnings (an auth file's unsupported helper) only, unless RUST_LOG asks.
                 let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-                let _ = telemetry::init(LogFormat::Text, &filter);
+                let _telemetry = telemetry::init(LogFormat::Text, &filter);
                 return crate::copy::run(args).await;
             }
             Command::Serve(args) => Service::Serve(args),
@@ -132,7 +132,7 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
     match service {
         Service::Serve(args) => {
             let config = args.resolve()?;
-            telemetry::init(config.log_format, &config.log_level)?;
+            let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
             crate::serve::serve(config).await
         }
         Service::Gc(args) => {
@@ -144,7 +144,7 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
                 .into());
             }
             let config = args.storage.resolve_for_maintenance()?;
-            telemetry::init(config.log_format, &config.log_level)?;
+            let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
             let options = gc::Options {
                 dry_run: args.dry_run,
                 delete_untagged: args.delete_untagged,
@@ -168,7 +168,7 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
         }
         Service::PurgeUploads(args) => {
             let config = args.storage.resolve_for_maintenance()?;
-            telemetry::init(config.log_format, &config.log_level)?;
+            let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
             let options = gc::PurgeOptions {
                 dry_run: args.dry_run,
                 older_than: args.older_than,

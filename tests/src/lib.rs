@@ -147,6 +147,7 @@ pub struct Stowage {
     pub log: PathBuf,
     binary: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Stowage {
@@ -169,7 +170,7 @@ impl Stowage {
 
     /// As `start_args`, with a given `stowage` binary (benchmarks use the release build).
     pub fn start_with_binary(binary: &Path, args: &[String]) -> Self {
-        Self::start_at(binary, &format!("127.0.0.1:{}", free_port()), args)
+        Self::start_at(binary, &format!("127.0.0.1:{}", free_port()), args, &[])
     }
 
     /// Starts again on the same address with the same flags, as a restarted pod would.
@@ -177,10 +178,32 @@ impl Stowage {
         self.kill();
         let binary = self.binary.clone();
         let (address, args) = (self.address.clone(), self.args.clone());
-        *self = Self::start_at(&binary, &address, &args);
+        let env = self.env.clone();
+        *self = Self::start_at(&binary, &address, &args, &env);
     }
 
-    fn start_at(binary: &Path, address: &str, args: &[String]) -> Self {
+    /// As [`Stowage::start`], with these environment variables.
+    pub fn start_with_env(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut args: Vec<String> = vec![
+            "--fs-root".into(),
+            root.to_str().unwrap().into(),
+            "--fs-fsync".into(),
+            "false".into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::start_at(
+            &stowage_bin(),
+            &format!("127.0.0.1:{}", free_port()),
+            &args,
+            &env,
+        )
+    }
+
+    fn start_at(binary: &Path, address: &str, args: &[String], env: &[(String, String)]) -> Self {
         let log =
             std::env::temp_dir().join(format!("stowage-e2e-{:016x}.log", rand::random::<u64>()));
         let log_file = fs::File::create(&log).unwrap();
@@ -195,6 +218,7 @@ impl Stowage {
                 "info",
             ])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
@@ -207,6 +231,7 @@ impl Stowage {
             log,
             binary: binary.to_owned(),
             args: args.to_vec(),
+            env: env.to_vec(),
         }
     }
 

@@ -127,7 +127,17 @@ async fn access_log(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let sent_body = sends_body(&request);
-    let mut response = next.run(request).await;
+    let route = route_of(&path);
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     response.headers_mut().insert(
         headers::DOCKER_DISTRIBUTION_API_VERSION,
         HeaderValue::from_static("registry/2.0"),
@@ -145,6 +155,7 @@ async fn access_log(request: Request, next: Next) -> Response {
         path,
         status = response.status().as_u16(),
         latency_ms = rounded_millis(started.elapsed()),
+        trace_id = crate::telemetry::trace_id(&span),
         "request"
     );
     response

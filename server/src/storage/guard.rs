@@ -234,6 +234,11 @@ impl Guarded {
         let outcome = match self.health.admit() {
             Err(refused) => Err(refused),
             Ok(()) => {
+                // A child of the request's span, in traces.
+                let call = tracing::Instrument::instrument(
+                    call,
+                    tracing::info_span!("storage", otel.name = operation, otel.kind = "client"),
+                );
                 let outcome = match limit {
                     Some(limit) => tokio::time::timeout(limit, call)
                         .await

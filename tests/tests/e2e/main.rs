@@ -21,3 +21,4 @@ mod s3_hang;
 mod skopeo;
 mod stateless;
 mod tls;
+mod traces;
