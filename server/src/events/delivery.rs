@@ -28,6 +28,8 @@ pub struct Endpoint {
     config: EndpointConfig,
     http: reqwest::Client,
     wake: Notify,
+    /// Cuts a backoff short: the replica is stopping and wants its events out.
+    hurry: Notify,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -43,6 +45,7 @@ impl Endpoint {
             config,
             http,
             wake: Notify::new(),
+            hurry: Notify::new(),
             metrics,
         })
     }
@@ -65,9 +68,11 @@ impl Endpoint {
         self.wake.notify_one();
     }
 
-    /// Returns once none of `instance`'s events wait in the outbox.
+    /// Returns once none of `instance`'s events wait in the outbox, retrying without backoff
+    /// meanwhile.
     pub async fn idle(&self, instance: &str, store: &Arc<dyn BlobStore>) {
         loop {
+            self.hurry.notify_one();
             let names = list(store.as_ref(), self.name()).await.unwrap_or_default();
             if !names.iter().any(|name| owner(name) == Some(instance)) {
                 return;
@@ -213,7 +218,9 @@ pub async fn drain(endpoint: Arc<Endpoint>, store: Arc<dyn BlobStore>, instance:
     let mut backoff: Option<Duration> = None;
     loop {
         match backoff {
-            Some(wait) => tokio::time::sleep(wait).await,
+            Some(wait) => {
+                let _ = tokio::time::timeout(wait, endpoint.hurry.notified()).await;
+            }
             None => {
                 let _ = tokio::time::timeout(SCAN_INTERVAL, endpoint.wake.notified()).await;
             }

@@ -387,3 +387,47 @@ async fn events_match_distributions_for_the_same_operations() {
     };
     assert_eq!(blob(&ours), blob(&theirs));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_told_to_stop_delivers_its_events_in_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, url) = Receiver::start().await;
+    receiver.down.store(true, Ordering::SeqCst);
+    // No other replica, and no takeover within the test: only the stopping one can deliver.
+    let config = config(dir.path(), &url, "1h");
+    let mut registry = Stowage::start(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--shutdown-grace",
+            "20s",
+        ],
+    );
+    let (source, image) = image(dir.path());
+    skopeo(&[
+        "copy",
+        &source.reference("v1"),
+        &format!("docker://{}/team/app:v1", registry.address),
+    ]);
+    registry.terminate();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        registry.wait_exit(Duration::ZERO).is_none(),
+        "it waits to deliver"
+    );
+    receiver.down.store(false, Ordering::SeqCst);
+    let events = receiver
+        .until(Duration::from_secs(15), |events| {
+            !find(events, "push", |t| t["tag"] == "v1").is_empty()
+        })
+        .await;
+    assert_eq!(
+        find(&events, "push", |t| t["tag"] == "v1")[0]["target"]["digest"],
+        image.digest.as_str()
+    );
+    let status = registry
+        .wait_exit(Duration::from_secs(10))
+        .expect("it exits once delivered");
+    assert!(status.success(), "{status}");
+}
