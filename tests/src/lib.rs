@@ -139,6 +139,35 @@ pub async fn eventually_answers(
     }
 }
 
+/// The value of the series `series` (its name and labels exactly as exported) on the metrics
+/// listener at `address`; `None` when it is not exported.
+pub async fn metric(address: &str, series: &str) -> Option<f64> {
+    let text = http()
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map(|value| value.trim().parse().unwrap())
+}
+
+/// Flags for filesystem storage at `root` (fsync off: tests need no durability), then `extra`.
+fn fs_args(root: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--fs-root".into(),
+        root.to_str().unwrap().into(),
+        "--fs-fsync".into(),
+        "false".into(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
 /// A `stowage serve` process on 127.0.0.1, killed when dropped.
 pub struct Stowage {
     child: Child,
@@ -153,14 +182,7 @@ pub struct Stowage {
 impl Stowage {
     /// Starts `stowage serve` on filesystem storage at `root`, with extra flags.
     pub fn start(root: &Path, extra: &[&str]) -> Self {
-        let mut args: Vec<String> = vec![
-            "--fs-root".into(),
-            root.to_str().unwrap().into(),
-            "--fs-fsync".into(),
-            "false".into(),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        Self::start_args(&args)
+        Self::start_args(&fs_args(root, extra))
     }
 
     /// Starts `stowage serve` with exactly these flags (plus listen and log settings).
@@ -184,23 +206,12 @@ impl Stowage {
 
     /// As [`Stowage::start`], with these environment variables.
     pub fn start_with_env(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut args: Vec<String> = vec![
-            "--fs-root".into(),
-            root.to_str().unwrap().into(),
-            "--fs-fsync".into(),
-            "false".into(),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        Self::start_at(
-            &stowage_bin(),
-            &format!("127.0.0.1:{}", free_port()),
-            &args,
-            &env,
-        )
+        let address = format!("127.0.0.1:{}", free_port());
+        Self::start_at(&stowage_bin(), &address, &fs_args(root, extra), &env)
     }
 
     fn start_at(binary: &Path, address: &str, args: &[String], env: &[(String, String)]) -> Self {

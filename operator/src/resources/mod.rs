@@ -178,6 +178,35 @@ pub(crate) mod fixtures {
     }
 }
 
+/// A Secret mounted whole (never `subPath`, so the kubelet's updates reach the files), read-only
+/// and readable by the server's group only.
+pub(crate) fn whole_secret(
+    volume: String,
+    secret: &str,
+    mount_path: String,
+) -> (
+    k8s_openapi::api::core::v1::Volume,
+    k8s_openapi::api::core::v1::VolumeMount,
+) {
+    use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume, VolumeMount};
+    let mount = VolumeMount {
+        name: volume.clone(),
+        mount_path,
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let volume = Volume {
+        name: volume,
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    (volume, mount)
+}
+
 #[cfg(test)]
 mod tests {
     use super::fixtures::s3_registry;

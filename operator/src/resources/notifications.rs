@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{Volume, VolumeMount};
 use toml::{Table, Value};
 
 use crate::crd::{Registry, SecretKey};
@@ -89,23 +89,11 @@ pub fn notification_volumes(registry: &Registry) -> (Vec<Volume>, Vec<VolumeMoun
         .into_iter()
         .enumerate()
         .map(|(index, secret)| {
-            let name = format!("notifications-{index}");
-            let volume = Volume {
-                name: name.clone(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(secret.clone()),
-                    default_mode: Some(0o440),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            };
-            let mount = VolumeMount {
-                name,
-                mount_path: format!("{SECRETS_DIR}/{secret}"),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            };
-            (volume, mount)
+            super::whole_secret(
+                format!("notifications-{index}"),
+                &secret,
+                format!("{SECRETS_DIR}/{secret}"),
+            )
         })
         .unzip()
 }

@@ -1,7 +1,7 @@
 //! What `spec.proxy` adds to the server: the `[proxy]` table of its config, and the upstreams'
 //! credential Secrets, each mounted whole as a directory so updates reach the pods.
 
-use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{Volume, VolumeMount};
 use toml::{Table, Value};
 
 use crate::crd::Registry;
@@ -62,22 +62,13 @@ pub fn proxy_volumes(registry: &Registry) -> (Vec<Volume>, Vec<VolumeMount>) {
         let Some(secret) = &upstream.credentials_secret else {
             continue;
         };
-        let name = format!("proxy-{index}");
-        volumes.push(Volume {
-            name: name.clone(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.clone()),
-                default_mode: Some(0o440),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
-        mounts.push(VolumeMount {
-            name,
-            mount_path: format!("{CREDENTIALS_DIR}/{index}"),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
+        let (volume, mount) = super::whole_secret(
+            format!("proxy-{index}"),
+            secret,
+            format!("{CREDENTIALS_DIR}/{index}"),
+        );
+        volumes.push(volume);
+        mounts.push(mount);
     }
     (volumes, mounts)
 }

@@ -13,7 +13,9 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 
+use super::events::Origin;
 use super::headers::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, RANGE, parse_content_range};
+use super::state::AppState;
 use super::{ApiError, Call, header_value};
 use crate::events::{Action, Target};
 use crate::oci::{Algorithm, Digest, RepositoryName};
@@ -86,13 +88,20 @@ pub(super) async fn start(call: Call, name: RepositoryName) -> Result<Response, 
     let body = request_body(&call.headers, call.body, None)?;
     let state = uploads.append(&state, body).await?;
     uploads.finish(&state, &digest).await?;
-    let target = call
-        .state
-        .blob_target(&call.origin, &name, &digest, state.write.size);
-    call.state
-        .notify(&call.origin, Action::Push, target)
-        .await?;
-    Ok(blob_created(&name, &digest))
+    blob_pushed(&call.state, &call.origin, &name, &digest, state.write.size).await
+}
+
+/// The answer to an upload that became blob `digest` of `size` bytes, once its event is recorded.
+async fn blob_pushed(
+    state: &AppState,
+    origin: &Origin,
+    name: &RepositoryName,
+    digest: &Digest,
+    size: u64,
+) -> Result<Response, ApiError> {
+    let target = state.blob_target(origin, name, digest, size);
+    state.notify(origin, Action::Push, target).await?;
+    Ok(blob_created(name, digest))
 }
 
 /// `PATCH`, `PUT`, `GET` and `DELETE /v2/<name>/blobs/uploads/<id>`.
@@ -140,13 +149,7 @@ pub(super) async fn serve(
             let state =
                 append_chunk(&call.state.uploads, &state, &call.headers, call.body, false).await?;
             call.state.uploads.finish(&state, &digest).await?;
-            let target = call
-                .state
-                .blob_target(&call.origin, &name, &digest, state.write.size);
-            call.state
-                .notify(&call.origin, Action::Push, target)
-                .await?;
-            Ok(blob_created(&name, &digest))
+            blob_pushed(&call.state, &call.origin, &name, &digest, state.write.size).await
         }
         Method::DELETE => {
             call.state.uploads.cancel(&state).await?;

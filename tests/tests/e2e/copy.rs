@@ -374,20 +374,9 @@ fn a_second_copy_sends_no_blob_and_another_repository_mounts() {
 }
 
 /// The server's count of request body bytes received.
-async fn received_bytes(http: &reqwest::Client, metrics: &str) -> f64 {
-    let text = http
-        .get(format!("http://{metrics}/metrics"))
-        .send()
+async fn received_bytes(metrics: &str) -> f64 {
+    stowage_e2e::metric(metrics, "stowage_http_received_bytes_total")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("stowage_http_received_bytes_total "))
-        .unwrap()
-        .trim()
-        .parse()
         .unwrap()
 }
 
@@ -444,12 +433,12 @@ async fn a_copy_killed_mid_blob_resumes_from_the_registry_offset() {
     assert!((recorded as usize) < SIZE);
 
     let http = stowage_e2e::http();
-    let before = received_bytes(&http, &metrics).await;
+    let before = received_bytes(&metrics).await;
     let mut second_args = common.clone();
     let reference = source.reference("v1");
     second_args.extend([reference.as_str(), target.as_str()]);
     let second = stowage_copied(dir.path(), &second_args);
-    let received = received_bytes(&http, &metrics).await - before;
+    let received = received_bytes(&metrics).await - before;
     let sent = second["bytes_sent"].as_u64().unwrap();
     // At most what was left when the last offset was recorded (less if a chunk landed after it),
     // plus the small config blob and the manifest.

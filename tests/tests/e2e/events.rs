@@ -244,23 +244,14 @@ async fn a_receiver_that_was_down_gets_every_event() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(receiver.events().is_empty());
-    let scrape = stowage_e2e::http()
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let failed = scrape
-        .lines()
-        .find_map(|l| l.strip_prefix("stowage_event_deliveries_failed_total{endpoint=\"e2e\"} "))
-        .unwrap();
-    assert!(failed.trim().parse::<f64>().unwrap() >= 1.0, "{scrape}");
-    assert!(
-        scrape.contains("stowage_events_pending{endpoint=\"e2e\"} "),
-        "{scrape}"
-    );
+    let failed = stowage_e2e::metric(
+        &metrics,
+        "stowage_event_deliveries_failed_total{endpoint=\"e2e\"}",
+    )
+    .await;
+    assert!(failed.unwrap() >= 1.0, "failed deliveries are counted");
+    let pending = stowage_e2e::metric(&metrics, "stowage_events_pending{endpoint=\"e2e\"}").await;
+    assert!(pending.unwrap() >= 1.0, "pending events are counted");
 
     receiver.down.store(false, Ordering::SeqCst);
     let events = receiver

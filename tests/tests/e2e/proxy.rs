@@ -591,20 +591,10 @@ async fn gc_drops_mirrors_nobody_pulled_within_the_retention() {
 
 /// The value of one `stowage_proxy_requests_total` series.
 async fn proxy_count(metrics: &str, kind: &str, outcome: &str) -> f64 {
-    let text = stowage_e2e::http()
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let wanted = format!(
-        "stowage_proxy_requests_total{{upstream=\"dist\",kind=\"{kind}\",outcome=\"{outcome}\"}} "
+    let series = format!(
+        "stowage_proxy_requests_total{{upstream=\"dist\",kind=\"{kind}\",outcome=\"{outcome}\"}}"
     );
-    text.lines()
-        .find_map(|line| line.strip_prefix(&wanted))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
+    stowage_e2e::metric(metrics, &series).await.unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
