@@ -339,10 +339,27 @@ pub struct Distribution {
 impl Distribution {
     /// On filesystem storage at `root`.
     pub fn start(root: &Path) -> Self {
-        Self::start_with_storage(&format!(
-            "  filesystem:\n    rootdirectory: {}\n",
-            root.display()
-        ))
+        Self::start_with_storage(&Self::fs_storage(root))
+    }
+
+    /// Its `storage:` YAML for the filesystem at `root`.
+    pub fn fs_storage(root: &Path) -> String {
+        format!("  filesystem:\n    rootdirectory: {}\n", root.display())
+    }
+
+    /// Its `storage:` YAML for `s3`'s bucket, keys below `prefix`, redirects off.
+    pub fn s3_storage(s3: &garage::S3Endpoint, prefix: &str) -> String {
+        format!(
+            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: {}\n    regionendpoint: {}\n    \
+             bucket: {}\n    rootdirectory: /{prefix}\n    secure: false\n    v4auth: true\n  \
+             redirect:\n    disable: true\n",
+            s3.access_key_id, s3.secret_access_key, s3.region, s3.endpoint, s3.bucket
+        )
+    }
+
+    /// `storage` with the in-memory blob descriptor cache, as Distribution's shipped config has.
+    pub fn with_blob_cache(storage: &str) -> String {
+        format!("{storage}  cache:\n    blobdescriptor: inmemory\n")
     }
 
     /// On filesystem storage at `root`, with its `auth.htpasswd` on the accounts in `htpasswd`.
@@ -369,21 +386,16 @@ impl Distribution {
 
     /// With its `s3` driver on `s3`'s bucket, keys below `prefix` (its `rootdirectory`).
     pub fn start_s3(s3: &garage::S3Endpoint, prefix: &str) -> Self {
-        Self::start_with_storage(&format!(
-            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: {}\n    regionendpoint: {}\n    \
-             bucket: {}\n    rootdirectory: /{prefix}\n    secure: false\n    v4auth: true\n  \
-             redirect:\n    disable: true\n",
-            s3.access_key_id, s3.secret_access_key, s3.region, s3.endpoint, s3.bucket
-        ))
+        Self::start_with_storage(&Self::s3_storage(s3, prefix))
     }
 
-    fn start_with_storage(storage: &str) -> Self {
+    /// With `storage` (indented YAML under `storage:`).
+    pub fn start_with_storage(storage: &str) -> Self {
         Self::start_with_config(storage, "")
     }
 
     /// With `storage` (indented YAML under `storage:`) and `extra` top-level YAML.
     fn start_with_config(storage: &str, extra: &str) -> Self {
-        let binary = require("docker-registry");
         let config_dir = tempfile::tempdir().unwrap();
         let address = format!("127.0.0.1:{}", free_port());
         let config = config_dir.path().join("config.yml");
@@ -394,8 +406,22 @@ impl Distribution {
         )
         .unwrap();
         let log = config_dir.path().join("registry.log");
-        let log_file = fs::File::create(&log).unwrap();
-        let mut child = Command::new(binary)
+        let child = Self::spawn(&config, &address, &log);
+        Self {
+            child,
+            address,
+            log,
+            _config: config_dir,
+        }
+    }
+
+    fn spawn(config: &Path, address: &str, log: &Path) -> Child {
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let mut child = Command::new(require("docker-registry"))
             .args(["serve", config.to_str().unwrap()])
             // Its AWS SDK refuses a custom CA bundle with a plain-HTTP endpoint.
             .env_remove("AWS_CA_BUNDLE")
@@ -404,13 +430,19 @@ impl Distribution {
             .stderr(log_file)
             .spawn()
             .unwrap();
-        wait_for_port(&address, &mut child, "docker-registry", &log);
-        Self {
-            child,
-            address,
-            log,
-            _config: config_dir,
-        }
+        wait_for_port(address, &mut child, "docker-registry", log);
+        child
+    }
+
+    /// Starts again with the same config and address, as a restarted pod would.
+    pub fn restart(&mut self) {
+        self.stop();
+        let config = self._config.path().join("config.yml");
+        self.child = Self::spawn(&config, &self.address, &self.log);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `(method, path)` of every request in its access log so far.
