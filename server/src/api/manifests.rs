@@ -43,10 +43,22 @@ async fn write(
         Method::PUT => push(call, name, reference).await,
         Method::DELETE => {
             call.require_deletes()?;
-            call.state
+            let untagged = call
+                .state
                 .registry
                 .delete_manifest(&name, &reference)
                 .await?;
+            // As Distribution reports it: each tag a manifest delete removed, then the manifest.
+            for tag in untagged {
+                let target = Target {
+                    repository: name.to_string(),
+                    tag: Some(tag.to_string()),
+                    ..Target::default()
+                };
+                call.state
+                    .notify(&call.origin, Action::Delete, target)
+                    .await?;
+            }
             let target = Target {
                 digest: match &reference {
                     Reference::Digest(digest) => Some(digest.to_string()),

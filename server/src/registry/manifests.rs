@@ -188,33 +188,37 @@ impl Registry {
         })
     }
 
-    /// Deletes a tag, or a manifest together with the tags pointing at it and its referrers entry.
+    /// Deletes a tag, or a manifest together with the tags pointing at it and its referrers
+    /// entry; the tags a manifest delete removed.
     pub async fn delete_manifest(
         &self,
         name: &RepositoryName,
         reference: &Reference,
-    ) -> Result<()> {
+    ) -> Result<Vec<Tag>> {
         match reference {
             Reference::Tag(tag) => {
                 if !self.exists(&layout::tag_current_link(name, tag)).await? {
                     return Err(Error::ManifestUnknown);
                 }
-                Ok(self.store.delete(&layout::tag_dir(name, tag)).await?)
+                self.store.delete(&layout::tag_dir(name, tag)).await?;
+                Ok(Vec::new())
             }
             Reference::Digest(digest) => {
                 let stored = self.get_manifest(name, reference).await?;
                 let subject = manifest::parse(&stored.body, None)
                     .ok()
                     .and_then(|m| m.subject);
-                for tag in self.tags_pointing_at(name, digest).await? {
-                    self.store.delete(&layout::tag_dir(name, &tag)).await?;
+                let tags = self.tags_pointing_at(name, digest).await?;
+                for tag in &tags {
+                    self.store.delete(&layout::tag_dir(name, tag)).await?;
                 }
                 if let Some(subject) = subject {
                     let link = layout::referrer_link(name, &subject.digest, digest);
                     self.store.delete(link.trim_end_matches("/link")).await?;
                 }
                 let link = layout::revision_link(name, digest);
-                Ok(self.store.delete(link.trim_end_matches("/link")).await?)
+                self.store.delete(link.trim_end_matches("/link")).await?;
+                Ok(tags)
             }
         }
     }

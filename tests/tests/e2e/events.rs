@@ -303,6 +303,9 @@ async fn events_of_a_replica_killed_after_a_push_are_still_delivered() {
     );
 }
 
+/// Picks events by their target.
+type TargetTest = fn(&Value) -> bool;
+
 /// The keys of a JSON object, sorted.
 fn keys(value: &Value) -> Vec<String> {
     let mut keys: Vec<String> = value
@@ -329,10 +332,31 @@ async fn events_match_distributions_for_the_same_operations() {
         let remote = format!("docker://{address}/team/app:v1");
         skopeo(&["copy", &source.reference("v1"), &remote]);
         skopeo(&["inspect", "--raw", &remote]);
+        // A cross-repository mount of every blob, then a manifest delete by digest.
+        stowage_e2e::stowage_copied(
+            dir.path(),
+            &[
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                &remote,
+                &format!("docker://{address}/team/other:v1"),
+            ],
+        );
+        let deleted = stowage_e2e::http()
+            .delete(format!(
+                "http://{address}/v2/team/other/manifests/{}",
+                image.digest
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 202);
         receiver
             .until(Duration::from_secs(15), |events| {
                 !find(events, "pull", |t| t["digest"] == image.digest.as_str()).is_empty()
                     && !find(events, "push", |t| t["digest"] == image.digest.as_str()).is_empty()
+                    && find(events, "mount", |_| true).len() == 3
+                    && find(events, "delete", |_| true).len() == 2
             })
             .await;
     }
@@ -364,6 +388,48 @@ async fn events_match_distributions_for_the_same_operations() {
                 .to_owned()
         };
         assert_eq!(path(a), path(b), "{action}: the same URL path");
+    }
+    // A mount; the delete of the manifest; the delete of the tag it untagged.
+    let kinds: [(&str, TargetTest); 3] = [
+        ("mount", |_| true),
+        ("delete", |t| t["digest"].is_string()),
+        ("delete", |t| t["tag"].is_string()),
+    ];
+    for (action, which) in kinds {
+        let pick = |events: &[Value]| -> Value {
+            let mut all: Vec<&Value> = find(events, action, which);
+            all.sort_by_key(|e| {
+                e["target"]["digest"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            });
+            (*all
+                .first()
+                .unwrap_or_else(|| panic!("no {action} event: {events:#?}")))
+            .clone()
+        };
+        let (a, b) = (pick(&ours), pick(&theirs));
+        assert_eq!(keys(&a), keys(&b), "{action}: the same fields");
+        assert_eq!(
+            keys(&a["target"]),
+            keys(&b["target"]),
+            "{action}: the same target fields\n{a:#}\n{b:#}"
+        );
+        for field in [
+            "mediaType",
+            "digest",
+            "size",
+            "length",
+            "repository",
+            "fromRepository",
+            "tag",
+        ] {
+            assert_eq!(
+                a["target"][field], b["target"][field],
+                "{action}: target.{field}"
+            );
+        }
     }
     // Blob pushes, as Distribution reports them.
     let blob = |events: &[Value]| -> Vec<String> {
