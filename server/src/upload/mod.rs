@@ -250,9 +250,15 @@ impl Uploads {
         self.store
             .put(&link, layout::link_content(expected))
             .await?;
-        self.store
+        // Linked, the blob is pushed: a session left behind is an ordinary stale upload, which
+        // purging removes, and no reason to tell the client its push failed.
+        if let Err(err) = self
+            .store
             .delete(&layout::upload_dir(&repository, &state.id))
-            .await?;
+            .await
+        {
+            tracing::warn!(upload = %state.id, error = %err, "a finished upload's session was left for purging");
+        }
         Ok(())
     }
 
