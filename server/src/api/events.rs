@@ -36,7 +36,8 @@ pub(super) fn request_info(
     }
 }
 
-/// Who caused an event, and with which request.
+/// Who caused an event, and with which request; empty when events are off.
+#[derive(Default)]
 pub(super) struct Origin {
     pub request: RequestInfo,
     /// The caller's name; `None` for anonymous callers.

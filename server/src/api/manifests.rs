@@ -5,11 +5,13 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use oci_spec::distribution::ErrorCode;
 
+use super::events::Origin;
 use super::headers::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
+use super::state::AppState;
 use super::{ApiError, Call, header_value};
 use crate::events::{Action, Target};
 use crate::manifest::essence;
-use crate::oci::{Reference, RepositoryName};
+use crate::oci::{Digest, Reference, RepositoryName};
 
 pub(super) async fn serve(
     call: Call,
@@ -130,18 +132,15 @@ async fn fetch(
         (headers, axum::body::Body::empty()).into_response()
     } else {
         let length = manifest.body.len() as u64;
-        let target = Target {
-            media_type: Some(manifest.media_type.clone()),
-            digest: Some(manifest.digest.to_string()),
-            size: Some(length),
-            length: Some(length),
-            repository: name.to_string(),
-            url: call
-                .state
-                .url_of(&call.origin, &name, "manifests", &manifest.digest),
-            tag: tag_of(&reference),
-            ..Target::default()
-        };
+        let target = manifest_target(
+            &call.state,
+            &call.origin,
+            &name,
+            &reference,
+            manifest.media_type.clone(),
+            &manifest.digest,
+            length,
+        );
         call.state
             .notify(&call.origin, Action::Pull, target)
             .await?;
@@ -155,6 +154,28 @@ async fn fetch(
         );
     }
     Ok(response)
+}
+
+/// The event target of manifest `digest`, `length` bytes of `media_type`, as `reference` named it.
+fn manifest_target(
+    state: &AppState,
+    origin: &Origin,
+    name: &RepositoryName,
+    reference: &Reference,
+    media_type: String,
+    digest: &Digest,
+    length: u64,
+) -> Target {
+    Target {
+        media_type: Some(media_type),
+        digest: Some(digest.to_string()),
+        size: Some(length),
+        length: Some(length),
+        repository: name.to_string(),
+        url: state.url_of(origin, name, "manifests", digest),
+        tag: tag_of(reference),
+        ..Target::default()
+    }
 }
 
 fn tag_of(reference: &Reference) -> Option<String> {
@@ -218,18 +239,15 @@ async fn push(
         .registry
         .put_manifest(&name, &reference, content_type.as_deref(), body)
         .await?;
-    let target = Target {
-        media_type: Some(media_type),
-        digest: Some(outcome.digest.to_string()),
-        size: Some(length),
-        length: Some(length),
-        repository: name.to_string(),
-        url: call
-            .state
-            .url_of(&call.origin, &name, "manifests", &outcome.digest),
-        tag: tag_of(&reference),
-        ..Target::default()
-    };
+    let target = manifest_target(
+        &call.state,
+        &call.origin,
+        &name,
+        &reference,
+        media_type,
+        &outcome.digest,
+        length,
+    );
     call.state
         .notify(&call.origin, Action::Push, target)
         .await?;

@@ -244,12 +244,16 @@ async fn dispatch(
         refuse_mirror_writes(&state, name)?;
     }
     let caller = caller.map(|c| c.0);
-    let origin = events::Origin {
-        request: events::request_info(&method, &headers, peer.map(|p| p.0.0)),
-        actor: caller
-            .as_ref()
-            .map(Caller::name)
-            .filter(|name| !name.is_empty()),
+    // Only worth building (a request id, header copies) when there are events to send.
+    let origin = match &state.events {
+        Some(_) => events::Origin {
+            request: events::request_info(&method, &headers, peer.map(|p| p.0.0)),
+            actor: caller
+                .as_ref()
+                .map(Caller::name)
+                .filter(|name| !name.is_empty()),
+        },
+        None => events::Origin::default(),
     };
     let call = Call {
         state,

@@ -129,12 +129,36 @@ impl RegistryClient {
         digest: &Digest,
         offset: u64,
     ) -> Result<Option<Response>, ClientError> {
+        self.blob_request(Method::GET, repository, digest, offset)
+            .await
+    }
+
+    /// The size of a blob, from a `HEAD`; `None` when the registry does not have it.
+    pub async fn blob_size(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, ClientError> {
+        let response = self
+            .blob_request(Method::HEAD, repository, digest, 0)
+            .await?;
+        Ok(response.map(|response| response.content_length().unwrap_or(0)))
+    }
+
+    /// A successful `GET` or `HEAD` of a blob, from `offset`; `None` on `404`.
+    async fn blob_request(
+        &self,
+        method: Method,
+        repository: &str,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Option<Response>, ClientError> {
         let url = self
             .url(&format!("/v2/{repository}/blobs/{digest}"))
             .await?;
         let scopes = [repository_scope(repository, "pull")];
         let response = self
-            .send(&scopes, Method::GET, &url, true, |r| {
+            .send(&scopes, method, &url, true, |r| {
                 if offset > 0 {
                     r.header(header::RANGE, format!("bytes={offset}-"))
                 } else {
@@ -145,24 +169,6 @@ impl RegistryClient {
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             status if status.is_success() => Ok(Some(response)),
-            _ => Err(self.status_error(response).await),
-        }
-    }
-
-    /// The size of a blob, from a `HEAD`; `None` when the registry does not have it.
-    pub async fn blob_size(
-        &self,
-        repository: &str,
-        digest: &Digest,
-    ) -> Result<Option<u64>, ClientError> {
-        let url = self
-            .url(&format!("/v2/{repository}/blobs/{digest}"))
-            .await?;
-        let scopes = [repository_scope(repository, "pull")];
-        let response = self.send(&scopes, Method::HEAD, &url, true, |r| r).await?;
-        match response.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            status if status.is_success() => Ok(Some(response.content_length().unwrap_or(0))),
             _ => Err(self.status_error(response).await),
         }
     }

@@ -53,13 +53,6 @@ impl Credentials {
         })
     }
 
-    pub fn username(&self) -> &str {
-        match self {
-            Self::Basic { username, .. } | Self::IdentityToken { username, .. } => username,
-            Self::Bearer { .. } => "",
-        }
-    }
-
     /// The credentials stored for `host`, looking where podman and skopeo look, in their order:
     /// `authfile` if given (then only there), `$REGISTRY_AUTH_FILE`,
     /// `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`, then docker's

@@ -142,27 +142,21 @@ impl Source for RegistryRepository {
     }
 
     async fn blob(&self, descriptor: &Descriptor, offset: u64) -> Result<BlobStream, CopyError> {
-        let url = self.url(&format!("blobs/{}", descriptor.digest)).await?;
         let response = self
-            .send(Method::GET, &url, true, |r| {
-                if offset > 0 {
-                    r.header(header::RANGE, format!("bytes={offset}-"))
-                } else {
-                    r
-                }
-            })
-            .await?;
-        let skip = match response.status() {
-            StatusCode::PARTIAL_CONTENT => 0,
-            // A registry that ignores Range sends it all: skip what is not wanted.
-            status if status.is_success() => offset,
-            StatusCode::NOT_FOUND => {
-                return Err(CopyError::Registry(format!(
+            .client
+            .fetch_blob(&self.repository, &descriptor.digest, offset)
+            .await?
+            .ok_or_else(|| {
+                CopyError::Registry(format!(
                     "docker://{}/{}: blob {} is missing",
                     self.host, self.repository, descriptor.digest
-                )));
-            }
-            _ => return Err(self.error(response).await),
+                ))
+            })?;
+        // A registry that ignores Range sends it all: skip what is not wanted.
+        let skip = if response.status() == StatusCode::PARTIAL_CONTENT {
+            0
+        } else {
+            offset
         };
         let client = Arc::clone(&self.client);
         let stream = response
