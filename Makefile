@@ -14,7 +14,7 @@ build:
 ## Install test tools, check formatting and lints, then run every test against a Garage S3
 ## server that the run starts and stops.
 test: test-deps lint build
-	./target/debug/with-garage ./scripts/run-tests.sh
+	./target/debug/with-services ./scripts/run-tests.sh
 
 ## The operator on a real cluster (kind is enough): KUBECONFIG names the cluster, and
 ## STOWAGE_E2E_IMAGE a server image it can pull (`make images`, then push it where the cluster

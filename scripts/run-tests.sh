@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the workspace on the default backends, the Helm chart, then the HTTP API
-# suite again on S3.
-# Expects STOWAGE_TEST_S3_* in the environment (make test runs this under `with-garage`).
+# suite again on S3 with the blob cache shared in Redis.
+# Expects STOWAGE_TEST_S3_* in the environment and STOWAGE_TEST_REDIS (make test runs this under `with-services`).
 set -uo pipefail
 
 # Every run selects from the whole workspace, so features unify as in `make build` and the
@@ -18,8 +18,8 @@ status=0
 "${run[@]}" || status=1
 echo "=== the Helm chart, with Helm's Go SDK ==="
 python3 -m unittest discover -s tests/chart -v || status=1
-echo "=== the HTTP API suite on S3 (Garage) ==="
-STOWAGE_TEST_STORAGE=s3 "${run[@]}" "${api_suite[@]}" || status=1
+echo "=== the HTTP API suite on S3 (Garage), the blob cache shared in Redis ==="
+STOWAGE_TEST_STORAGE=s3 STOWAGE_TEST_BLOB_CACHE=redis "${run[@]}" "${api_suite[@]}" || status=1
 if [ -n "${KUBECONFIG:-}" ] && [ -n "${STOWAGE_E2E_IMAGE:-}" ]; then
   echo "=== the operator on the cluster in KUBECONFIG ==="
   make test-cluster || status=1

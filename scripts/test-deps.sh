@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives, skipping whatever is already there: skopeo, podman, CNCF
-# Distribution (docker-registry), haproxy, umoci and the CA bundle from Debian, Garage (S3) from
+# Distribution (docker-registry), haproxy, umoci, Redis and the CA bundle from Debian, Garage (S3) from
 # crates.io, the oras SDK, Helm's Go SDK (helm-python-sdk) and PyYAML from PyPI.
 set -euo pipefail
 
@@ -13,6 +13,7 @@ command -v docker-registry >/dev/null || packages+=(docker-registry)
 command -v haproxy >/dev/null || packages+=(haproxy)
 command -v umoci >/dev/null || packages+=(umoci)
 command -v podman >/dev/null || packages+=(podman)
+command -v redis-server >/dev/null || packages+=(redis-server)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || packages+=(ca-certificates)
 command -v unshare >/dev/null || packages+=(util-linux)
 if [ ${#packages[@]} -gt 0 ]; then

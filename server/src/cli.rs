@@ -136,10 +136,10 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
             crate::serve::serve(config).await
         }
         Service::Gc(args) => {
-            if args.sweep_wait < 2 * crate::registry::MANIFEST_PUT_DEADLINE {
+            if args.sweep_wait < gc::MIN_SWEEP_WAIT {
                 return Err(ConfigError::Invalid(format!(
                     "--sweep-wait must be at least {:?}",
-                    2 * crate::registry::MANIFEST_PUT_DEADLINE
+                    gc::MIN_SWEEP_WAIT
                 ))
                 .into());
             }

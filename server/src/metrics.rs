@@ -75,6 +75,12 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    tier: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -102,6 +108,7 @@ pub struct Metrics {
     events_delivered: Family<EndpointLabels, Counter>,
     events_failed: Family<EndpointLabels, Counter>,
     event_retries: Family<EndpointLabels, Counter>,
+    blob_cache: Family<CacheLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -243,6 +250,13 @@ impl Default for Metrics {
             "Deliveries to an endpoint that failed again on a retry",
             event_retries.clone(),
         );
+        let blob_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "blob_cache_lookups",
+            "Blob-descriptor cache lookups, by tier (memory, redis) and outcome (hit, miss, \
+             error, bypassed: a sweep announced or storage not heard from)",
+            blob_cache.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -272,6 +286,7 @@ impl Default for Metrics {
             events_delivered,
             events_failed,
             event_retries,
+            blob_cache,
         }
     }
 }
@@ -313,6 +328,13 @@ impl Metrics {
                 kind,
                 outcome,
             })
+            .inc();
+    }
+
+    /// Counts a lookup in one tier of the blob-descriptor cache.
+    pub fn blob_cache(&self, tier: &'static str, outcome: &'static str) {
+        self.blob_cache
+            .get_or_create(&CacheLabels { tier, outcome })
             .inc();
     }
 

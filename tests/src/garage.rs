@@ -1,6 +1,6 @@
 //! A real S3 server for the tests: Garage, one node on 127.0.0.1, with one key and one bucket.
 //!
-//! `make test` starts one instance for the whole run (through the `with-garage` binary, which
+//! `make test` starts one instance for the whole run (through the `with-services` binary, which
 //! passes its address to the tests in `STOWAGE_TEST_S3_*` variables and stops it afterwards).
 //! Tests that stop and restart S3 start a private instance with [`Garage::start`].
 

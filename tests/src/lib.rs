@@ -8,6 +8,7 @@
 
 pub mod garage;
 pub mod layout;
+pub mod redis;
 pub mod tls;
 
 use std::fs;

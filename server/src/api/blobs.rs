@@ -47,7 +47,7 @@ async fn fetch(call: Call, name: RepositoryName, digest: Digest) -> Result<Respo
         && let Some(route) = proxy.route(&name)
     {
         match proxy.blob(registry, &name, &route, &digest, head).await? {
-            BlobAnswer::Cached(meta) => known = Some(meta),
+            BlobAnswer::Cached { size } => known = Some(size),
             BlobAnswer::Upstream { size } => {
                 return blob_headers(&digest, StatusCode::OK, size)
                     .body(Body::empty())
@@ -76,9 +76,9 @@ async fn fetch(call: Call, name: RepositoryName, digest: Digest) -> Result<Respo
             }
         }
     }
-    let meta = match known {
-        Some(meta) => meta,
-        None => registry.blob_meta(&name, &digest).await?,
+    let size = match known {
+        Some(size) => size,
+        None => registry.blob_size(&name, &digest).await?,
     };
     if !head && let Some(url) = registry.blob_redirect(&digest, REDIRECT_TTL).await? {
         let headers = [
@@ -87,21 +87,21 @@ async fn fetch(call: Call, name: RepositoryName, digest: Digest) -> Result<Respo
         ];
         return Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response());
     }
-    let (status, range) = match parse_range(call.header(&header::RANGE), meta.size) {
-        ByteRange::Whole => (StatusCode::OK, 0..meta.size),
+    let (status, range) = match parse_range(call.header(&header::RANGE), size) {
+        ByteRange::Whole => (StatusCode::OK, 0..size),
         ByteRange::Part(range) => (StatusCode::PARTIAL_CONTENT, range),
         ByteRange::Unsatisfiable => {
             return Err(
                 ApiError::range_invalid("requested range is outside the blob").with_header(
                     header::CONTENT_RANGE,
-                    header_value(format!("bytes */{}", meta.size)),
+                    header_value(format!("bytes */{size}")),
                 ),
             );
         }
     };
     let mut response = blob_headers(&digest, status, range.end - range.start);
     if status == StatusCode::PARTIAL_CONTENT {
-        let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, meta.size);
+        let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, size);
         response = response.header(header::CONTENT_RANGE, content_range);
     }
     let body = if head {

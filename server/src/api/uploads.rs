@@ -47,7 +47,7 @@ pub(super) async fn start(call: Call, name: RepositoryName) -> Result<Response, 
                 .await?
             {
                 if call.state.events.is_some() {
-                    let size = call.state.registry.blob_meta(&name, &digest).await?.size;
+                    let size = call.state.registry.blob_size(&name, &digest).await?;
                     let target = Target {
                         from_repository: Some(from.to_string()),
                         ..call.state.blob_target(&call.origin, &name, &digest, size)

@@ -4,6 +4,7 @@
 //! them, applies defaults and validates them into a [`ServeConfig`].
 
 mod auth;
+mod cache;
 mod notifications;
 mod proxy;
 mod secret;
@@ -20,6 +21,7 @@ use std::num::NonZeroU32;
 use ipnet::IpNet;
 
 pub use auth::{AuthSettings, TlsSettings};
+pub use cache::CacheSettings;
 pub use notifications::{EndpointConfig, NotificationSettings};
 pub use proxy::{ProxyConfig, ProxySettings, UpstreamConfig, UpstreamCredentials};
 
@@ -301,6 +303,11 @@ pub struct Settings {
     #[serde(default)]
     pub tls: TlsSettings,
 
+    /// The blob-descriptor cache (the `[blob-cache]` table of the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub blob_cache: CacheSettings,
+
     /// The pull-through cache (the `[proxy]` table of the config file only).
     #[arg(skip)]
     #[serde(default)]
@@ -372,6 +379,7 @@ impl Settings {
             reload_interval: self.reload_interval.or(file.reload_interval),
             auth: self.auth.or(file.auth),
             tls: self.tls.or(file.tls),
+            blob_cache: self.blob_cache.or(file.blob_cache),
             // Upstreams are only ever set in the file.
             proxy: file.proxy,
             notifications: file.notifications,
@@ -439,6 +447,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Proxies whose `X-Forwarded-For` names the client (rate limits, failed logins).
     pub trusted_proxies: Vec<IpNet>,
+    /// The blob-descriptor cache.
+    pub blob_cache: crate::registry::descriptors::CacheConfig,
     /// The pull-through cache's upstreams; empty when there is none.
     pub proxy: ProxyConfig,
     /// Where registry events are delivered; empty for nowhere.
@@ -557,10 +567,17 @@ impl ServeArgs {
         } else {
             (None, None)
         };
+        // gc and purge-uploads read the blob cache's settings but use none of them.
+        let blob_cache = if serving {
+            s.blob_cache.clone().resolve(&storage)?
+        } else {
+            crate::registry::descriptors::CacheConfig::default()
+        };
         Ok(ServeConfig {
             // gc needs the prefixes too, for the cache's retention.
             proxy: s.proxy.resolve()?,
             notifications: s.notifications.resolve()?,
+            blob_cache,
             auth,
             tls,
             reload_interval,

@@ -42,6 +42,12 @@ const TIMESTAMP_GRANULARITY: Duration = Duration::from_secs(1);
 /// Manifests larger than this are not read (and so mark nothing); pushes are capped far lower.
 const MANIFEST_READ_LIMIT: u64 = 16 * 1024 * 1024;
 
+/// The least time a sweep stands announced before it deletes, when replicas are serving: longer
+/// than a manifest push may take, and long enough that every replica's blob-descriptor cache has
+/// let go of the candidates (see [`crate::registry::descriptors`]).
+pub const MIN_SWEEP_WAIT: Duration =
+    Duration::from_secs(2 * crate::registry::MANIFEST_PUT_DEADLINE.as_secs());
+
 /// How a collection runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -51,8 +57,8 @@ pub struct Options {
     pub delete_untagged: bool,
     /// Nothing younger than this is deleted.
     pub grace_period: Duration,
-    /// How long the announced candidates stand before the sweep; must exceed the manifest push
-    /// deadline.
+    /// How long the announced candidates stand before the sweep; at least [`MIN_SWEEP_WAIT`]
+    /// while replicas serve (only an offline collection may use less).
     pub sweep_wait: Duration,
     /// Drop the pull-through cache's repositories that nobody pulled for this long.
     pub mirror_retention: Option<MirrorRetention>,

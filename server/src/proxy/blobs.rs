@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use super::{Error, Outcome, Proxy, Route};
 use crate::oci::{Digest, DigestHasher, RepositoryName};
 use crate::registry::{self, Registry};
-use crate::storage::{ByteStream, ObjectMeta};
+use crate::storage::ByteStream;
 
 /// How long a pull waits for another pull's fetch of the same blob before trying itself.
 const SHARED_FETCH_WAIT: Duration = Duration::from_secs(600);
@@ -26,8 +26,8 @@ const CLIENT_BUFFER: usize = 16;
 
 /// How to answer a blob request in a mirrored repository.
 pub enum BlobAnswer {
-    /// The blob is cached (this size and time): serve it as any other.
-    Cached(ObjectMeta),
+    /// The blob is stored here (this size): serve it as any other.
+    Cached { size: u64 },
     /// A `HEAD` the upstream answered: the blob's size.
     Upstream { size: u64 },
     /// Streaming from the upstream while it is stored; `done` turns true when storing ended.
@@ -50,10 +50,10 @@ impl Proxy {
         let what = digest.to_string();
         let upstream = route.upstream;
         for _ in 0..ATTEMPTS {
-            match registry.blob_meta(name, digest).await {
-                Ok(meta) => {
+            match registry.blob_size(name, digest).await {
+                Ok(size) => {
                     self.record(route, name, "blob", &what, Outcome::Hit);
-                    return Ok(BlobAnswer::Cached(meta));
+                    return Ok(BlobAnswer::Cached { size });
                 }
                 Err(registry::Error::BlobUnknown) => {}
                 Err(err) => return Err(err.into()),

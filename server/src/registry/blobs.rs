@@ -3,26 +3,81 @@
 
 use std::ops::Range;
 
+use super::descriptors::Known;
 use super::{Error, Registry, Result};
 use crate::oci::{Digest, RepositoryName};
-use crate::storage::{ByteStream, ObjectMeta, layout};
+use crate::storage::{ByteStream, layout};
 
 impl Registry {
-    /// Size and time of a blob linked into `name`.
-    pub async fn blob_meta(&self, name: &RepositoryName, digest: &Digest) -> Result<ObjectMeta> {
-        if !self.exists(&layout::layer_link(name, digest)).await? {
-            return Err(Error::BlobUnknown);
+    /// The size of a blob linked into `name`, from the blob-descriptor cache where it can.
+    pub async fn blob_size(&self, name: &RepositoryName, digest: &Digest) -> Result<u64> {
+        let Some(cache) = &self.descriptors else {
+            return self
+                .blob_size_in_storage(name, digest, Known::default())
+                .await;
+        };
+        let Some(ticket) = cache.ticket(digest) else {
+            return self
+                .blob_size_in_storage(name, digest, Known::default())
+                .await;
+        };
+        let known = cache.lookup(ticket, name, digest).await;
+        if let (Some(size), true) = (known.size, known.linked) {
+            return Ok(size);
         }
-        self.store
-            .stat(&layout::blob_data(digest))
-            .await
-            .map_err(|err| match err {
-                crate::storage::Error::NotFound => Error::BlobUnknown,
-                other => other.into(),
-            })
+        let size = self.blob_size_in_storage(name, digest, known).await?;
+        let found = Known {
+            size: Some(size),
+            linked: true,
+        };
+        if found != known {
+            cache.remember(ticket, name, digest, found).await;
+        }
+        Ok(size)
     }
 
-    /// Streams a blob (or a range of it) that `blob_meta` found.
+    /// As [`Registry::blob_size`], with the link read from storage, never the cache: for writes
+    /// that must not build on a blob another replica just deleted from the repository.
+    pub async fn blob_size_linked_now(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<u64> {
+        let size = match &self.descriptors {
+            Some(cache) => match cache.ticket(digest) {
+                Some(ticket) => cache.lookup(ticket, name, digest).await.size,
+                None => None,
+            },
+            None => None,
+        };
+        let known = Known {
+            size,
+            linked: false,
+        };
+        self.blob_size_in_storage(name, digest, known).await
+    }
+
+    /// Asks storage what `known` does not already tell: is the blob linked, how big is it.
+    async fn blob_size_in_storage(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        known: Known,
+    ) -> Result<u64> {
+        if !known.linked && !self.exists(&layout::layer_link(name, digest)).await? {
+            return Err(Error::BlobUnknown);
+        }
+        if let Some(size) = known.size {
+            return Ok(size);
+        }
+        match self.store.stat(&layout::blob_data(digest)).await {
+            Ok(meta) => Ok(meta.size),
+            Err(crate::storage::Error::NotFound) => Err(Error::BlobUnknown),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Streams a blob (or a range of it) that `blob_size` found.
     pub async fn open_blob(
         &self,
         digest: &Digest,
@@ -55,6 +110,9 @@ impl Registry {
         if !self.exists(&link).await? {
             return Err(Error::BlobUnknown);
         }
+        if let Some(cache) = &self.descriptors {
+            cache.forget_link(name, digest).await;
+        }
         // Delete the link's directory, as Distribution does, so no empty entry lingers.
         let dir = link.trim_end_matches("/link");
         Ok(self.store.delete(dir).await?)
@@ -67,7 +125,7 @@ impl Registry {
         from: &RepositoryName,
         digest: &Digest,
     ) -> Result<bool> {
-        match self.blob_meta(from, digest).await {
+        match self.blob_size(from, digest).await {
             Ok(_) => {}
             Err(Error::BlobUnknown) => return Ok(false),
             Err(err) => return Err(err),

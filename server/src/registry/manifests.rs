@@ -112,7 +112,7 @@ impl Registry {
         digest: &'a Digest,
     ) -> futures::future::BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            match self.blob_meta(name, digest).await {
+            match self.blob_size_linked_now(name, digest).await {
                 Ok(_) => Ok(()),
                 Err(Error::BlobUnknown) => Err(Error::ManifestBlobUnknown(digest.clone())),
                 Err(err) => Err(err),

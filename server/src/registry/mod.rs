@@ -3,6 +3,7 @@
 
 mod blobs;
 mod cache;
+pub mod descriptors;
 mod listing;
 mod manifests;
 mod mirror;
@@ -69,6 +70,7 @@ pub struct Registry {
     store: Arc<dyn BlobStore>,
     limits: Limits,
     manifests: Option<Arc<ManifestCache>>,
+    descriptors: Option<Arc<descriptors::BlobDescriptors>>,
 }
 
 impl Registry {
@@ -78,7 +80,18 @@ impl Registry {
             store,
             limits,
             manifests,
+            descriptors: None,
         }
+    }
+
+    /// The same registry, answering blob lookups from `descriptors` where it can.
+    #[must_use]
+    pub fn with_descriptors(
+        mut self,
+        descriptors: Option<Arc<descriptors::BlobDescriptors>>,
+    ) -> Self {
+        self.descriptors = descriptors;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn BlobStore> {

@@ -84,7 +84,13 @@ async fn build(
     );
     let health = guarded.health();
     let store: Arc<dyn storage::BlobStore> = guarded;
-    let registry = Registry::new(Arc::clone(&store), config.limits.clone());
+    let descriptors = crate::registry::descriptors::BlobDescriptors::start(
+        &config.blob_cache,
+        Arc::clone(&store),
+        metrics.clone(),
+    );
+    let registry =
+        Registry::new(Arc::clone(&store), config.limits.clone()).with_descriptors(descriptors);
     let uploads = Uploads::new(Arc::clone(&store), keys, config.upload_token_ttl);
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
     let events = crate::events::Notifier::start(

@@ -208,6 +208,26 @@ pub enum StorageConfig {
     Memory,
 }
 
+impl StorageConfig {
+    /// Names the data this configuration reaches, the same on every replica that shares it
+    /// (and different for any other), without its credentials: a short hash of where it is.
+    pub fn identity(&self) -> String {
+        use sha2::Digest as _;
+        let place = match self {
+            Self::Filesystem { root, .. } => format!("fs:{}", root.display()),
+            Self::S3(s3) => format!(
+                "s3:{}:{}:{}",
+                s3.endpoint.as_deref().unwrap_or("aws"),
+                s3.bucket,
+                s3.root_prefix
+            ),
+            Self::Memory => format!("memory:{}", std::process::id()),
+        };
+        let hash = sha2::Sha256::digest(place.as_bytes());
+        hash[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// Opens the configured backend.
 pub async fn open(config: &StorageConfig) -> Result<Arc<dyn BlobStore>> {
     Ok(match config {

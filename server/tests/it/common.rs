@@ -42,6 +42,10 @@ impl Drop for Task {
 /// `s3` runs the suite against the S3 server in `STOWAGE_TEST_S3_*` (as `make test` does).
 const ENV_STORAGE: &str = "STOWAGE_TEST_STORAGE";
 
+/// `redis` shares the blob cache in the Redis at `STOWAGE_TEST_REDIS` (as `make test`'s S3 run
+/// does); otherwise each server keeps it in memory.
+const ENV_BLOB_CACHE: &str = "STOWAGE_TEST_BLOB_CACHE";
+
 /// `stowage serve` flags for the S3 server `make test` started, under a fresh prefix.
 fn s3_flags() -> Vec<String> {
     let var = |name: &str| {
@@ -87,7 +91,16 @@ impl Server {
             Ok("filesystem") | Err(_) => Vec::new(),
             Ok(other) => panic!("unknown {ENV_STORAGE}={other}"),
         };
-        let mut all: Vec<&str> = storage.iter().map(String::as_str).collect();
+        let cache = match std::env::var(ENV_BLOB_CACHE).as_deref() {
+            Ok("redis") => vec![
+                "--blob-cache-redis".to_owned(),
+                std::env::var("STOWAGE_TEST_REDIS")
+                    .expect("STOWAGE_TEST_REDIS is not set: run `make test`, which starts Redis"),
+            ],
+            Ok("memory") | Err(_) => Vec::new(),
+            Ok(other) => panic!("unknown {ENV_BLOB_CACHE}={other}"),
+        };
+        let mut all: Vec<&str> = storage.iter().chain(&cache).map(String::as_str).collect();
         all.extend_from_slice(flags);
         Self::launch(&all).await
     }

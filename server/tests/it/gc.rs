@@ -18,7 +18,9 @@ fn options(delete_untagged: bool, dry_run: bool) -> Options {
         dry_run,
         delete_untagged,
         grace_period: Duration::ZERO,
-        sweep_wait: Duration::ZERO,
+        // The server keeps serving, its blob cache on: only a sweep announced this long ahead
+        // is sure to be seen (a shorter one would let the cache answer for deleted blobs).
+        sweep_wait: gc::MIN_SWEEP_WAIT,
         mirror_retention: None,
     }
 }
