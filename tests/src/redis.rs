@@ -49,16 +49,24 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        wait_for_port(&format!("127.0.0.1:{}", self.port), &mut child, "redis-server", &log);
+        wait_for_port(
+            &format!("127.0.0.1:{}", self.port),
+            &mut child,
+            "redis-server",
+            &log,
+        );
         self.child = Some(child);
     }
 
     /// The keys the server holds that match `pattern`, through `redis-cli`.
     pub fn keys(&self, pattern: &str) -> Vec<String> {
-        let output = super::run(
-            Command::new(require("redis-cli"))
-                .args(["-p", &self.port.to_string(), "--raw", "KEYS", pattern]),
-        );
+        let output = super::run(Command::new(require("redis-cli")).args([
+            "-p",
+            &self.port.to_string(),
+            "--raw",
+            "KEYS",
+            pattern,
+        ]));
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter(|line| !line.is_empty())

@@ -15,7 +15,7 @@ use stowage_e2e::{Stowage, require, run, sha256, stowage_bin};
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Pushes an image of `layers` tagged `tag` over plain HTTP; the manifest PUT's status.
-async fn push_image(
+pub(crate) async fn push_image(
     http: &reqwest::Client,
     base: &str,
     repo: &str,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod blob_cache;
 mod copy;
 mod distribution_compat;
 mod events;
