@@ -1,20 +1,9 @@
 //! The S3 backend (aws-sdk-s3): any replica reads and writes the same bucket, in Distribution's
 //! layout under an optional root prefix (Distribution's `rootdirectory`).
 //!
-//! # Resumable writes
-//! Bytes are buffered only up to the part size, so memory per upload is bounded by it. Full parts
-//! go into an S3 multipart upload at the write's key, each sent with its SHA-256 checksum, which
-//! the server verifies and records. Bytes short of a full part are kept in a *tail* object named by
-//! a fresh nonce on every append. The [`WriteState`] records the multipart upload id, the number of
-//! parts, a hash chain over their checksums, and the tail's nonce and length, so:
-//! - any replica can continue the write: the state is all it needs, with no lookups;
-//! - an older state names a tail that no longer exists, so it is refused as stale;
-//! - a commit lists the parts and checks them against the chain, so an upload whose parts were
-//!   overwritten by a racing request (with the same, older state) can never be published.
-//!
-//! A commit makes the tail the last part by server-side copy, completes the multipart upload and
-//! copies the result to its destination inside S3 (a multipart copy above 5 GiB), so no byte
-//! travels back through the registry.
+//! Resumable writes (uploads) are multipart uploads: see [`multipart`].
+
+mod multipart;
 
 use std::fmt;
 use std::io;
@@ -32,19 +21,13 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
-use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier,
-};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{
     BlobStore, ByteStream, Checkpoint, DELETE_BATCH, Error, ObjectInfo, ObjectMeta, Result,
-    Timeouts, WriteState, checkpoint_at,
+    Timeouts, WriteState,
 };
 
 /// S3 refuses smaller parts (except the last).
@@ -109,53 +92,6 @@ impl fmt::Debug for S3Store {
             .field("prefix", &self.prefix)
             .finish()
     }
-}
-
-/// The backend part of a resumable write's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Multipart {
-    /// The multipart upload, created when the first full part is ready.
-    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
-    upload_id: Option<String>,
-    /// Parts uploaded so far, numbered 1..=parts, each exactly `part_size` bytes.
-    #[serde(rename = "p")]
-    parts: u32,
-    /// sha256(previous chain || part number || part sha256), over every part in order.
-    #[serde(rename = "c")]
-    chain: String,
-    /// Nonce naming the tail object; fresh on every append.
-    #[serde(rename = "t")]
-    tail: String,
-    #[serde(rename = "l")]
-    tail_len: u64,
-}
-
-impl Multipart {
-    fn decode(state: &WriteState) -> Result<Self> {
-        serde_json::from_slice(&state.backend).map_err(|_| Error::Stale)
-    }
-
-    fn encode(&self, size: u64) -> WriteState {
-        WriteState {
-            size,
-            backend: serde_json::to_vec(self).unwrap_or_default(),
-        }
-    }
-}
-
-fn chain_next(chain: &str, part_number: u32, checksum: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(chain.as_bytes());
-    hasher.update(part_number.to_be_bytes());
-    hasher.update(checksum.as_bytes());
-    STANDARD.encode(hasher.finalize())
-}
-
-fn nonce() -> String {
-    rand::random::<[u8; 16]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The SDK's limits for a call that sends or copies `bytes`: an attempt gets half the request
@@ -260,10 +196,6 @@ impl S3Store {
         Ok(format!("{}{key}", self.prefix))
     }
 
-    fn tail_key(&self, key: &str, nonce: &str) -> Result<String> {
-        self.key(&format!("{key}.tail-{nonce}"))
-    }
-
     fn copy_source(&self, full_key: &str) -> String {
         let encoded: String = full_key
             .bytes()
@@ -358,117 +290,6 @@ impl S3Store {
         Ok(())
     }
 
-    async fn upload_part(
-        &self,
-        full_key: &str,
-        upload_id: &str,
-        number: u32,
-        data: Bytes,
-    ) -> Result<String> {
-        let checksum = STANDARD.encode(Sha256::digest(&data));
-        let bytes = data.len() as u64;
-        self.client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(full_key)
-            .upload_id(upload_id)
-            .part_number(number as i32)
-            .checksum_sha256(&checksum)
-            .body(S3Body::from(data))
-            .customize()
-            .config_override(self.sized(bytes))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(checksum)
-    }
-
-    /// Starts a multipart upload at `full_key` and returns its id.
-    async fn create_multipart(
-        &self,
-        full_key: &str,
-        checksum: Option<ChecksumAlgorithm>,
-    ) -> Result<String> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(full_key)
-            .set_checksum_algorithm(checksum)
-            .send()
-            .await
-            .map_err(classify)?;
-        let id = created
-            .upload_id()
-            .ok_or_else(|| io::Error::other("no upload id"))?;
-        Ok(id.to_owned())
-    }
-
-    /// Uploads `part` as the write's next part, starting the multipart upload if needed.
-    async fn flush_part(&self, full_key: &str, state: &mut Multipart, part: Bytes) -> Result<()> {
-        let upload_id = match &state.upload_id {
-            Some(id) => id.clone(),
-            None => {
-                let id = self
-                    .create_multipart(full_key, Some(ChecksumAlgorithm::Sha256))
-                    .await?;
-                state.upload_id = Some(id.clone());
-                id
-            }
-        };
-        let number = state.parts + 1;
-        let checksum = self.upload_part(full_key, &upload_id, number, part).await?;
-        state.chain = chain_next(&state.chain, number, &checksum);
-        state.parts = number;
-        Ok(())
-    }
-
-    /// Checks that parts 1..=state.parts are the ones the state's chain vouches for, and returns
-    /// them for completion.
-    async fn verified_parts(
-        &self,
-        full_key: &str,
-        state: &Multipart,
-    ) -> Result<Vec<CompletedPart>> {
-        let Some(upload_id) = &state.upload_id else {
-            return Ok(Vec::new());
-        };
-        let mut parts = Vec::new();
-        let mut pages = self
-            .client
-            .list_parts()
-            .bucket(&self.bucket)
-            .key(full_key)
-            .upload_id(upload_id)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(classify)?;
-            parts.extend(page.parts().iter().cloned());
-        }
-        let mut chain = String::new();
-        let mut completed = Vec::new();
-        for number in 1..=state.parts {
-            let part = parts
-                .iter()
-                .find(|p| p.part_number() == Some(number as i32))
-                .ok_or(Error::Stale)?;
-            let checksum = part.checksum_sha256().ok_or(Error::Stale)?;
-            chain = chain_next(&chain, number, checksum);
-            completed.push(
-                CompletedPart::builder()
-                    .part_number(number as i32)
-                    .set_e_tag(part.e_tag().map(str::to_owned))
-                    .checksum_sha256(checksum)
-                    .build(),
-            );
-        }
-        if chain != state.chain {
-            return Err(Error::Stale);
-        }
-        Ok(completed)
-    }
-
     /// Server-side copy of `size` bytes from `from` to `to`, in parts above the copy limit.
     async fn copy(&self, from: &str, to: &str, size: u64) -> Result<()> {
         if size <= self.copy_limit {
@@ -547,44 +368,6 @@ impl S3Store {
             Err(Error::NotFound) => Ok(None),
             Err(err) => Err(err),
         }
-    }
-
-    /// Why a state's tail is missing: a newer state replaced it, or the write is gone.
-    async fn missing_tail(&self, key: &str) -> Result<Error> {
-        let tails = self.keys_below(&self.tail_key(key, "")?).await?;
-        Ok(if tails.is_empty() {
-            Error::NotFound
-        } else {
-            Error::Stale
-        })
-    }
-
-    async fn abort_uploads_at(&self, full_key: &str) -> Result<()> {
-        let listed = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(full_key)
-            .send()
-            .await
-            .map_err(classify)?;
-        for upload in listed.uploads() {
-            if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
-                let aborted = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(id)
-                    .send()
-                    .await;
-                match aborted.map_err(classify) {
-                    Ok(_) | Err(Error::NotFound) => {}
-                    Err(err) => return Err(err),
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -738,16 +521,7 @@ impl BlobStore for S3Store {
     }
 
     async fn create_resumable(&self, key: &str) -> Result<WriteState> {
-        let state = Multipart {
-            upload_id: None,
-            parts: 0,
-            chain: String::new(),
-            tail: nonce(),
-            tail_len: 0,
-        };
-        self.put_bytes(&self.tail_key(key, &state.tail)?, Bytes::new())
-            .await?;
-        Ok(state.encode(0))
+        self.create_write(key).await
     }
 
     async fn append_with_checkpoint(
@@ -757,122 +531,19 @@ impl BlobStore for S3Store {
         body: ByteStream,
         checkpoint: Option<&dyn Checkpoint>,
     ) -> Result<WriteState> {
-        let full_key = self.key(key)?;
-        let mut next = Multipart::decode(state)?;
-        let old_tail = self.tail_key(key, &next.tail)?;
-        // The tail is also the proof that `state` is current: every append replaces it.
-        let tail = match self.read_all(&old_tail).await {
-            Ok(tail) if tail.len() as u64 == next.tail_len => tail,
-            Ok(_) => return Err(Error::Stale),
-            Err(Error::NotFound) => return Err(self.missing_tail(key).await?),
-            Err(err) => return Err(err),
-        };
-        // One part-sized buffer, filled to the brim and never grown: memory per upload is the
-        // part size plus one incoming frame.
-        let part_size = self.part_size as usize;
-        let mut buffer = BytesMut::with_capacity(part_size);
-        buffer.extend_from_slice(&tail);
-        drop(tail);
-        let mut body = body;
-        let mut size = state.size;
-        while let Some(chunk) = body.next().await {
-            let mut chunk = chunk.map_err(Error::Body)?;
-            size += chunk.len() as u64;
-            while !chunk.is_empty() {
-                let room = part_size - buffer.len();
-                buffer.extend_from_slice(&chunk.split_to(room.min(chunk.len())));
-                if buffer.len() == part_size {
-                    let part = std::mem::take(&mut buffer).freeze();
-                    self.flush_part(&full_key, &mut next, part).await?;
-                    buffer = BytesMut::with_capacity(part_size);
-                }
-            }
-        }
-        next.tail = nonce();
-        next.tail_len = buffer.len() as u64;
-        self.put_bytes(&self.tail_key(key, &next.tail)?, buffer.freeze())
-            .await?;
-        // Removing the old tail is the commit point: before it, `state` is still current.
-        let next = next.encode(size);
-        checkpoint_at(checkpoint, &next).await?;
-        self.delete_keys(vec![old_tail]).await?;
-        Ok(next)
+        self.append_write(key, state, body, checkpoint).await
     }
 
     async fn is_current(&self, key: &str, state: &WriteState) -> Result<bool> {
-        let Ok(current) = Multipart::decode(state) else {
-            return Ok(false);
-        };
-        let tail = self.head_size(&self.tail_key(key, &current.tail)?).await?;
-        Ok(tail == Some(current.tail_len))
+        self.write_is_current(key, state).await
     }
 
     async fn commit_resumable(&self, key: &str, state: &WriteState, dest: &str) -> Result<()> {
-        let full_key = self.key(key)?;
-        let dest = self.key(dest)?;
-        let current = Multipart::decode(state)?;
-        let tail = self.tail_key(key, &current.tail)?;
-        match self.head_size(&tail).await? {
-            Some(len) if len == current.tail_len => {}
-            Some(_) => return Err(Error::Stale),
-            None => return Err(self.missing_tail(key).await?),
-        }
-        let Some(upload_id) = &current.upload_id else {
-            // Everything is in the tail: one server-side copy. Removing the tail ends the write.
-            self.copy(&tail, &dest, current.tail_len).await?;
-            return self.delete_keys(vec![tail]).await;
-        };
-        let mut parts = self.verified_parts(&full_key, &current).await?;
-        if current.tail_len > 0 {
-            let number = current.parts as i32 + 1;
-            let copied = self
-                .client
-                .upload_part_copy()
-                .bucket(&self.bucket)
-                .key(&full_key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .copy_source(self.copy_source(&tail))
-                .customize()
-                .config_override(self.sized(current.tail_len))
-                .send()
-                .await
-                .map_err(classify)?;
-            let result = copied.copy_part_result();
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(result.and_then(|r| r.e_tag()).map(str::to_owned))
-                    .set_checksum_sha256(
-                        result.and_then(|r| r.checksum_sha256()).map(str::to_owned),
-                    )
-                    .build(),
-            );
-        }
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full_key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .customize()
-            .config_override(self.sized(state.size))
-            .send()
-            .await
-            .map_err(classify)?;
-        self.copy(&full_key, &dest, state.size).await?;
-        self.delete_keys(vec![full_key, tail]).await
+        self.commit_write(key, state, dest).await
     }
 
     async fn abort_resumable(&self, key: &str) -> Result<()> {
-        let full_key = self.key(key)?;
-        self.abort_uploads_at(&full_key).await?;
-        let tails = self.keys_below(&format!("{full_key}.tail-")).await?;
-        self.delete_keys(tails).await
+        self.abort_write(key).await
     }
 
     async fn ping(&self) -> Result<()> {
@@ -883,36 +554,5 @@ impl BlobStore for S3Store {
             .await
             .map_err(classify)?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_round_trips_and_refuses_garbage() {
-        let state = Multipart {
-            upload_id: Some("abc".into()),
-            parts: 3,
-            chain: chain_next("", 1, "x"),
-            tail: nonce(),
-            tail_len: 7,
-        };
-        let encoded = state.encode(42);
-        assert_eq!(Multipart::decode(&encoded).unwrap(), state);
-        let garbage = WriteState {
-            size: 1,
-            backend: b"not json".to_vec(),
-        };
-        assert!(matches!(Multipart::decode(&garbage), Err(Error::Stale)));
-    }
-
-    #[test]
-    fn chain_depends_on_order_and_content() {
-        let ab = chain_next(&chain_next("", 1, "a"), 2, "b");
-        let ba = chain_next(&chain_next("", 1, "b"), 2, "a");
-        assert_ne!(ab, ba);
-        assert_ne!(chain_next("", 1, "a"), chain_next("", 2, "a"));
     }
 }
