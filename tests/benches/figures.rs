@@ -12,7 +12,8 @@
 //!
 //! Each scenario runs on fresh server processes. Client and servers share the machine, so the
 //! figures are a floor. Sizes: `STOWAGE_BENCH_BYTES` (one blob, default 1 GiB) and
-//! `STOWAGE_BENCH_CONCURRENT_BYTES` (each concurrent push, default 64 MiB).
+//! `STOWAGE_BENCH_CONCURRENT_BYTES` (each concurrent push, default 64 MiB), in bytes. A part of
+//! the run: `STOWAGE_BENCH_BACKENDS=s3` (or `filesystem`), `STOWAGE_BENCH_ONLY="push,blob HEAD"`.
 
 // A benchmark reports failure by panicking.
 #![allow(clippy::unwrap_used)]
@@ -362,6 +363,9 @@ where
     F: Fn(Arc<Server>) -> Fut,
     Fut: std::future::Future<Output = Figure>,
 {
+    if !selected(what) {
+        return;
+    }
     let mut figures = Vec::new();
     for stowage in [true, false] {
         let server = Arc::new(Server::start(stowage, backend));
@@ -619,6 +623,22 @@ fn binary() -> PathBuf {
     binary
 }
 
+/// Whether `STOWAGE_BENCH_ONLY` (comma-separated parts of scenario names; all when unset)
+/// selects the scenario `what`.
+fn selected(what: &str) -> bool {
+    std::env::var("STOWAGE_BENCH_ONLY").map_or(true, |only| {
+        only.split(',').any(|part| what.contains(part.trim()))
+    })
+}
+
+/// Whether `STOWAGE_BENCH_BACKENDS` (`filesystem`, `s3`, or both comma-separated; both when
+/// unset) selects `backend`.
+fn backend_selected(backend: &str) -> bool {
+    std::env::var("STOWAGE_BENCH_BACKENDS").map_or(true, |only| {
+        only.split(',').any(|part| part.trim() == backend)
+    })
+}
+
 fn env_bytes(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -635,20 +655,26 @@ async fn main() {
         .tempdir_in(std::env::current_dir().unwrap())
         .unwrap();
     let root = scratch.path().join("fs");
-    backend(
-        "filesystem (fsync on)",
-        &Backend::Filesystem(&root),
-        size,
-        concurrent_size,
-    )
-    .await;
-    let garage = Garage::start(&scratch.path().join("garage"));
-    backend(
-        "S3 (Garage on the same machine)",
-        &Backend::S3(&garage.endpoint),
-        size,
-        concurrent_size,
-    )
-    .await;
-    authenticated_rates(scratch.path()).await;
+    if backend_selected("filesystem") {
+        backend(
+            "filesystem (fsync on)",
+            &Backend::Filesystem(&root),
+            size,
+            concurrent_size,
+        )
+        .await;
+    }
+    if backend_selected("s3") {
+        let garage = Garage::start(&scratch.path().join("garage"));
+        backend(
+            "S3 (Garage on the same machine)",
+            &Backend::S3(&garage.endpoint),
+            size,
+            concurrent_size,
+        )
+        .await;
+    }
+    if selected("access control") {
+        authenticated_rates(scratch.path()).await;
+    }
 }

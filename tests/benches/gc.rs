@@ -155,6 +155,7 @@ async fn main() {
         root_prefix: "gc-bench".into(),
         credentials: Some((s3.access_key_id.clone(), s3.secret_access_key.clone())),
         part_size: storage::MIN_PART_SIZE,
+        upload_concurrency: storage::DEFAULT_UPLOAD_CONCURRENCY,
         redirect: false,
         timeouts: storage::Timeouts::default(),
     };

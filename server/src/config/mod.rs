@@ -139,6 +139,11 @@ pub struct Settings {
     #[arg(long, env = "STOWAGE_S3_PART_SIZE")]
     pub s3_part_size: Option<u64>,
 
+    /// Parts one upload sends to S3 at once; beyond each upload's first, all uploads share
+    /// 256 MiB of parts in flight [default: 4].
+    #[arg(long, env = "STOWAGE_S3_UPLOAD_CONCURRENCY")]
+    pub s3_upload_concurrency: Option<usize>,
+
     /// The most a storage call that moves no bulk data (a HEAD, a small GET or PUT, a listing,
     /// a delete) may take, retries included; a request that needs storage answers within it
     /// [default: 6s].
@@ -338,6 +343,7 @@ impl Settings {
                 .s3_secret_access_key_file
                 .or(file.s3_secret_access_key_file),
             s3_part_size: self.s3_part_size.or(file.s3_part_size),
+            s3_upload_concurrency: self.s3_upload_concurrency.or(file.s3_upload_concurrency),
             s3_redirect: self.s3_redirect.or(file.s3_redirect),
             storage_timeout: self.storage_timeout.or(file.storage_timeout),
             storage_min_throughput: self.storage_min_throughput.or(file.storage_min_throughput),
@@ -669,6 +675,10 @@ fn s3_config(s: &Settings, timeouts: Timeouts) -> Result<S3Config, ConfigError> 
         root_prefix: s.s3_root_prefix.clone().unwrap_or_default(),
         credentials,
         part_size,
+        upload_concurrency: s
+            .s3_upload_concurrency
+            .unwrap_or(crate::storage::DEFAULT_UPLOAD_CONCURRENCY)
+            .max(1),
         redirect: s.s3_redirect.unwrap_or(false),
         timeouts,
     })

@@ -33,7 +33,7 @@ pub use counting::Counting;
 pub use fs::FsStore;
 pub use guard::{Guarded, Health, HealthReport, StorageObserver};
 pub use memory::MemoryStore;
-pub use s3::{MIN_PART_SIZE, S3Config, S3Store};
+pub use s3::{DEFAULT_UPLOAD_CONCURRENCY, MIN_PART_SIZE, S3Config, S3Store};
 pub use timeouts::{DEFAULT_MIN_THROUGHPUT, DEFAULT_REQUEST_TIMEOUT, Timeouts};
 
 /// A stream of bytes flowing into or out of storage.

@@ -27,6 +27,7 @@ async fn store(prefix: &str) -> S3Store {
         root_prefix: prefix.to_owned(),
         credentials: Some((s3.access_key_id, s3.secret_access_key)),
         part_size: storage::MIN_PART_SIZE,
+        upload_concurrency: storage::DEFAULT_UPLOAD_CONCURRENCY,
         redirect: false,
         timeouts: storage::Timeouts::default(),
     })

@@ -4,10 +4,12 @@
 //! Resumable writes (uploads) are multipart uploads: see [`multipart`].
 
 mod multipart;
+mod parts;
 
 use std::fmt;
 use std::io;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +34,10 @@ use super::{
 
 /// S3 refuses smaller parts (except the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Parts one upload sends at once, unless configured otherwise.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 4;
+/// Bytes of parts in flight beyond each upload's first, across all uploads of the process.
+pub const PART_BUDGET: u64 = 256 * 1024 * 1024;
 /// The largest object a single CopyObject or UploadPartCopy may copy.
 const MAX_COPY_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 
@@ -49,6 +55,8 @@ pub struct S3Config {
     pub credentials: Option<(String, String)>,
     /// Bytes buffered per upload before they become a multipart part.
     pub part_size: u64,
+    /// Parts one upload sends at once.
+    pub upload_concurrency: usize,
     /// Answer blob GETs with a redirect to a presigned URL.
     pub redirect: bool,
     /// How long each call may take.
@@ -68,6 +76,7 @@ impl fmt::Debug for S3Config {
                 &self.credentials.as_ref().map(|_| "<static>"),
             )
             .field("part_size", &self.part_size)
+            .field("upload_concurrency", &self.upload_concurrency)
             .field("redirect", &self.redirect)
             .finish()
     }
@@ -83,6 +92,10 @@ pub struct S3Store {
     /// Objects larger than this are copied in parts; S3's own limit outside tests.
     copy_limit: u64,
     timeouts: Timeouts,
+    /// Parts one upload sends at once.
+    parts_in_flight: usize,
+    /// Parts in flight beyond each upload's first, across all uploads.
+    part_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for S3Store {
@@ -170,6 +183,12 @@ impl S3Store {
                 format!("{prefix}/")
             },
             part_size: config.part_size.max(MIN_PART_SIZE),
+            parts_in_flight: config.upload_concurrency.max(1),
+            part_budget: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(PART_BUDGET / config.part_size.max(MIN_PART_SIZE))
+                    .unwrap_or(1)
+                    .max(1),
+            )),
             redirect: config.redirect,
             timeouts: config.timeouts,
             copy_limit: MAX_COPY_SIZE,

@@ -1,7 +1,7 @@
 //! Resumable writes on S3.
 //!
-//! Bytes are buffered only up to the part size, so memory per upload is bounded by it. Full parts
-//! go into an S3 multipart upload at the write's key, each sent with its SHA-256 checksum, which
+//! Bytes are buffered up to the part size. Full parts go into an S3 multipart upload at the
+//! write's key, several at once ([`super::parts`]), each sent with its SHA-256 checksum, which
 //! the server verifies and records. Bytes short of a full part are kept in a *tail* object named by
 //! a fresh nonce on every append. The [`WriteState`] records the multipart upload id, the number of
 //! parts, a hash chain over their checksums, and the tail's nonce and length, so:
@@ -15,8 +15,8 @@
 //! travels back through the registry.
 
 use std::io;
+use std::sync::Arc;
 
-use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -25,6 +25,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::parts::{PartsInFlight, Target};
 use super::{S3Store, classify};
 use crate::storage::{ByteStream, Checkpoint, Error, Result, WriteState, checkpoint_at};
 
@@ -80,31 +81,6 @@ impl S3Store {
         self.key(&format!("{key}.tail-{nonce}"))
     }
 
-    async fn upload_part(
-        &self,
-        full_key: &str,
-        upload_id: &str,
-        number: u32,
-        data: Bytes,
-    ) -> Result<String> {
-        let checksum = STANDARD.encode(Sha256::digest(&data));
-        let bytes = data.len() as u64;
-        self.client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(full_key)
-            .upload_id(upload_id)
-            .part_number(number as i32)
-            .checksum_sha256(&checksum)
-            .body(S3Body::from(data))
-            .customize()
-            .config_override(self.sized(bytes))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(checksum)
-    }
-
     /// Starts a multipart upload at `full_key` and returns its id.
     pub(super) async fn create_multipart(
         &self,
@@ -126,8 +102,8 @@ impl S3Store {
         Ok(id.to_owned())
     }
 
-    /// Uploads `part` as the write's next part, starting the multipart upload if needed.
-    async fn flush_part(&self, full_key: &str, state: &mut Multipart, part: Bytes) -> Result<()> {
+    /// Where the write's parts go, starting its multipart upload if it has none yet.
+    async fn part_target(&self, full_key: &str, state: &mut Multipart) -> Result<Target> {
         let upload_id = match &state.upload_id {
             Some(id) => id.clone(),
             None => {
@@ -138,11 +114,12 @@ impl S3Store {
                 id
             }
         };
-        let number = state.parts + 1;
-        let checksum = self.upload_part(full_key, &upload_id, number, part).await?;
-        state.chain = chain_next(&state.chain, number, &checksum);
-        state.parts = number;
-        Ok(())
+        Ok(Target {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: full_key.to_owned(),
+            upload_id,
+        })
     }
 
     /// Checks that parts 1..=state.parts are the ones the state's chain vouches for, and returns
@@ -267,6 +244,15 @@ impl S3Store {
         drop(tail);
         let mut body = body;
         let mut size = state.size;
+        let mut target = None;
+        let mut in_flight = PartsInFlight::new(self.parts_in_flight, Arc::clone(&self.part_budget));
+        // Parts are handed back in order, so the chain follows them one by one.
+        let (first, mut started) = (next.parts, 0);
+        let (mut parts, mut chain) = (next.parts, std::mem::take(&mut next.chain));
+        let mut sent = |number: u32, checksum: String| {
+            chain = chain_next(&chain, number, &checksum);
+            parts = number;
+        };
         while let Some(chunk) = body.next().await {
             let mut chunk = chunk.map_err(Error::Body)?;
             size += chunk.len() as u64;
@@ -275,11 +261,22 @@ impl S3Store {
                 buffer.extend_from_slice(&chunk.split_to(room.min(chunk.len())));
                 if buffer.len() == part_size {
                     let part = std::mem::take(&mut buffer).freeze();
-                    self.flush_part(&full_key, &mut next, part).await?;
+                    let target = match &mut target {
+                        Some(target) => target,
+                        slot @ None => slot.insert(self.part_target(&full_key, &mut next).await?),
+                    };
+                    started += 1;
+                    let limits = self.sized(part_size as u64);
+                    in_flight
+                        .send(target, first + started, part, limits, &mut sent)
+                        .await?;
                     buffer = BytesMut::with_capacity(part_size);
                 }
             }
         }
+        in_flight.finish(&mut sent).await?;
+        next.parts = parts;
+        next.chain = chain;
         next.tail = nonce();
         next.tail_len = buffer.len() as u64;
         self.put_bytes(&self.tail_key(key, &next.tail)?, buffer.freeze())
