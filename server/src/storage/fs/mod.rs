@@ -21,8 +21,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio_util::io::ReaderStream;
+use tokio::io::AsyncSeekExt;
+
+mod streams;
 
 use super::{
     BlobStore, ByteStream, Checkpoint, Error, ObjectInfo, ObjectMeta, Result, WriteState,
@@ -34,7 +35,6 @@ const TMP_DIR: &str = ".stowage-tmp";
 const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
 /// How long an append waits for another request to release the same upload.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
-const READ_BUFFER: usize = 256 * 1024;
 /// Reads up to this size are done in one go (tag links, manifests, configs).
 const SMALL_READ: u64 = 64 * 1024;
 const NONCE_LEN: usize = 16;
@@ -318,10 +318,7 @@ impl BlobStore for FsStore {
         let opened = blocking(move || open_for_read(&path, range)).await?;
         Ok(match opened {
             Opened::Whole(bytes) => futures::stream::once(async { Ok(bytes) }).boxed(),
-            Opened::Stream(file, len) => {
-                let reader = fs::File::from_std(file).take(len);
-                ReaderStream::with_capacity(reader, READ_BUFFER).boxed()
-            }
+            Opened::Stream(file, len) => streams::read_body(file, len),
         })
     }
 
@@ -457,14 +454,7 @@ impl BlobStore for FsStore {
         let _lock = lock_resumable(&path).await?;
         let (mut file, current) = open_current(&path, state).await?;
         file.seek(SeekFrom::Start(state.size)).await?;
-        let mut body = body;
-        let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(Error::Body)?;
-            file.write_all(&chunk).await?;
-            written += chunk.len() as u64;
-        }
-        file.flush().await?;
+        let (written, file) = streams::write_body(file.into_std().await, body).await?;
         drop(file);
         let next = WriteState {
             size: state.size + written,
