@@ -2,9 +2,10 @@
 //!
 //! Every tokio file call is a hand-off to the blocking pool, one at a time, in the size of the
 //! caller's chunk (a request body arrives in frames of a few KiB). Here one blocking task owns
-//! the file for the whole transfer and moves [`BLOCK`]-sized buffers, a few ahead of the other
-//! side: reading the socket and hashing overlap writing the disk, and reading the disk overlaps
-//! sending. Memory per transfer is [`BLOCK`] × ([`AHEAD`] + 1).
+//! the file for the whole transfer and moves blocks, a few ahead of the other side: reading the
+//! socket and hashing overlap writing the disk, and reading the disk overlaps sending. Memory
+//! per transfer is a block × ([`AHEAD`] + 1): [`WRITE_BLOCK`] for an upload, the smaller
+//! [`READ_BLOCK`] for a pull, as pulls run by the hundred.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -15,8 +16,10 @@ use tokio::sync::mpsc;
 
 use crate::storage::{ByteStream, Error, Result};
 
-/// The unit of disk I/O.
-const BLOCK: usize = 1024 * 1024;
+/// The unit of an upload's disk writes.
+const WRITE_BLOCK: usize = 1024 * 1024;
+/// The unit of a pull's disk reads.
+const READ_BLOCK: usize = 256 * 1024;
 /// Blocks queued between the two sides.
 const AHEAD: usize = 2;
 
@@ -31,7 +34,7 @@ pub(super) async fn write_body(file: File, mut body: ByteStream) -> Result<(u64,
         Ok(file)
     });
     let mut written = 0u64;
-    let mut filling = BytesMut::with_capacity(BLOCK);
+    let mut filling = BytesMut::with_capacity(WRITE_BLOCK);
     let mut failed = None;
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
@@ -43,8 +46,9 @@ pub(super) async fn write_body(file: File, mut body: ByteStream) -> Result<(u64,
         };
         written += chunk.len() as u64;
         filling.extend_from_slice(&chunk);
-        if filling.len() >= BLOCK {
-            let block = std::mem::replace(&mut filling, BytesMut::with_capacity(BLOCK)).freeze();
+        if filling.len() >= WRITE_BLOCK {
+            let block =
+                std::mem::replace(&mut filling, BytesMut::with_capacity(WRITE_BLOCK)).freeze();
             if blocks.send(block).await.is_err() {
                 // The writer stopped: its error says why.
                 break;
@@ -70,7 +74,8 @@ pub(super) fn read_body(file: File, len: u64) -> ByteStream {
     tokio::task::spawn_blocking(move || {
         let mut reader = file.take(len);
         loop {
-            let mut block = BytesMut::zeroed(BLOCK);
+            let left = usize::try_from(reader.limit()).unwrap_or(READ_BLOCK);
+            let mut block = BytesMut::zeroed(left.min(READ_BLOCK));
             let read = match read_full(&mut reader, &mut block) {
                 Ok(0) => return,
                 Ok(read) => read,

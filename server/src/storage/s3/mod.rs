@@ -5,6 +5,7 @@
 
 mod multipart;
 mod parts;
+mod ranges;
 
 use std::fmt;
 use std::io;
@@ -96,6 +97,8 @@ pub struct S3Store {
     parts_in_flight: usize,
     /// Parts in flight beyond each upload's first, across all uploads.
     part_budget: Arc<tokio::sync::Semaphore>,
+    /// Blocks of large reads held beyond each read's first, across all reads.
+    read_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for S3Store {
@@ -184,6 +187,9 @@ impl S3Store {
             },
             part_size: config.part_size.max(MIN_PART_SIZE),
             parts_in_flight: config.upload_concurrency.max(1),
+            read_budget: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(PART_BUDGET / ranges::BLOCK).unwrap_or(1),
+            )),
             part_budget: Arc::new(tokio::sync::Semaphore::new(
                 usize::try_from(PART_BUDGET / config.part_size.max(MIN_PART_SIZE))
                     .unwrap_or(1)
@@ -326,9 +332,12 @@ impl S3Store {
         }
         let upload_id = self.create_multipart(to, None).await?;
         let mut parts = Vec::new();
-        for (index, start) in (0..size).step_by(self.copy_limit as usize).enumerate() {
-            let end = (start + self.copy_limit).min(size) - 1;
-            let number = index as i32 + 1;
+        // Parts of equal size, so none is tiny: Garage refuses to copy a small last part.
+        let count = size.div_ceil(self.copy_limit);
+        for index in 0..count {
+            let start = size * index / count;
+            let end = size * (index + 1) / count - 1;
+            let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
             let copied = self
                 .client
                 .upload_part_copy()
@@ -419,6 +428,23 @@ impl BlobStore for S3Store {
             .key(self.key(key)?);
         match range {
             Some(range) if range.is_empty() => return Ok(futures::stream::empty().boxed()),
+            Some(range) if range.end - range.start >= ranges::THRESHOLD => {
+                // The first block is asked for here, so a missing object fails the call.
+                let head = ranges::first_block(&range);
+                let first = request
+                    .range(format!("bytes={}-{}", head.start, head.end - 1))
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                return Ok(ranges::read(
+                    self.client.clone(),
+                    self.bucket.clone(),
+                    self.key(key)?,
+                    range,
+                    first,
+                    Arc::clone(&self.read_budget),
+                ));
+            }
             Some(range) => {
                 request = request.range(format!("bytes={}-{}", range.start, range.end - 1))
             }

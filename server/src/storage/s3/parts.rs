@@ -30,8 +30,15 @@ pub(super) struct Target {
     pub upload_id: String,
 }
 
-/// One part being sent: its number, and the task that answers its checksum.
-type Sending = (u32, AbortOnDropHandle<Result<String>>);
+/// A part S3 took.
+pub(super) struct Sent {
+    /// Its SHA-256, base64, as S3 checked and recorded it.
+    pub checksum: String,
+    pub e_tag: Option<String>,
+}
+
+/// One part being sent: its number, and the task that answers for it.
+type Sending = (u32, AbortOnDropHandle<Result<Sent>>);
 
 /// The parts of one append still in flight, oldest first. Dropping it cancels them.
 pub(super) struct PartsInFlight {
@@ -96,24 +103,24 @@ impl PartsInFlight {
         let Some((number, task)) = self.sending.pop_front() else {
             return Ok(());
         };
-        let checksum = task
+        let sent = task
             .await
             .map_err(|err| std::io::Error::other(format!("part upload task failed: {err}")))??;
-        done(number, checksum);
+        done(number, sent.checksum);
         Ok(())
     }
 }
 
-/// Hashes and sends one part; its SHA-256, which S3 checks and records.
-async fn send_part(
+/// Hashes and sends one part, with its SHA-256 for S3 to check and record.
+pub(super) async fn send_part(
     target: Target,
     number: u32,
     data: Bytes,
     override_config: aws_sdk_s3::config::Builder,
     _permit: Option<OwnedSemaphorePermit>,
-) -> Result<String> {
+) -> Result<Sent> {
     let checksum = STANDARD.encode(Sha256::digest(&data));
-    target
+    let output = target
         .client
         .upload_part()
         .bucket(target.bucket)
@@ -127,5 +134,8 @@ async fn send_part(
         .send()
         .await
         .map_err(classify)?;
-    Ok(checksum)
+    Ok(Sent {
+        checksum,
+        e_tag: output.e_tag().map(str::to_owned),
+    })
 }
