@@ -602,3 +602,41 @@ fn notification_endpoints_load_in_the_server() {
     }
     assert!(served);
 }
+
+#[test]
+fn the_blob_cache_and_its_redis_url_load_in_the_server() {
+    let registry = registry(json!({
+        "storage": {"s3": {"bucket": "images", "credentialsSecret": {"name": "s3-creds"}}},
+        "blobCache": {"entries": 5000, "redisUrl": {"name": "redis", "key": "url"}}
+    }));
+    let mut cluster = cluster(&registry, false);
+    cluster.secrets.push(secret(
+        "redis",
+        &[("url", "redis://cache:s3cret@redis.cache.svc:6379/1")],
+    ));
+    let mut served = false;
+    for (_, pod) in pods(&registry, &cluster) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (command, config) = resolve_at(root.path(), &cluster, &pod, &pod.containers[0]);
+        if !matches!(command, Command::Serve(_)) {
+            continue;
+        }
+        served = true;
+        assert_eq!(config.blob_cache.entries, 5000);
+        let url = config
+            .blob_cache
+            .redis
+            .as_ref()
+            .expect("the Redis URL, read from the Secret");
+        // The password is the Secret's, and never printed.
+        assert_eq!(format!("{url:?}"), "redis://redis.cache.svc:6379/1");
+        assert_eq!(
+            url,
+            &stowage::registry::descriptors::RedisUrl::parse(
+                "redis://cache:s3cret@redis.cache.svc:6379/1"
+            )
+            .expect("a URL")
+        );
+    }
+    assert!(served);
+}

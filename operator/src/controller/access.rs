@@ -29,7 +29,8 @@ fn auth_secret_files(registry: &Registry) -> Vec<(&'static str, &SecretFile)> {
     .collect()
 }
 
-/// The Secrets `spec.auth`, `spec.tls` and `spec.proxy` name, whose changes should be seen.
+/// The Secrets the spec names (auth, TLS, upstreams, notifications, the blob cache's Redis URL),
+/// whose changes should be seen.
 pub(super) fn secrets(registry: &Registry) -> Vec<String> {
     auth_secret_files(registry)
         .into_iter()
@@ -37,6 +38,7 @@ pub(super) fn secrets(registry: &Registry) -> Vec<String> {
         .chain(resources::tls_secret_name(registry))
         .chain(resources::proxy_secrets(registry))
         .chain(resources::notification_secrets(registry))
+        .chain(resources::blob_cache_secret(registry))
         .collect()
 }
 
@@ -63,6 +65,11 @@ pub(super) async fn check_auth_secrets(
             resources::notification_secrets(registry)
                 .into_iter()
                 .map(|name| ("notification secret", name)),
+        )
+        .chain(
+            resources::blob_cache_secret(registry)
+                .into_iter()
+                .map(|name| ("blob cache Redis URL", name)),
         );
     for (what, name) in needed {
         let found = api

@@ -5,6 +5,7 @@
 //! wrong `Registry` is refused by `kubectl apply` rather than reported later in its status.
 
 mod access;
+mod cache;
 mod monitoring;
 mod notifications;
 mod proxy;
@@ -24,6 +25,7 @@ pub use access::{
     AccessRule, Auth, CertIssuerRef, Challenge, IssuerKind, RuleAction, SecretFile, Tls,
     TokenIssuer, WorkloadIdentity,
 };
+pub use cache::BlobCache;
 pub use monitoring::{Monitoring, ServiceMonitor};
 pub use notifications::{Endpoint, EventAction, Notifications, SecretKey};
 pub use proxy::{Proxy, Upstream};
@@ -127,6 +129,11 @@ pub struct RegistrySpec {
     /// Webhooks for registry events (push, pull, delete, mount), in CNCF Distribution's format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Notifications>,
+
+    /// The blob-descriptor cache of the pods, optionally shared in Redis. Unset: each pod keeps
+    /// the server's default (100000 facts in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_cache: Option<BlobCache>,
 
     /// How the registry is exposed inside the cluster.
     #[serde(default)]

@@ -96,6 +96,9 @@ pub fn server_config(registry: &Registry, facts: &ClusterFacts) -> String {
     if let Some(notifications) = super::notifications::notifications_table(registry) {
         set("notifications", Value::Table(notifications));
     }
+    if let Some(cache) = super::cache::blob_cache_table(registry) {
+        set("blob-cache", Value::Table(cache));
+    }
     format!(
         "# Written by stowage-operator for Registry {}/{}; edits are overwritten.\n{table}",
         registry.namespace().unwrap_or_default(),

@@ -3,6 +3,7 @@
 //! operator writes can be unit tested field by field.
 
 mod access;
+mod cache;
 mod config;
 mod jobs;
 mod keys;
@@ -27,6 +28,7 @@ pub use access::{
     policy_secret, policy_secret_name, service_names, tls_secret_name,
     workload_identity_without_issuer,
 };
+pub use cache::{blob_cache_secret, blob_cache_table, blob_cache_volumes};
 pub use config::{CONFIG_FILE, config_map, server_config};
 pub use jobs::{Task, cron_job};
 pub use keys::{

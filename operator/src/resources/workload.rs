@@ -63,6 +63,9 @@ pub fn deployment(registry: &Registry, inputs: &Inputs) -> Deployment {
     let (event_volumes, event_mounts) = super::notifications::notification_volumes(registry);
     volumes.extend(event_volumes);
     mounts.extend(event_mounts);
+    let (cache_volumes, cache_mounts) = super::cache::blob_cache_volumes(registry);
+    volumes.extend(cache_volumes);
+    mounts.extend(cache_mounts);
     container
         .volume_mounts
         .get_or_insert_with(Vec::new)
