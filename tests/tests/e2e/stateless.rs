@@ -102,7 +102,9 @@ async fn patch_retried_after_the_server_died_mid_request() {
     let token_before_crash = location(&survivor, &response);
 
     // Send half of the second chunk to the doomed replica, then kill it while it waits for more.
-    let second = chunk(2, 1 << 20);
+    // Half is 2 MiB: more than the server buffers before writing (1 MiB), so part of it is on
+    // disk past the upload's offset when the replica dies.
+    let second = chunk(2, 4 << 20);
     let half = Bytes::copy_from_slice(&second[..second.len() / 2]);
     let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
     let body = futures::stream::once(async move { Ok::<_, std::io::Error>(half) }).chain(
