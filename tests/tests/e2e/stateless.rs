@@ -102,7 +102,7 @@ async fn patch_retried_after_the_server_died_mid_request() {
     let token_before_crash = location(&survivor, &response);
 
     // Send half of the second chunk to the doomed replica, then kill it while it waits for more.
-    // Half is 2 MiB: more than the server buffers before writing (1 MiB), so part of it is on
+    // Half is 2 MiB: more than the server buffers before writing (512 KiB), so part of it is on
     // disk past the upload's offset when the replica dies.
     let second = chunk(2, 4 << 20);
     let half = Bytes::copy_from_slice(&second[..second.len() / 2]);

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::storage::{ByteStream, Error, Result};
 
 /// The unit of an upload's disk writes.
-const WRITE_BLOCK: usize = 1024 * 1024;
+const WRITE_BLOCK: usize = 512 * 1024;
 /// The unit of a pull's disk reads.
 const READ_BLOCK: usize = 256 * 1024;
 /// Blocks queued between the two sides.
