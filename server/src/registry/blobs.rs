@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::descriptors::Known;
+use super::descriptors::{BlobDescriptors, Known, Ticket};
 use super::{Error, Registry, Result};
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{ByteStream, layout};
@@ -11,17 +11,11 @@ use crate::storage::{ByteStream, layout};
 impl Registry {
     /// The size of a blob linked into `name`, from the blob-descriptor cache where it can.
     pub async fn blob_size(&self, name: &RepositoryName, digest: &Digest) -> Result<u64> {
-        let Some(cache) = &self.descriptors else {
+        let Some((cache, ticket, known)) = self.cached(name, digest).await else {
             return self
                 .blob_size_in_storage(name, digest, Known::default())
                 .await;
         };
-        let Some(ticket) = cache.ticket(digest) else {
-            return self
-                .blob_size_in_storage(name, digest, Known::default())
-                .await;
-        };
-        let known = cache.lookup(ticket, name, digest).await;
         if let (Some(size), true) = (known.size, known.linked) {
             return Ok(size);
         }
@@ -43,18 +37,26 @@ impl Registry {
         name: &RepositoryName,
         digest: &Digest,
     ) -> Result<u64> {
-        let size = match &self.descriptors {
-            Some(cache) => match cache.ticket(digest) {
-                Some(ticket) => cache.lookup(ticket, name, digest).await.size,
-                None => None,
-            },
-            None => None,
-        };
         let known = Known {
-            size,
+            size: self
+                .cached(name, digest)
+                .await
+                .and_then(|(_, _, known)| known.size),
             linked: false,
         };
         self.blob_size_in_storage(name, digest, known).await
+    }
+
+    /// What the blob-descriptor cache knows, with the cache and the ticket to store more under;
+    /// `None` when there is no cache or it may not be used for `digest` now.
+    async fn cached(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+    ) -> Option<(&BlobDescriptors, Ticket, Known)> {
+        let cache = self.descriptors.as_deref()?;
+        let ticket = cache.ticket(digest)?;
+        Some((cache, ticket, cache.lookup(ticket, name, digest).await))
     }
 
     /// Asks storage what `known` does not already tell: is the blob linked, how big is it.

@@ -78,7 +78,7 @@ pub struct Ticket(u64);
 pub struct BlobDescriptors {
     local: LocalTier,
     shared: Option<SharedTier>,
-    sweeps: Arc<SweepWatch>,
+    sweeps: SweepWatch,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
@@ -101,11 +101,10 @@ impl BlobDescriptors {
         if let Some(url) = &config.redis {
             tracing::info!(redis = ?url, "blob cache shared in Redis");
         }
-        let sweeps = SweepWatch::new();
         let cache = Arc::new(Self {
             local,
             shared,
-            sweeps: Arc::clone(&sweeps),
+            sweeps: SweepWatch::new(),
             metrics,
         });
         sweeps::spawn(store, Arc::downgrade(&cache));

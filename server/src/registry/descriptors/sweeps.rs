@@ -30,13 +30,13 @@ struct Seen {
 pub(super) struct SweepWatch(RwLock<Seen>);
 
 impl SweepWatch {
-    pub(super) fn new() -> Arc<Self> {
-        Arc::new(Self(RwLock::new(Seen {
+    pub(super) fn new() -> Self {
+        Self(RwLock::new(Seen {
             generation: 0,
             looked: None,
             marker: None,
             candidates: BTreeSet::new(),
-        })))
+        }))
     }
 
     fn seen(&self) -> std::sync::RwLockReadGuard<'_, Seen> {
@@ -118,8 +118,7 @@ pub(super) fn spawn(store: Arc<dyn BlobStore>, cache: Weak<BlobDescriptors>) {
         loop {
             ticks.tick().await;
             let Some(cache) = cache.upgrade() else { return };
-            let watch = Arc::clone(&cache.sweeps);
-            watch.look(store.as_ref(), &cache).await;
+            cache.sweeps.look(store.as_ref(), &cache).await;
         }
     });
 }

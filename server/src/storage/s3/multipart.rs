@@ -114,12 +114,17 @@ impl S3Store {
                 id
             }
         };
-        Ok(Target {
+        Ok(self.target(full_key, &upload_id))
+    }
+
+    /// Where the parts of the multipart upload `upload_id` at `full_key` go.
+    fn target(&self, full_key: &str, upload_id: &str) -> Target {
+        Target {
             client: self.client.clone(),
             bucket: self.bucket.clone(),
             key: full_key.to_owned(),
-            upload_id,
-        })
+            upload_id: upload_id.to_owned(),
+        }
     }
 
     /// Checks that parts 1..=state.parts are the ones the state's chain vouches for, and returns
@@ -236,8 +241,8 @@ impl S3Store {
             Err(Error::NotFound) => return Err(self.missing_tail(key).await?),
             Err(err) => return Err(err),
         };
-        // One part-sized buffer, filled to the brim and never grown: memory per upload is the
-        // part size plus one incoming frame.
+        // One part-sized buffer, filled to the brim and never grown, then handed to the parts in
+        // flight: memory per upload is that buffer plus the parts in flight (see `parts`).
         let part_size = self.part_size as usize;
         let mut buffer = BytesMut::with_capacity(part_size);
         buffer.extend_from_slice(&tail);
@@ -322,12 +327,7 @@ impl S3Store {
             // Garage refuses to copy a part from an object under 1 MiB. It is under a part.
             let number = current.parts + 1;
             let bytes = self.read_all(&tail).await?.freeze();
-            let target = Target {
-                client: self.client.clone(),
-                bucket: self.bucket.clone(),
-                key: full_key.clone(),
-                upload_id: upload_id.clone(),
-            };
+            let target = self.target(&full_key, upload_id);
             let sent = send_part(target, number, bytes, self.sized(current.tail_len), None).await?;
             parts.push(
                 CompletedPart::builder()
