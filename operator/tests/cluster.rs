@@ -15,8 +15,8 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use stowage_operator::controller::{self, Context};
@@ -86,14 +86,26 @@ async fn a_registry_on_a_real_cluster() {
         .await
         .expect("a cluster client from KUBECONFIG");
 
+    // The CRD exactly as `helm install` applies it: the API server checks its CEL rules' cost
+    // here, and a refusal ends the test with the API server's own words.
+    let chart_crd = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/stowage-operator/files/registries.stowage.dev.yaml"
+    );
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_crd).expect("the chart's CRD"))
+            .expect("the chart's CRD parses");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "registries.stowage.dev",
-        &PatchParams::apply("stowage-e2e").force(),
-        &Patch::Apply(Registry::crd()),
-    )
-    .await
-    .expect("the CRD installs");
+    if let Err(refusal) = crds
+        .patch(
+            "registries.stowage.dev",
+            &PatchParams::apply("stowage-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+    {
+        panic!("the API server refused the Registry CRD, so `helm install` fails: {refusal}");
+    }
     eventually("the CRD to be established", 60, || async {
         let crd = crds.get("registries.stowage.dev").await.ok()?;
         let established = crd

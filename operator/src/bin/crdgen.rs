@@ -4,6 +4,8 @@
 //! - `crdgen crd`: the CRD
 //! - `crdgen rbac`: the operator's RBAC rules
 //! - `crdgen leader-election-rbac`: the rules for its Lease
+//! - `crdgen cost`: the API server's cost estimate of the CRD's CEL rules; fails on what it would
+//!   refuse
 //! - `crdgen check FILE…`: every `Registry` in the YAML files, checked as the API server would
 
 use stowage_operator::manifests;
@@ -15,9 +17,14 @@ fn main() {
         Some("rbac") => manifests::rbac_rules_yaml(),
         Some("leader-election-rbac") => manifests::leader_election_rules_yaml(),
         Some("check") => std::process::exit(check(&args[1..])),
+        Some("cost") => {
+            let report = manifests::crd_cost();
+            print!("{report}");
+            std::process::exit(i32::from(!report.problems().is_empty()));
+        }
         Some(other) => {
             eprintln!(
-                "usage: crdgen [crd|rbac|leader-election-rbac|check FILE…]; unknown {other:?}"
+                "usage: crdgen [crd|rbac|leader-election-rbac|cost|check FILE…]; unknown {other:?}"
             );
             std::process::exit(2);
         }

@@ -6,7 +6,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::SigningKey;
+use super::{SigningKey, bounds};
 
 /// Access control: accounts, rules, tokens. The htpasswd Secret and the rules reach every pod
 /// without a restart (the server reads them again when the mounted files change).
@@ -20,11 +20,13 @@ pub struct Auth {
 
     /// Groups of users, for the `group:<name>` subjects of rules.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::groups)]
     pub groups: BTreeMap<String, Vec<String>>,
 
     /// Rules, read top to bottom: the first whose repositories match and whose subjects include
     /// the caller grants exactly its actions. Unset: authenticated callers may do everything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::ACCESS_RULES))]
     pub rules: Vec<AccessRule>,
 
     /// Let anyone pull, with or without credentials, where no rule decides otherwise.
@@ -37,11 +39,13 @@ pub struct Auth {
 
     /// The service name of challenges and tokens (default `stowage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::NAME))]
     pub service: Option<String>,
 
     /// The token endpoint's public URL, when an ingress changes the host or scheme clients
     /// use. Unset: derived from each request's Host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::URL))]
     pub realm: Option<String>,
 
     /// The key that signs tokens, shared by every replica.
@@ -64,10 +68,11 @@ pub struct Auth {
 #[serde(rename_all = "camelCase")]
 pub struct SecretFile {
     /// The Secret's name, in the Registry's namespace.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = bounds::NAME))]
     pub name: String,
     /// The key within the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::NAME))]
     pub key: Option<String>,
 }
 
@@ -80,15 +85,21 @@ pub struct SecretFile {
 pub struct AccessRule {
     /// Repository patterns: `*` matches within one path segment, `**` across segments
     /// (`team-a/**`, `*/cache`, `**`).
-    #[schemars(length(min = 1))]
+    #[schemars(
+        length(min = 1, max = bounds::RULE_ENTRIES),
+        inner(length(max = bounds::REPOSITORY))
+    )]
     pub repositories: Vec<String>,
     /// Who the rule is for: `anonymous`, `authenticated`, `user:<name>`, `group:<name>`. Service
     /// accounts are users `system:serviceaccount:<namespace>:<name>`, in the groups
     /// `system:serviceaccounts` and `system:serviceaccounts:<namespace>`.
-    #[schemars(length(min = 1))]
+    #[schemars(
+        length(min = 1, max = bounds::RULE_ENTRIES),
+        inner(length(max = bounds::SUBJECT))
+    )]
     pub subjects: Vec<String>,
     /// What they may do.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 4))]
     pub actions: Vec<RuleAction>,
 }
 
@@ -141,22 +152,24 @@ impl Challenge {
     .message("set rootCertBundle or jwksUrl: the keys that sign the tokens"))]
 pub struct TokenIssuer {
     /// The token server's URL, where clients are sent.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = bounds::URL))]
     pub realm: String,
     /// The service its tokens are for (their audience).
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = bounds::NAME))]
     pub service: String,
     /// Its name in the tokens (`iss`).
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = bounds::URL))]
     pub issuer: String,
     /// A Secret with PEM certificates whose keys sign the tokens; `key` defaults to `ca.crt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_cert_bundle: Option<SecretFile>,
     /// An https:// URL of its JWKS, fetched and kept fresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::URL))]
     pub jwks_url: Option<String>,
     /// Signature algorithms accepted (default: RS*, PS*, ES256, ES384, EdDSA).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 16)))]
     pub algorithms: Vec<String>,
 }
 
@@ -166,11 +179,12 @@ pub struct TokenIssuer {
 pub struct WorkloadIdentity {
     /// The audience tokens must be issued for: pods project a token with this audience.
     #[serde(default = "stowage")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = bounds::URL))]
     pub audience: String,
     /// The cluster's service account issuer. Unset: the one that issued the operator's own
     /// token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::URL))]
     pub issuer: Option<String>,
 }
 
@@ -187,6 +201,7 @@ pub struct Tls {
     /// A kubernetes.io/tls Secret (`tls.crt`, `tls.key`). Rotating it in place reaches the pods
     /// without a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::NAME))]
     pub secret_name: Option<String>,
     /// A cert-manager Issuer or ClusterIssuer: the operator creates a Certificate, stored in the
     /// Secret `<name>-tls`, for the Service's names and `dnsNames`.
@@ -194,6 +209,7 @@ pub struct Tls {
     pub issuer_ref: Option<CertIssuerRef>,
     /// More names for the certificate, such as an ingress host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::SHORT_LIST), inner(length(max = bounds::NAME)))]
     pub dns_names: Vec<String>,
 }
 
@@ -201,11 +217,12 @@ pub struct Tls {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CertIssuerRef {
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = bounds::NAME))]
     pub name: String,
     #[serde(default)]
     pub kind: IssuerKind,
     #[serde(default = "cert_manager_group")]
+    #[schemars(length(max = bounds::NAME))]
     pub group: String,
 }
 

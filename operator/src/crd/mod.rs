@@ -5,7 +5,9 @@
 //! wrong `Registry` is refused by `kubectl apply` rather than reported later in its status.
 
 mod access;
+pub mod bounds;
 mod cache;
+pub mod cost;
 mod monitoring;
 mod notifications;
 mod proxy;
@@ -81,6 +83,7 @@ pub const GROUP: &str = "stowage.dev";
 pub struct RegistrySpec {
     /// The server image. Defaults to the `stowage` image of the operator's own version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::IMAGE))]
     pub image: Option<String>,
 
     /// When to pull the image: Always, IfNotPresent or Never.
@@ -89,6 +92,7 @@ pub struct RegistrySpec {
 
     /// Secrets for pulling the image from a private registry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), transform = bounds::kubernetes)]
     pub image_pull_secrets: Vec<LocalObjectReference>,
 
     /// How many server pods run; `kubectl scale` sets it. While `autoscaling` is set the
@@ -141,6 +145,7 @@ pub struct RegistrySpec {
 
     /// CPU and memory for each server pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::kubernetes)]
     pub resources: Option<ResourceRequirements>,
 
     /// Where the server pods may run.
@@ -149,6 +154,7 @@ pub struct RegistrySpec {
 
     /// Annotations for the ServiceAccount, such as an IAM role for S3 access.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::string_map::<{ bounds::ANNOTATIONS }, { bounds::ANNOTATION_VALUE }>)]
     pub service_account_annotations: BTreeMap<String, String>,
 
     /// Online garbage collection, run by a CronJob.
@@ -241,14 +247,17 @@ pub struct Storage {
 pub struct FilesystemStorage {
     /// Size of the claim the operator makes.
     #[serde(default = "volume_size")]
+    #[schemars(transform = bounds::kubernetes)]
     pub size: Quantity,
 
     /// Storage class of the claim; the cluster's default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::NAME))]
     pub storage_class_name: Option<String>,
 
     /// Use this existing claim instead of making one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::NAME))]
     pub existing_claim: Option<String>,
 
     /// Keep the claim the operator made when the Registry is deleted.
@@ -267,10 +276,12 @@ pub struct S3Storage {
 
     /// The bucket's region.
     #[serde(default = "region")]
+    #[schemars(length(max = 64))]
     pub region: String,
 
     /// The S3 endpoint for servers other than AWS, such as `http://garage.storage:3900`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::URL))]
     pub endpoint: Option<String>,
 
     /// Address the bucket in the path rather than the host name (most self-hosted servers).
@@ -280,6 +291,7 @@ pub struct S3Storage {
     /// A prefix for every key, to share a bucket. Immutable, like the bucket.
     #[serde(default)]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("rootPrefix is immutable"))]
+    #[schemars(length(max = bounds::KEY_PREFIX))]
     pub root_prefix: String,
 
     /// Send pulls straight to S3 with presigned URLs.
@@ -297,14 +309,17 @@ pub struct S3Storage {
 #[serde(rename_all = "camelCase")]
 pub struct S3Credentials {
     /// Name of the Secret, in the Registry's namespace.
+    #[schemars(length(max = bounds::NAME))]
     pub name: String,
 
     /// The Secret's key holding the access key ID.
     #[serde(default = "access_key_id_key")]
+    #[schemars(length(max = bounds::NAME))]
     pub access_key_id_key: String,
 
     /// The Secret's key holding the secret access key.
     #[serde(default = "secret_access_key_key")]
+    #[schemars(length(max = bounds::NAME))]
     pub secret_access_key_key: String,
 }
 
@@ -316,11 +331,13 @@ pub struct SigningKey {
     /// `previous`). Unset: the operator generates `<name>-upload-key` (or `<name>-token-key`)
     /// once and keeps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::NAME))]
     pub secret_name: Option<String>,
 
     /// Set to a new value to rotate the generated key: a new key becomes current and the old one
     /// stays accepted as previous, so uploads under way finish and tokens stay valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::NAME))]
     pub rotation: Option<String>,
 }
 
@@ -339,6 +356,7 @@ pub struct ServiceSettings {
 
     /// Annotations for the Service, such as a load balancer's settings.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::string_map::<{ bounds::ANNOTATIONS }, { bounds::ANNOTATION_VALUE }>)]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -376,23 +394,29 @@ impl ServiceType {
 #[serde(rename_all = "camelCase")]
 pub struct Scheduling {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::string_map::<{ bounds::ANNOTATIONS }, { bounds::LABEL_VALUE }>)]
     pub node_selector: BTreeMap<String, String>,
 
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = bounds::kubernetes)]
     pub tolerations: Vec<Toleration>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::kubernetes)]
     pub affinity: Option<Affinity>,
 
     /// Spread constraints; their label selector may be left out, the server pods' is filled in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = bounds::kubernetes)]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::NAME))]
     pub priority_class_name: Option<String>,
 
     /// Extra annotations on the server pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::string_map::<{ bounds::ANNOTATIONS }, { bounds::ANNOTATION_VALUE }>)]
     pub pod_annotations: BTreeMap<String, String>,
 }
 
@@ -402,12 +426,12 @@ pub struct Scheduling {
 pub struct GarbageCollection {
     /// When to run, in cron syntax.
     #[serde(default = "gc_schedule")]
-    #[schemars(length(min = 9))]
+    #[schemars(length(min = 9, max = bounds::SCHEDULE))]
     pub schedule: String,
 
     /// Nothing younger than this is deleted, such as `1h` or `30m`.
     #[serde(default = "gc_grace_period")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
     pub grace_period: String,
 
     /// Also delete manifests that no tag refers to.
@@ -448,12 +472,12 @@ pub struct Limits {
 
     /// How long a connection may take to send a request's headers (and idle between requests).
     #[serde(default = "header_read_timeout")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
     pub header_read_timeout: String,
 
     /// How long a request body may send nothing before the request fails.
     #[serde(default = "body_idle_timeout")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
     pub body_idle_timeout: String,
 
     /// Requests per second per client (429 beyond), off when unset.
@@ -469,6 +493,7 @@ pub struct Limits {
     /// Proxies (addresses or CIDR ranges) whose X-Forwarded-For names the client, such as the
     /// ingress controller's pod range.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::SHORT_LIST), inner(length(max = bounds::ADDRESS)))]
     pub trusted_proxies: Vec<String>,
 }
 
@@ -492,12 +517,12 @@ impl Default for Limits {
 pub struct UploadPurging {
     /// When to run, in cron syntax.
     #[serde(default = "purge_schedule")]
-    #[schemars(length(min = 9))]
+    #[schemars(length(min = 9, max = bounds::SCHEDULE))]
     pub schedule: String,
 
     /// Upload sessions started longer ago than this are deleted, such as `168h`.
     #[serde(default = "purge_max_age")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
     pub max_age: String,
 
     /// Stop scheduling runs.
@@ -667,16 +692,34 @@ mod tests {
     use super::Registry;
 
     fn schema() -> Value {
-        let crd = Registry::crd();
-        let version = &crd.spec.versions[0];
-        serde_json::to_value(
-            version
-                .schema
-                .as_ref()
-                .and_then(|s| s.open_api_v3_schema.as_ref())
-                .expect("schema"),
-        )
-        .expect("JSON")
+        crate::manifests::crd_schema()
+    }
+
+    /// Every rule, estimated as the API server estimates it when the CRD is applied: within the
+    /// limits, and with a bound on everything a rule can reach.
+    #[test]
+    fn the_api_server_accepts_the_rules_cost() {
+        fn count_rules(value: &Value) -> usize {
+            match value {
+                Value::Object(map) => {
+                    let here = map
+                        .get("x-kubernetes-validations")
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len);
+                    here + map.values().map(count_rules).sum::<usize>()
+                }
+                Value::Array(items) => items.iter().map(count_rules).sum(),
+                _ => 0,
+            }
+        }
+        let report = super::cost::estimate(&schema());
+        assert_eq!(report.problems(), Vec::<String>::new(), "\n{report}");
+        assert_eq!(
+            report.rules.len(),
+            count_rules(&schema()),
+            "every rule is estimated"
+        );
+        assert!(report.rules.len() >= 10, "\n{report}");
     }
 
     #[expect(
@@ -708,9 +751,13 @@ mod tests {
             json!({"name": "scanner", "url": "https://scanner/events", "ignoredActions": ["pull"]});
         let audit = json!({"name": "audit", "url": "http://audit:8080/"});
         assert!(broken(spec(json!([scanner, audit])), None).is_empty());
+        // Names are the keys of the list: the API server refuses a repeated one.
         assert_eq!(
-            broken(spec(json!([scanner, scanner])), None),
-            ["each endpoint needs its own name"]
+            crate::manifests::check_registry(&object(spec(json!([scanner, audit, scanner])))),
+            Err(vec![
+                r#"spec.notifications.endpoints[2]: Duplicate value: {"name":"scanner"}"#
+                    .to_owned()
+            ])
         );
         assert_eq!(
             broken(spec(json!([{"name": "x", "url": "scanner/events"}])), None),
@@ -726,8 +773,10 @@ mod tests {
             json!({"prefix": "ghcr.io", "url": "https://ghcr.io", "credentialsSecret": "ghcr"});
         assert!(broken(spec(json!([hub, ghcr])), None).is_empty());
         assert_eq!(
-            broken(spec(json!([hub, hub])), None),
-            ["each upstream needs its own prefix"]
+            crate::manifests::check_registry(&object(spec(json!([hub, hub])))),
+            Err(vec![
+                r#"spec.proxy.upstreams[1]: Duplicate value: {"prefix":"docker.io"}"#.to_owned()
+            ])
         );
         let bare = json!({"prefix": "quay.io", "url": "quay.io"});
         assert_eq!(

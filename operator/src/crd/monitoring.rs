@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
+
 /// Monitoring of the server pods, which always serve `/metrics` on their `metrics` port.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -21,10 +23,11 @@ pub struct Monitoring {
 pub struct ServiceMonitor {
     /// How often Prometheus scrapes.
     #[serde(default = "interval")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
     pub interval: String,
     /// Labels on the ServiceMonitor, such as the one your Prometheus selects.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::string_map::<{ bounds::ANNOTATIONS }, { bounds::LABEL_VALUE }>)]
     pub labels: BTreeMap<String, String>,
 }
 

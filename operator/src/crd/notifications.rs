@@ -6,14 +6,16 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
+
 /// Where registry events (push, pull, delete, mount) are sent, in CNCF Distribution's format.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = kube::core::Rule::new(
-    "self.endpoints.all(e, self.endpoints.exists_one(f, f.name == e.name))"
-).message("each endpoint needs its own name"))]
 #[serde(rename_all = "camelCase")]
 pub struct Notifications {
+    /// The webhooks, each with its own name: a list keyed by `name`, so the API server refuses
+    /// two of one name and server-side apply merges them by name.
     #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub endpoints: Vec<Endpoint>,
 }
 
@@ -28,15 +30,17 @@ pub struct Endpoint {
     #[schemars(length(min = 1, max = 63), pattern(r"^[A-Za-z0-9_-]+$"))]
     pub name: String,
 
-    #[schemars(length(min = 8, max = 2048))]
+    #[schemars(length(min = 8, max = bounds::URL))]
     pub url: String,
 
     /// Headers sent with every delivery.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::string_map::<{ bounds::ANNOTATIONS }, { bounds::ANNOTATION_VALUE }>)]
     pub headers: BTreeMap<String, String>,
 
     /// Headers whose values are secret, each from a key of a Secret in the Registry's namespace.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::map::<{ bounds::ANNOTATIONS }>)]
     pub secret_headers: BTreeMap<String, SecretKey>,
 
     /// A key to sign each delivery with: `X-Stowage-Signature: sha256=<HMAC-SHA256 of the body>`.
@@ -45,20 +49,22 @@ pub struct Endpoint {
 
     /// How long a delivery may take.
     #[serde(default = "timeout")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m))+$"))]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(ms|s|m))+$"))]
     pub timeout: String,
 
     /// The first wait after a failed delivery; it doubles up to a minute.
     #[serde(default = "backoff")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m))+$"))]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(ms|s|m))+$"))]
     pub backoff: String,
 
     /// Events whose target has one of these media types are not sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::SHORT_LIST), inner(length(max = bounds::MEDIA_TYPE)))]
     pub ignored_media_types: Vec<String>,
 
     /// Actions not sent: push, pull, delete, mount.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
     pub ignored_actions: Vec<EventAction>,
 }
 
@@ -66,9 +72,9 @@ pub struct Endpoint {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKey {
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = bounds::NAME))]
     pub name: String,
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = bounds::NAME))]
     pub key: String,
 }
 

@@ -3,21 +3,22 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
+
 /// Upstream registries this registry mirrors, beside its own repositories.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = kube::core::Rule::new(
-    "self.upstreams.all(u, self.upstreams.exists_one(v, v.prefix == u.prefix))"
-).message("each upstream needs its own prefix"))]
 #[serde(rename_all = "camelCase")]
 pub struct Proxy {
-    /// The upstreams, each serving the repositories below its prefix.
+    /// The upstreams, each serving the repositories below its own prefix: a list keyed by
+    /// `prefix`, so the API server refuses two of one prefix.
     #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["prefix".into()]))]
     pub upstreams: Vec<Upstream>,
 
     /// Mirrored repositories nobody pulled for this long are removed by garbage collection
     /// (`720h`). Unset: they are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^([0-9]+(s|m|h|d))+$"))]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(s|m|h|d))+$"))]
     pub retention: Option<String>,
 }
 
@@ -43,12 +44,12 @@ pub struct Upstream {
     /// A Secret in the Registry's namespace with `username` and `password` keys (a password or
     /// an access token), or a `token` key sent as a bearer token. Read again when it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = bounds::NAME))]
     pub credentials_secret: Option<String>,
 
     /// How long a cached tag is served before the upstream is asked whether it moved.
     #[serde(default = "tag_ttl")]
-    #[schemars(pattern(r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(ms|s|m|h))+$"))]
     pub tag_ttl: String,
 
     /// When the upstream is down, serve cached tags anyway (with a `Warning` header).
