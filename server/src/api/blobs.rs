@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::headers::{ByteRange, DOCKER_CONTENT_DIGEST, parse_range};
@@ -48,8 +48,15 @@ async fn fetch(call: Call, name: RepositoryName, digest: Digest) -> Result<Respo
     {
         match proxy.blob(registry, &name, &route, &digest, head).await? {
             BlobAnswer::Cached { size } => known = Some(size),
-            BlobAnswer::Upstream { size } => {
-                return blob_headers(&digest, StatusCode::OK, size)
+            BlobAnswer::Upstream { size, media_type } => {
+                let mut response = blob_headers(&digest, StatusCode::OK, size);
+                // The upstream's own media type, where it names one.
+                if let Some(value) = media_type.and_then(|m| HeaderValue::from_str(&m).ok())
+                    && let Some(headers) = response.headers_mut()
+                {
+                    headers.insert(header::CONTENT_TYPE, value);
+                }
+                return response
                     .body(Body::empty())
                     .map_err(|err| ApiError::internal(&err));
             }

@@ -133,16 +133,31 @@ impl RegistryClient {
             .await
     }
 
-    /// The size of a blob, from a `HEAD`; `None` when the registry does not have it.
-    pub async fn blob_size(
+    /// A blob's size and media type, from a `HEAD`; `None` when the registry does not have it.
+    pub async fn blob_head(
         &self,
         repository: &str,
         digest: &Digest,
-    ) -> Result<Option<u64>, ClientError> {
-        let response = self
+    ) -> Result<Option<BlobHead>, ClientError> {
+        let Some(response) = self
             .blob_request(Method::HEAD, repository, digest, 0)
-            .await?;
-        Ok(response.map(|response| response.content_length().unwrap_or(0)))
+            .await?
+        else {
+            return Ok(None);
+        };
+        // The header itself: the response to a `HEAD` has no body, so its length is 0.
+        let size = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| self.protocol(format!("HEAD of blob {digest}: no Content-Length")))?;
+        let media_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Some(BlobHead { size, media_type }))
     }
 
     /// A successful `GET` or `HEAD` of a blob, from `offset`; `None` on `404`.
@@ -172,6 +187,14 @@ impl RegistryClient {
             _ => Err(self.status_error(response).await),
         }
     }
+}
+
+/// What a registry's `HEAD` says of a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobHead {
+    pub size: u64,
+    /// The `Content-Type` it answers with, if any.
+    pub media_type: Option<String>,
 }
 
 fn announced_digest(response: &Response) -> Option<Digest> {

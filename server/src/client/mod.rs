@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 use crate::reload::Watched;
 
 pub use challenge::Challenge;
-pub use content::{FetchedManifest, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, read_capped};
+pub use content::{BlobHead, FetchedManifest, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, read_capped};
 pub use credentials::Credentials;
 
 /// Why talking to a registry failed. Each kind maps to its own exit code in `stowage copy`.
@@ -30,8 +30,13 @@ pub use credentials::Credentials;
 pub enum ClientError {
     #[error("{0}")]
     Config(String),
+    /// No answer; `unreachable` when no connection could be made at all.
     #[error("cannot reach {host}: {reason}")]
-    Network { host: String, reason: String },
+    Network {
+        host: String,
+        reason: String,
+        unreachable: bool,
+    },
     #[error("{host}: {reason}")]
     Unauthorized { host: String, reason: String },
     #[error("{what}: not found")]
@@ -58,6 +63,12 @@ pub struct ClientOptions {
     pub credentials: Arc<Watched<Option<Credentials>>>,
     /// The longest wait for the next bytes of a response before giving up on it.
     pub read_timeout: Duration,
+    /// The longest one request may take to answer, retries and backoff included, for a caller
+    /// that answers a client of its own in that time (the pull-through cache). Within it, a
+    /// connection that cannot be made and an upstream's own `502`/`504` are not retried: they
+    /// say the registry, or the one behind it, is down. `None`: the request is retried with
+    /// backoff for as long as that takes.
+    pub deadline: Option<Duration>,
 }
 
 impl Default for ClientOptions {
@@ -66,6 +77,7 @@ impl Default for ClientOptions {
             tls_verify: true,
             credentials: Watched::fixed("registry credentials", None),
             read_timeout: Duration::from_secs(60),
+            deadline: None,
         }
     }
 }
@@ -83,6 +95,7 @@ pub struct RegistryClient {
     scheme: Option<String>,
     tls_verify: bool,
     credentials: Arc<Watched<Option<Credentials>>>,
+    deadline: Option<Duration>,
     base: OnceCell<Url>,
     auth: Mutex<AuthState>,
 }
@@ -145,6 +158,7 @@ impl RegistryClient {
             scheme,
             tls_verify: options.tls_verify,
             credentials: options.credentials,
+            deadline: options.deadline,
             base: OnceCell::new(),
             auth: Mutex::new(AuthState::default()),
         })
@@ -170,7 +184,8 @@ impl RegistryClient {
 
     /// Sends a request built by `build` with the credentials `scopes` need. A `401` is answered
     /// once by fetching a fresh token; network errors, `429` and `502`–`504` are retried with
-    /// backoff when `idempotent`. `401` and `403` become [`ClientError::Unauthorized`].
+    /// backoff when `idempotent`, within the deadline if there is one (see
+    /// [`ClientOptions::deadline`]). `401` and `403` become [`ClientError::Unauthorized`].
     pub async fn send(
         &self,
         scopes: &[String],
@@ -179,25 +194,55 @@ impl RegistryClient {
         idempotent: bool,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, ClientError> {
+        let Some(limit) = self.deadline else {
+            return self
+                .send_retrying(scopes, &method, url, idempotent, &build, None)
+                .await;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        let attempts = self.send_retrying(scopes, &method, url, idempotent, &build, Some(deadline));
+        tokio::time::timeout_at(deadline, attempts)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Network {
+                    host: self.host.clone(),
+                    reason: format!("no answer within {}", humantime::format_duration(limit)),
+                    unreachable: false,
+                })
+            })
+    }
+
+    async fn send_retrying(
+        &self,
+        scopes: &[String],
+        method: &Method,
+        url: &Url,
+        idempotent: bool,
+        build: &impl Fn(RequestBuilder) -> RequestBuilder,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response, ClientError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = self.send_once(scopes, &method, url, &build).await;
+            let outcome = self.send_once(scopes, method, url, build).await;
             let transient = match &outcome {
-                Err(ClientError::Network { .. }) => true,
-                Ok(response) => matches!(
-                    response.status(),
-                    StatusCode::TOO_MANY_REQUESTS
-                        | StatusCode::BAD_GATEWAY
-                        | StatusCode::SERVICE_UNAVAILABLE
-                        | StatusCode::GATEWAY_TIMEOUT
-                ),
+                Err(ClientError::Network { unreachable, .. }) => {
+                    !(deadline.is_some() && *unreachable)
+                }
+                Ok(response) => match response.status() {
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => true,
+                    // A gateway's error: the registry behind it failed, and it already waited.
+                    StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => deadline.is_none(),
+                    _ => false,
+                },
                 Err(_) => false,
             };
-            if !(transient && idempotent && attempt < ATTEMPTS) {
+            let backoff = Duration::from_millis(250 << attempt);
+            let in_time = deadline.is_none_or(|d| tokio::time::Instant::now() + backoff < d);
+            if !(transient && idempotent && attempt < ATTEMPTS && in_time) {
                 return outcome;
             }
-            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+            tokio::time::sleep(backoff).await;
         }
     }
 
@@ -367,12 +412,17 @@ impl RegistryClient {
                     Err(ClientError::Network { .. }) if !self.tls_verify => {
                         self.ping("http").await?
                     }
-                    Err(ClientError::Network { reason, .. }) => {
+                    Err(ClientError::Network {
+                        reason,
+                        unreachable,
+                        ..
+                    }) => {
                         return Err(ClientError::Network {
                             host: self.host.clone(),
                             reason: format!(
                                 "{reason} (for a registry on plain HTTP, turn TLS verification off)"
                             ),
+                            unreachable,
                         });
                     }
                     other => other?,
@@ -450,6 +500,7 @@ impl RegistryClient {
         ClientError::Network {
             host: self.host.clone(),
             reason,
+            unreachable: err.is_connect(),
         }
     }
 

@@ -28,8 +28,11 @@ const CLIENT_BUFFER: usize = 16;
 pub enum BlobAnswer {
     /// The blob is stored here (this size): serve it as any other.
     Cached { size: u64 },
-    /// A `HEAD` the upstream answered: the blob's size.
-    Upstream { size: u64 },
+    /// A `HEAD` the upstream answered: the blob's size and media type.
+    Upstream {
+        size: u64,
+        media_type: Option<String>,
+    },
     /// Streaming from the upstream while it is stored; `done` turns true when storing ended.
     Streaming {
         size: Option<u64>,
@@ -59,8 +62,14 @@ impl Proxy {
                 Err(err) => return Err(err.into()),
             }
             if head {
-                return match upstream.client.blob_size(&route.remote, digest).await {
-                    Ok(Some(size)) => Ok(BlobAnswer::Upstream { size }),
+                return match route
+                    .within(upstream.client.blob_head(&route.remote, digest))
+                    .await
+                {
+                    Ok(Some(head)) => Ok(BlobAnswer::Upstream {
+                        size: head.size,
+                        media_type: head.media_type,
+                    }),
                     Ok(None) => Err(registry::Error::BlobUnknown.into()),
                     Err(err) => {
                         self.record(route, name, "blob", &what, Outcome::UpstreamError);
@@ -100,9 +109,8 @@ impl Proxy {
         fetch: Fetch,
     ) -> Result<BlobAnswer, Error> {
         let upstream = route.upstream;
-        let response = upstream
-            .client
-            .fetch_blob(&route.remote, digest, 0)
+        let response = route
+            .within(upstream.client.fetch_blob(&route.remote, digest, 0))
             .await
             .map_err(|err| Error::upstream(upstream, err))?
             .ok_or(registry::Error::BlobUnknown)?;

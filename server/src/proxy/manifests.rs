@@ -54,9 +54,8 @@ impl Proxy {
             return fresh(registry, digest).await;
         }
         let upstream = route.upstream;
-        match upstream
-            .client
-            .manifest_digest(&route.remote, tag.as_str())
+        match route
+            .within(upstream.client.manifest_digest(&route.remote, tag.as_str()))
             .await
         {
             Ok(Some(digest)) if cached.as_ref() == Some(&digest) => {
@@ -154,9 +153,12 @@ impl Proxy {
         tag: Option<&Tag>,
     ) -> Result<(), Error> {
         let upstream = route.upstream;
-        let fetched = upstream
-            .client
-            .fetch_manifest(&route.remote, &digest.to_string())
+        let fetched = route
+            .within(
+                upstream
+                    .client
+                    .fetch_manifest(&route.remote, &digest.to_string()),
+            )
             .await
             .map_err(|err| Error::upstream(upstream, err))?
             .ok_or(registry::Error::ManifestUnknown)?;

@@ -107,10 +107,34 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// The upstream serving a repository, and the repository's name there.
+/// The upstream serving a repository, the repository's name there, and when the request that
+/// asked must have the upstream's answer.
 pub struct Route<'a> {
     pub upstream: &'a Upstream,
     pub remote: String,
+    deadline: tokio::time::Instant,
+}
+
+impl Route<'_> {
+    /// `call` to the upstream, within what is left of the request's deadline: the upstream's
+    /// `timeout` bounds the whole exchange, however many requests it takes.
+    async fn within<T>(
+        &self,
+        call: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        tokio::time::timeout_at(self.deadline, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Network {
+                    host: self.upstream.client.host().to_owned(),
+                    reason: format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.upstream.config.timeout)
+                    ),
+                    unreachable: false,
+                })
+            })
+    }
 }
 
 impl Proxy {
@@ -141,12 +165,14 @@ impl Proxy {
         })))
     }
 
-    /// The upstream `name` is mirrored from, if any.
+    /// The upstream `name` is mirrored from, if any, for a request arriving now.
     pub fn route(&self, name: &RepositoryName) -> Option<Route<'_>> {
         self.upstreams.iter().find_map(|upstream| {
-            upstream
-                .remote_name(name)
-                .map(|remote| Route { upstream, remote })
+            upstream.remote_name(name).map(|remote| Route {
+                upstream,
+                remote,
+                deadline: tokio::time::Instant::now() + upstream.config.timeout,
+            })
         })
     }
 

@@ -62,6 +62,7 @@ impl Upstream {
             tls_verify: config.tls_verify,
             credentials,
             read_timeout: config.timeout,
+            deadline: Some(config.timeout),
         };
         let client =
             RegistryClient::for_url(&config.url, options).map_err(|err| err.to_string())?;

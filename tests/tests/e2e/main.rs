@@ -15,6 +15,7 @@ mod metrics;
 mod oras;
 mod overload;
 mod proxy;
+mod proxy_chain;
 mod replicas;
 mod s3;
 mod s3_faults;
