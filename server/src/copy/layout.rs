@@ -4,7 +4,8 @@
 //! A destination stages every new file in a hidden directory inside the layout and moves them
 //! into `blobs/` only at [`Destination::commit`], then writes `index.json` last, each file
 //! atomically (a temporary name, then a rename). A copy that fails, or is killed, leaves the
-//! layout as it was: still valid, nothing half-written in `blobs/`.
+//! layout as it was: still valid, nothing half-written in `blobs/`. The next copy into the
+//! layout takes over what a killed one staged ([`super::staging`]) and resumes its blobs.
 
 use std::collections::HashMap;
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -24,6 +25,7 @@ use super::ends::{
 use super::error::CopyError;
 use super::manifest::{Descriptor, Manifest, media_type_of};
 use super::progress::Meter;
+use super::staging::Staging;
 use crate::client::MAX_MANIFEST_BYTES;
 use crate::oci::{Digest, DigestHasher, media_type};
 
@@ -271,7 +273,7 @@ impl Source for LayoutSource {
 /// An image layout written as a destination.
 pub struct LayoutDestination {
     dir: PathBuf,
-    staging: PathBuf,
+    staging: Staging,
     /// Whether this copy made the directory (and removes it again if the copy fails).
     created: bool,
     pending: Mutex<Pending>,
@@ -289,10 +291,14 @@ struct Pending {
 impl LayoutDestination {
     pub async fn open(dir: &Path) -> Result<Self, CopyError> {
         let created = !tokio::fs::try_exists(dir).await.unwrap_or(false);
-        let staging = dir.join(format!(".stowage-copy-{:016x}", rand::random::<u64>()));
-        tokio::fs::create_dir_all(&staging)
+        tokio::fs::create_dir_all(dir)
             .await
-            .map_err(|err| CopyError::io(&staging, &err))?;
+            .map_err(|err| CopyError::io(dir, &err))?;
+        let layout = dir.to_owned();
+        let staging = tokio::task::spawn_blocking(move || Staging::open(&layout))
+            .await
+            .map_err(|err| CopyError::Layout(err.to_string()))?
+            .map_err(|err| CopyError::io(dir, &err))?;
         let index_path = dir.join(INDEX_FILE);
         let index = match tokio::fs::read(&index_path).await {
             Ok(text) => serde_json::from_slice(&text)
@@ -317,21 +323,87 @@ impl LayoutDestination {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn staged_path(&self, digest: &Digest) -> PathBuf {
-        self.staging
-            .join(format!("{}-{}", digest.algorithm().as_str(), digest.hex()))
-    }
-
     fn is_staged(&self, digest: &Digest) -> bool {
         self.pending()
             .staged
-            .contains_key(&self.staged_path(digest))
+            .contains_key(&self.staging.path(digest))
     }
 
-    /// Writes `stream` to the staging file for `digest`, flushed to disk.
-    async fn stage(&self, digest: &Digest, mut stream: BlobStream) -> Result<u64, CopyError> {
-        let path = self.staged_path(digest);
-        let mut file = tokio::fs::File::create(&path)
+    /// Stages `descriptor`'s blob from `source`. What a killed copy staged of it is kept when
+    /// the rest from the source makes the whole blob its digest names; else it starts over.
+    async fn stage_blob(
+        &self,
+        descriptor: &Descriptor,
+        source: &dyn Source,
+        meter: &Meter,
+    ) -> Result<u64, CopyError> {
+        let path = self.staging.path(&descriptor.digest);
+        let partial = tokio::fs::metadata(&path)
+            .await
+            .map_or(0, |meta| meta.len());
+        if partial > 0 && partial <= descriptor.size {
+            match self.resume(descriptor, source, meter, partial).await {
+                Err(CopyError::Verification(why)) => {
+                    tracing::debug!(digest = %descriptor.digest, %why, "the staged part is not the blob's start; starting over");
+                }
+                done => return done,
+            }
+        }
+        meter.set_position(0);
+        let stream = meter.wrap(source.blob(descriptor, 0).await?);
+        self.stage(&descriptor.digest, stream, false).await
+    }
+
+    /// Stages the rest of a blob whose first `partial` bytes are staged, checking the whole.
+    async fn resume(
+        &self,
+        descriptor: &Descriptor,
+        source: &dyn Source,
+        meter: &Meter,
+        partial: u64,
+    ) -> Result<u64, CopyError> {
+        let path = self.staging.path(&descriptor.digest);
+        let algorithm = descriptor.digest.algorithm();
+        let hasher = tokio::task::spawn_blocking(move || {
+            let mut hasher = DigestHasher::new(algorithm);
+            let mut file = std::fs::File::open(&path)?;
+            let mut block = vec![0; 1 << 20];
+            loop {
+                match file.read(&mut block)? {
+                    0 => return Ok::<_, std::io::Error>(hasher),
+                    n => hasher.update(&block[..n]),
+                }
+            }
+        })
+        .await
+        .map_err(|err| CopyError::Layout(err.to_string()))?
+        .map_err(|err| CopyError::io(&self.staging.path(&descriptor.digest), &err))?;
+        tracing::debug!(digest = %descriptor.digest, offset = partial, "resuming a staged blob");
+        meter.set_position(partial);
+        let rest = if partial < descriptor.size {
+            meter.wrap(source.blob(descriptor, partial).await?)
+        } else {
+            futures::stream::empty().boxed()
+        };
+        let checked = verified(rest, descriptor, hasher, partial);
+        self.stage(&descriptor.digest, checked, true).await
+    }
+
+    /// Writes `stream` to the staging file for `digest` (after what it holds, with `append`),
+    /// flushed to disk. On an error the file is removed.
+    async fn stage(
+        &self,
+        digest: &Digest,
+        mut stream: BlobStream,
+        append: bool,
+    ) -> Result<u64, CopyError> {
+        let path = self.staging.path(digest);
+        let mut file = tokio::fs::File::options()
+            .write(true)
+            .create(true)
+            .append(append)
+            .truncate(!append)
+            .open(&path)
             .await
             .map_err(|err| CopyError::io(&path, &err))?;
         let mut written = 0;
@@ -378,8 +450,7 @@ impl Destination for LayoutDestination {
         _mount_from: Option<&str>,
         meter: &Meter,
     ) -> Result<BlobOutcome, CopyError> {
-        let stream = meter.wrap(source.blob(descriptor, 0).await?);
-        let bytes = self.stage(&descriptor.digest, stream).await?;
+        let bytes = self.stage_blob(descriptor, source, meter).await?;
         Ok(BlobOutcome::Sent { bytes })
     }
 
@@ -388,7 +459,7 @@ impl Destination for LayoutDestination {
         if !self.has_blob(descriptor).await? {
             let bytes = manifest.bytes.clone();
             let stream = futures::stream::once(async move { Ok(bytes) }).boxed();
-            self.stage(&descriptor.digest, stream).await?;
+            self.stage(&descriptor.digest, stream, false).await?;
         }
         let mut pending = self.pending();
         let manifests = &mut pending.index.manifests;
@@ -480,7 +551,7 @@ fn sync_dir(dir: &Path) -> Result<(), CopyError> {
 
 impl Drop for LayoutDestination {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.staging);
+        // The staging directory goes with `staging`, after this.
         if self.created && !self.pending().committed {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -15,6 +15,7 @@ mod manifest;
 mod plan;
 mod progress;
 mod registry;
+mod staging;
 mod upload;
 
 use std::io::IsTerminal;
@@ -377,6 +378,7 @@ fn client_for(
         tls_verify,
         credentials: crate::reload::Watched::fixed("registry credentials", credentials),
         read_timeout: args.timeout,
+        deadline: None,
     };
     Ok(Arc::new(RegistryClient::new(
         Endpoint::api_host(host),

@@ -475,6 +475,113 @@ async fn a_copy_killed_mid_blob_resumes_from_the_registry_offset() {
     assert_eq!(stowage_e2e::sha256(&raw.stdout), image.digest);
 }
 
+/// What a copy into a layout has staged: the files in its hidden staging directories.
+fn staged(layout: &Path) -> Vec<(PathBuf, u64)> {
+    std::fs::read_dir(layout)
+        .into_iter()
+        .flatten()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".stowage-copy-")
+        })
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten())
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("sha256-")
+        })
+        .map(|path| {
+            let size = std::fs::metadata(&path).unwrap().len();
+            (path, size)
+        })
+        .collect()
+}
+
+/// Starts a paced copy into `destination`, kills it once it has staged `at_least` bytes of
+/// a blob, and returns that partial file.
+async fn kill_mid_blob(source: &str, destination: &Path, at_least: u64) -> PathBuf {
+    let mut copy = Command::new(stowage_bin())
+        .arg("copy")
+        .args(args(&["--limit-rate", "8MiB", "-q", source]))
+        .arg(format!("oci:{}:big", destination.display()))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((path, _)) = staged(destination)
+            .into_iter()
+            .find(|(_, size)| *size >= at_least)
+        {
+            copy.kill().unwrap();
+            copy.wait().unwrap();
+            return path;
+        }
+        assert!(
+            copy.try_wait().unwrap().is_none(),
+            "the copy ended before it was killed"
+        );
+        assert!(Instant::now() < deadline, "nothing was staged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_into_a_layout_killed_mid_blob_is_resumed_and_leaves_nothing_behind() {
+    const SIZE: usize = 40 << 20;
+    const KILLED_AFTER: u64 = 12 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut origin = Layout::new(&dir.path().join("origin"));
+    let image = origin.raw_image(&[&layout::filler(SIZE, 21)]);
+    origin.tag("v1", &image);
+    let registry = Stowage::start(&dir.path().join("data"), &[]);
+    let source = format!("docker://{}/big:v1", registry.address);
+    stowage_copied(dir.path(), &args(&[&origin.reference("v1"), &source]));
+
+    // Killed, then run again: the second run fetches only what the first did not stage.
+    let layout = dir.path().join("layout");
+    let partial = kill_mid_blob(&source, &layout, KILLED_AFTER).await;
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    assert!(!layout.join("index.json").exists(), "nothing was committed");
+    let destination = format!("oci:{}:big", layout.display());
+    let second = stowage_copied(dir.path(), &args(&[&source, &destination]));
+    let sent = second["bytes_sent"].as_u64().unwrap();
+    assert!(
+        sent <= SIZE as u64 - kept + 4096,
+        "resumed after the {kept} staged bytes, yet {sent} were fetched"
+    );
+    assert_eq!(layout::tagged_digest(&layout, "big"), image.digest);
+    assert_eq!(blobs_of(&layout), blobs_of(&origin.dir), "bit for bit");
+    assert!(
+        staged(&layout).is_empty(),
+        "no staging is left: {:?}",
+        staged(&layout)
+    );
+    let hidden: Vec<_> = std::fs::read_dir(&layout)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+
+    // A staged part that is not the blob's beginning is not trusted: the blob starts over.
+    let other = dir.path().join("other");
+    let partial = kill_mid_blob(&source, &other, KILLED_AFTER).await;
+    let mut bytes = std::fs::read(&partial).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&partial, &bytes).unwrap();
+    let destination = format!("oci:{}:big", other.display());
+    let again = stowage_copied(dir.path(), &args(&[&source, &destination]));
+    assert!(again["bytes_sent"].as_u64().unwrap() >= SIZE as u64);
+    assert_eq!(blobs_of(&other), blobs_of(&origin.dir));
+    assert!(staged(&other).is_empty());
+}
+
 #[test]
 fn memory_stays_bounded_with_a_blob_larger_than_the_limit() {
     const SIZE: usize = 128 << 20;
