@@ -31,6 +31,12 @@ use super::{
 /// Room above a backend's own limit, so that its (more telling) error arrives first.
 const MARGIN: Duration = Duration::from_secs(1);
 
+/// How long a probe may wait on storage before the replica stops saying it is ready, though
+/// the probe itself waits longer: storage that answers takes well under this (a slow S3 that
+/// answers in 2 s keeps its replicas ready), and a hung one should lose its replica traffic
+/// now, not when the probe's own time limit runs out.
+const PROBE_OVERDUE: Duration = Duration::from_secs(3);
+
 /// Whether storage answers, as the breaker and the probe see it.
 #[derive(Debug)]
 pub struct Health {
@@ -46,6 +52,9 @@ struct State {
     last_error: Option<String>,
     /// When the probe last ran, and whether storage answered it.
     last_probe: Option<(Instant, bool)>,
+    /// When the probe under way, if any, started waiting on storage (tokio's clock, which
+    /// tests can move).
+    probing_since: Option<tokio::time::Instant>,
 }
 
 /// What `/readyz` tells.
@@ -92,11 +101,22 @@ impl Health {
     pub fn report(&self) -> HealthReport {
         let state = self.lock();
         let probed_ok = state.last_probe.is_some_and(|(_, ok)| ok);
+        let waiting = state
+            .probing_since
+            .map(|since| since.elapsed())
+            .filter(|waited| *waited > PROBE_OVERDUE);
+        let last_error = match waiting {
+            Some(waited) => Some(format!(
+                "storage has not answered for {:.1}s",
+                waited.as_secs_f64()
+            )),
+            None => state.last_error.clone(),
+        };
         HealthReport {
-            ready: state.open_since.is_none() && probed_ok,
+            ready: state.open_since.is_none() && probed_ok && waiting.is_none(),
             failing_fast: state.open_since.is_some(),
             checked_ago: state.last_probe.map(|(at, _)| at.elapsed()),
-            last_error: state.last_error.clone(),
+            last_error,
         }
     }
 
@@ -152,7 +172,11 @@ impl Health {
     /// Counts the probe's outcome. Storage that answers with an error (a read-only or full
     /// volume) is not ready, but answers: it does not open the breaker, so reads go on.
     fn probed(&self, outcome: &Result<()>) {
-        self.lock().last_probe = Some((Instant::now(), outcome.is_ok()));
+        {
+            let mut state = self.lock();
+            state.last_probe = Some((Instant::now(), outcome.is_ok()));
+            state.probing_since = None;
+        }
         match outcome {
             Ok(()) => {
                 self.answered();
@@ -272,6 +296,7 @@ async fn probe(guarded: Weak<Guarded>, interval: Duration) {
             return;
         };
         let limit = guarded.timeouts.request + MARGIN;
+        guarded.health.lock().probing_since = Some(tokio::time::Instant::now());
         let outcome = tokio::time::timeout(limit, guarded.inner.ping())
             .await
             .unwrap_or_else(|_| Err(timed_out(limit)));
@@ -552,6 +577,41 @@ mod tests {
         let report = health.report();
         assert!(report.ready && !report.failing_fast, "{report}");
         assert_eq!(guarded.stat("a").await.unwrap().size, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_left_waiting_makes_the_replica_not_ready_before_its_own_limit() {
+        let timeouts = Timeouts {
+            request: Duration::from_secs(6),
+            ..TIMEOUTS
+        };
+        let backend = Arc::new(Hangs::default());
+        let guarded = Guarded::start(backend.clone(), timeouts, 3, Duration::from_secs(2), None);
+        let health = guarded.health();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(health.report().ready, "{}", health.report());
+
+        backend.hung.store(true, Ordering::SeqCst);
+        // The next probe starts within the 2 s interval and is overdue 3 s later, long before
+        // its own 7 s limit.
+        tokio::time::sleep(Duration::from_secs(2) + PROBE_OVERDUE + Duration::from_millis(100))
+            .await;
+        let report = health.report();
+        assert!(!report.ready, "{report}");
+        assert!(
+            !report.failing_fast,
+            "requests still try storage: it may yet answer"
+        );
+        assert!(
+            report
+                .to_string()
+                .contains("storage has not answered for 3."),
+            "{report}"
+        );
+
+        backend.hung.store(false, Ordering::SeqCst);
+        tokio::time::sleep(timeouts.request + MARGIN + Duration::from_secs(3)).await;
+        assert!(health.report().ready, "{}", health.report());
     }
 
     #[tokio::test(start_paused = true)]

@@ -153,6 +153,24 @@ async fn a_frozen_s3_fails_fast_and_recovers_by_itself() {
     let location = patched.headers()["location"].to_str().unwrap().to_owned();
 
     garage.freeze();
+    // The replica leaves its Service while a probe still waits on storage, long before the
+    // probe's own 7 s limit, and says why.
+    readiness_becomes(
+        &http,
+        &registry,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(6),
+    )
+    .await;
+    let said = http
+        .get(registry.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(said.contains("storage has not answered for"), "{said}");
     let lost: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
     let lost_digest = sha256(&lost);
     outage_is_answered_fast(&http, &registry, "hang/app", &lost).await;
@@ -195,6 +213,29 @@ async fn a_frozen_s3_fails_fast_and_recovers_by_itself() {
             .count(),
         1,
         "one line when the breaker opens, not one per request:\n{logs}"
+    );
+
+    // When the probe gives up, it says so in words, not in the SDK's structures.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let failed = loop {
+        let said = http
+            .get(registry.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if !said.contains("has not answered for") {
+            break said;
+        }
+        assert!(Instant::now() < deadline, "{said}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(failed.starts_with("storage unavailable: "), "{failed}");
+    assert!(
+        !failed.contains('{') && !failed.contains("Error("),
+        "plain words: {failed}"
     );
 
     garage.thaw();

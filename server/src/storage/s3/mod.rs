@@ -130,8 +130,13 @@ fn classify<E>(err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let describe = |err: &SdkError<E, HttpResponse>| {
-        format!("{}", aws_sdk_s3::error::DisplayErrorContext(err))
+    let describe = |err: &SdkError<E, HttpResponse>| match err {
+        // The service's own code and message.
+        SdkError::ServiceError(_) => {
+            format!("{}", aws_sdk_s3::error::DisplayErrorContext(err))
+        }
+        // Timeouts and connection failures, in words rather than the SDK's structures.
+        _ => plain(err),
     };
     if let SdkError::ServiceError(service) = &err
         && matches!(
@@ -153,6 +158,21 @@ where
         // Refused credentials, a missing bucket, a request we built wrong: an operator's problem.
         _ => Error::Io(io::Error::other(describe(&err))),
     }
+}
+
+/// An error and its causes in words, each once: `request has timed out: operation timeout
+/// (all attempts including retries) occurred after 6s`.
+fn plain(err: &dyn std::error::Error) -> String {
+    let mut words = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !words.contains(&said) {
+            words = format!("{words}: {said}");
+        }
+        cause = next.source();
+    }
+    words
 }
 
 impl S3Store {
