@@ -14,6 +14,20 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
+/// Whether `error` is the API server refusing to create anything in a namespace that is being
+/// deleted.
+pub fn namespace_terminating(error: &kube::Error) -> bool {
+    let kube::Error::Api(status) = error else {
+        return false;
+    };
+    status.code == 403
+        && (status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+            || status.message.contains("because it is being terminated"))
+}
+
 /// As long as kube's recorder keeps an event to merge repeats into.
 const MERGE_WINDOW: Duration = Duration::from_secs(6 * 60);
 
@@ -34,13 +48,14 @@ impl Events {
     }
 
     /// Publishes `note` about `regarding`; a failure to record it is logged, never fatal.
+    /// Returns `false` when the namespace is being deleted, so takes no events any more.
     pub async fn publish(
         &self,
         regarding: &ObjectReference,
         type_: EventType,
         reason: &str,
         note: String,
-    ) {
+    ) -> bool {
         let key = format!(
             "{}/{}/{}\u{0}{type_:?}\u{0}{reason}\u{0}{note}",
             regarding.namespace.as_deref().unwrap_or_default(),
@@ -55,8 +70,16 @@ impl Events {
             action: "Reconcile".to_owned(),
             secondary: None,
         };
-        if let Err(error) = recorder.publish(&event, regarding).await {
-            tracing::warn!(%error, reason, "could not record an event");
+        match recorder.publish(&event, regarding).await {
+            Ok(()) => true,
+            Err(error) if namespace_terminating(&error) => {
+                tracing::debug!(%error, reason, "no event: the namespace is being deleted");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, reason, "could not record an event");
+                true
+            }
         }
     }
 

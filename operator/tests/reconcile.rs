@@ -677,6 +677,39 @@ async fn a_deleted_registry_is_left_to_the_garbage_collector() {
     assert!(h.fake.get(DEPLOYMENT).is_none());
 }
 
+/// Deleting a namespace takes a Registry's children away, Secrets and all, and refuses anything
+/// new, while the Registry may still be reconciled: that is no failure to retry or warn about.
+#[tokio::test]
+async fn a_registry_in_a_namespace_being_deleted_is_left_alone_quietly() {
+    let with_htpasswd =
+        json!({"storage": s3_spec()["storage"], "auth": {"htpasswd": {"name": "accounts"}}});
+    for spec in [s3_spec(), with_htpasswd] {
+        let h = Harness::new();
+        h.fake
+            .put(&format!("{NS}/secrets/accounts"), htpasswd_secret());
+        h.apply_registry(&spec);
+        h.reconcile().await.expect("reconciles");
+        assert!(h.fake.get(DEPLOYMENT).is_some());
+
+        h.fake.delete_namespace();
+        h.fake.clear_requests();
+        let action = h.reconcile().await.expect("no failure to retry");
+        assert_eq!(action, Action::await_change(), "{spec}");
+        let writes: Vec<String> = h
+            .fake
+            .requests()
+            .iter()
+            .filter(|r| r.method != Method::GET)
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(
+            writes.len() <= 2,
+            "it stops at the first refusal, not re-applying every child: {writes:?}"
+        );
+        assert!(h.fake.get(CONFIG).is_none() && h.fake.get(DEPLOYMENT).is_none());
+    }
+}
+
 #[tokio::test]
 async fn rotation_keeps_the_previous_key() {
     let h = Harness::new();

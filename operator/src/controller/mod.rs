@@ -93,6 +93,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the API server refused a write because the namespace is being deleted.
+    pub fn namespace_terminating(&self) -> bool {
+        matches!(self, Self::Kube { source, .. } if crate::events::namespace_terminating(source))
+    }
+
     /// The `reason` label of the failure metric, and the event reason.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -171,6 +176,10 @@ pub async fn run(context: Arc<Context>, registries: Api<Registry>, namespace: Op
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(registry = %object, "reconciled"),
+                // Deleted while a reconcile of it was queued (its namespace going, say).
+                Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                    tracing::debug!(registry = %object, "gone before its reconcile");
+                }
                 Err(error) => tracing::warn!(%error, "reconcile failed"),
             }
         })
@@ -256,6 +265,11 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
             now: Time(Timestamp::now()),
         },
     );
+    if let Err(error) = &applied
+        && error.namespace_terminating()
+    {
+        return Ok(leave_to_garbage_collector(&registry, error));
+    }
     let status_written = write_status(&client, &registry, &namespace, &status).await;
 
     match applied {
@@ -303,8 +317,7 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
             })))
         }
         Err(error) => {
-            context.metrics.reconcile_failed(error.reason());
-            publish(
+            let recorded = publish(
                 &context,
                 &registry,
                 EventType::Warning,
@@ -312,9 +325,21 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
                 error.to_string(),
             )
             .await;
+            if !recorded {
+                // Its Secrets went first, so what is missing is no news either.
+                return Ok(leave_to_garbage_collector(&registry, &error));
+            }
+            context.metrics.reconcile_failed(error.reason());
             Err(error)
         }
     }
+}
+
+/// A namespace being deleted takes the Registry's children away and refuses anything new: what
+/// fails then is no news and no reason to try again.
+fn leave_to_garbage_collector(registry: &Registry, error: &Error) -> Action {
+    tracing::debug!(registry = %registry.name_any(), %error, "the namespace is being deleted; leaving the Registry to the garbage collector");
+    Action::await_change()
 }
 
 /// What applying the children found out.
@@ -702,16 +727,17 @@ async fn write_status(
     Ok(())
 }
 
-/// Publishes an event about `registry`; a failure to record it is logged, never fatal.
+/// Publishes an event about `registry`; a failure to record it is logged, never fatal. `false`
+/// when the namespace is being deleted.
 async fn publish(
     context: &Context,
     registry: &Registry,
     type_: EventType,
     reason: &str,
     note: String,
-) {
+) -> bool {
     context
         .events
         .publish(&registry.object_ref(&()), type_, reason, note)
-        .await;
+        .await
 }

@@ -1,6 +1,7 @@
 //! A small in-memory Kubernetes API server behind a tower-test mock: it stores what is created
 //! and applied, answers gets, lists (with label selectors) and deletes, merges status patches,
-//! records every request, and fails the requests a test asks it to.
+//! records every request, fails the requests a test asks it to, and can delete a namespace as
+//! the API server does.
 //!
 //! Server-side apply is modelled as the API server does it, where it matters to the operator:
 //! the object is the merge of every field manager's applied configuration, and `spec.replicas`
@@ -46,6 +47,8 @@ struct State {
     requests: Vec<Recorded>,
     faults: Vec<Fault>,
     version: u64,
+    /// The namespace is being deleted: nothing new may be created in it.
+    terminating: bool,
 }
 
 #[derive(Clone)]
@@ -179,6 +182,20 @@ impl FakeApi {
         self.state().faults.clear();
     }
 
+    /// Starts deleting the namespace as the API server does: its contents go (here, all but the
+    /// Registries, which the namespace controller may reach last) and creating anything in it
+    /// is refused.
+    pub fn delete_namespace(&self) {
+        let mut state = self.state();
+        state.terminating = true;
+        state
+            .objects
+            .retain(|path, _| path.contains("/registries/"));
+        state
+            .applied
+            .retain(|path, _| path.contains("/registries/"));
+    }
+
     async fn handle(&self, request: Request<Body>) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -230,6 +247,7 @@ impl FakeApi {
             ("DELETE", _) => vec!["delete"],
             _ => vec!["unknown"],
         };
+        let creates = verbs.contains(&"create");
         state.requests.push(Recorded {
             method: method.clone(),
             path: path.to_owned(),
@@ -242,6 +260,9 @@ impl FakeApi {
             },
             body: body.clone(),
         });
+        if state.terminating && creates {
+            return namespace_terminating(&target.resource);
+        }
         if let Some(fault) = state
             .faults
             .iter()
@@ -464,6 +485,24 @@ fn label_selector(query: &str) -> Vec<(String, String)> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// What the API server answers a create in a namespace being deleted.
+fn namespace_terminating(resource: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::FORBIDDEN,
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("{resource} is forbidden: unable to create new content in namespace team-a because it is being terminated"),
+            "reason": "Forbidden",
+            "details": {"kind": resource, "causes": [{
+                "reason": "NamespaceTerminating",
+                "message": "namespace team-a is being terminated",
+                "field": "metadata.namespace"
+            }]},
+            "code": 403
+        }),
+    )
 }
 
 /// A `Status` failure, with the machine-readable reason the API server gives.
