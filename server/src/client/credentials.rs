@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -11,6 +13,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::ClientError;
+use crate::reload::Watched;
 
 /// What to present to a registry.
 #[derive(Clone)]
@@ -42,6 +45,23 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// `username` with the password, or token, in the first line of `file` (a mounted Secret's
+    /// key, a projected service account token), read again every `interval` when it changes,
+    /// as the kubelet rotates a projected token.
+    pub fn watch_password_file(
+        username: String,
+        file: PathBuf,
+        interval: Duration,
+    ) -> Result<Arc<Watched<Option<Self>>>, ClientError> {
+        Watched::start("registry password", vec![file], interval, move |contents| {
+            Ok(Some(Self::Basic {
+                username: username.clone(),
+                password: secret_line(&contents[0])?,
+            }))
+        })
+        .map_err(|err| ClientError::Config(err.to_string()))
+    }
+
     /// `USER:PASSWORD`, as skopeo's `--creds` takes it.
     pub fn from_flag(value: &str) -> Result<Self, ClientError> {
         let (username, password) = value.split_once(':').ok_or_else(|| {
@@ -196,6 +216,16 @@ impl AuthEntry {
             password: Zeroizing::new(password),
         }))
     }
+}
+
+/// A secret file's first line, without its line ending or surrounding blanks.
+pub fn secret_line(contents: &[u8]) -> Result<Zeroizing<String>, String> {
+    let text = std::str::from_utf8(contents).map_err(|_| "not UTF-8".to_owned())?;
+    let line = text.lines().next().unwrap_or_default().trim();
+    if line.is_empty() {
+        return Err("empty".into());
+    }
+    Ok(Zeroizing::new(line.to_owned()))
 }
 
 #[cfg(test)]

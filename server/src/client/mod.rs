@@ -23,7 +23,7 @@ use crate::reload::Watched;
 
 pub use challenge::Challenge;
 pub use content::{BlobHead, FetchedManifest, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, read_capped};
-pub use credentials::Credentials;
+pub use credentials::{Credentials, secret_line};
 
 /// Why talking to a registry failed. Each kind maps to its own exit code in `stowage copy`.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ mod staging;
 mod upload;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +83,24 @@ pub struct CopyArgs {
         hide_env_values = true
     )]
     pub dest_creds: Option<String>,
+
+    /// The user for `--src-password-file`.
+    #[arg(long, value_name = "USER", env = "STOWAGE_COPY_SRC_USERNAME")]
+    pub src_username: Option<String>,
+
+    /// A file whose first line is the source registry's password or token, such as a
+    /// projected service account token; read again when it changes.
+    #[arg(long, value_name = "FILE", env = "STOWAGE_COPY_SRC_PASSWORD_FILE")]
+    pub src_password_file: Option<PathBuf>,
+
+    /// The user for `--dest-password-file`.
+    #[arg(long, value_name = "USER", env = "STOWAGE_COPY_DEST_USERNAME")]
+    pub dest_username: Option<String>,
+
+    /// A file whose first line is the destination registry's password or token, such as a
+    /// projected service account token; read again when it changes.
+    #[arg(long, value_name = "FILE", env = "STOWAGE_COPY_DEST_PASSWORD_FILE")]
+    pub dest_password_file: Option<PathBuf>,
 
     /// The auth file to read credentials from, instead of `$REGISTRY_AUTH_FILE`,
     /// `containers/auth.json` and `~/.docker/config.json`.
@@ -304,13 +322,13 @@ async fn open_source(args: &CopyArgs, end: &Endpoint) -> Result<Box<dyn Source>,
         Endpoint::Registry {
             host, repository, ..
         } => {
-            let client = client_for(
-                host,
-                args.src_creds.as_deref(),
-                args.src_no_creds,
-                args.src_tls_verify,
-                args,
-            )?;
+            let given = Given {
+                creds: args.src_creds.as_deref(),
+                username: args.src_username.as_deref(),
+                password_file: args.src_password_file.as_deref(),
+                anonymous: args.src_no_creds,
+            };
+            let client = client_for(host, &given, args.src_tls_verify, args)?;
             Box::new(RegistryRepository::source(
                 client,
                 host,
@@ -336,13 +354,13 @@ async fn open_destination(
         Endpoint::Registry {
             host, repository, ..
         } => {
-            let client = client_for(
-                host,
-                args.dest_creds.as_deref(),
-                args.dest_no_creds,
-                args.dest_tls_verify,
-                args,
-            )?;
+            let given = Given {
+                creds: args.dest_creds.as_deref(),
+                username: args.dest_username.as_deref(),
+                password_file: args.dest_password_file.as_deref(),
+                anonymous: args.dest_no_creds,
+            };
+            let client = client_for(host, &given, args.dest_tls_verify, args)?;
             let uploads = Uploads {
                 chunk_size: args.chunk_size,
                 resume_dir: args.resume_dir.clone().or_else(default_resume_dir),
@@ -357,26 +375,57 @@ async fn open_destination(
     })
 }
 
+/// The credential flags given for one end.
+struct Given<'a> {
+    creds: Option<&'a str>,
+    username: Option<&'a str>,
+    password_file: Option<&'a Path>,
+    anonymous: bool,
+}
+
+/// How often a password file is checked for a new password (a rotated token).
+const PASSWORD_FILE_INTERVAL: Duration = Duration::from_secs(10);
+
 fn client_for(
     host: &str,
-    creds: Option<&str>,
-    anonymous: bool,
+    given: &Given<'_>,
     tls_verify: bool,
     args: &CopyArgs,
 ) -> Result<Arc<RegistryClient>, CopyError> {
-    let credentials = match (creds, anonymous) {
-        (Some(_), true) => {
+    let fixed = |credentials| crate::reload::Watched::fixed("registry credentials", credentials);
+    if given.anonymous && (given.creds.is_some() || given.password_file.is_some()) {
+        return Err(CopyError::Usage(
+            "credentials and --*-no-creds together".into(),
+        ));
+    }
+    if given.username.is_some() && given.password_file.is_none() {
+        return Err(CopyError::Usage(
+            "--*-username goes with --*-password-file".into(),
+        ));
+    }
+    let credentials = match (given.creds, given.password_file) {
+        (Some(_), Some(_)) => {
             return Err(CopyError::Usage(
-                "credentials and --*-no-creds together".into(),
+                "--*-creds and --*-password-file together".into(),
             ));
         }
-        (Some(flag), false) => Some(Credentials::from_flag(flag)?),
-        (None, false) => Credentials::lookup(host, args.authfile.as_deref())?,
-        (None, true) => None,
+        (Some(flag), None) => fixed(Some(Credentials::from_flag(flag)?)),
+        (None, Some(file)) => {
+            let username = given
+                .username
+                .ok_or_else(|| CopyError::Usage("--*-password-file needs --*-username".into()))?;
+            Credentials::watch_password_file(
+                username.to_owned(),
+                file.to_owned(),
+                PASSWORD_FILE_INTERVAL,
+            )?
+        }
+        (None, None) if given.anonymous => fixed(None),
+        (None, None) => fixed(Credentials::lookup(host, args.authfile.as_deref())?),
     };
     let options = ClientOptions {
         tls_verify,
-        credentials: crate::reload::Watched::fixed("registry credentials", credentials),
+        credentials,
         read_timeout: args.timeout,
         deadline: None,
     };

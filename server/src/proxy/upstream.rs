@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::client::{ClientOptions, Credentials, RegistryClient};
+use crate::client::{ClientOptions, Credentials, RegistryClient, secret_line};
 use crate::config::{UpstreamConfig, UpstreamCredentials};
 use crate::oci::RepositoryName;
 use crate::reload::Watched;
@@ -30,28 +30,19 @@ impl Upstream {
             UpstreamCredentials::Password {
                 username,
                 password_file,
-            } => {
-                let username = username.clone();
-                Watched::start(
-                    "upstream password",
-                    vec![password_file.clone()],
-                    reload_interval,
-                    move |contents| {
-                        Ok(Some(Credentials::Basic {
-                            username: username.clone(),
-                            password: first_line(&contents[0])?,
-                        }))
-                    },
-                )
-                .map_err(|err| err.to_string())?
-            }
+            } => Credentials::watch_password_file(
+                username.clone(),
+                password_file.clone(),
+                reload_interval,
+            )
+            .map_err(|err| err.to_string())?,
             UpstreamCredentials::Token { token_file } => Watched::start(
                 "upstream token",
                 vec![token_file.clone()],
                 reload_interval,
                 |contents| {
                     Ok(Some(Credentials::Bearer {
-                        token: first_line(&contents[0])?,
+                        token: secret_line(&contents[0])?,
                     }))
                 },
             )
@@ -102,7 +93,7 @@ fn directory_credentials(
     let watched = if token.exists() {
         Watched::start("upstream token", vec![token], reload_interval, |contents| {
             Ok(Some(Credentials::Bearer {
-                token: first_line(&contents[0])?,
+                token: secret_line(&contents[0])?,
             }))
         })
     } else if username.exists() && password.exists() {
@@ -112,8 +103,8 @@ fn directory_credentials(
             reload_interval,
             |contents| {
                 Ok(Some(Credentials::Basic {
-                    username: first_line(&contents[0])?.to_string(),
-                    password: first_line(&contents[1])?,
+                    username: secret_line(&contents[0])?.to_string(),
+                    password: secret_line(&contents[1])?,
                 }))
             },
         )
@@ -124,16 +115,6 @@ fn directory_credentials(
         ));
     };
     watched.map_err(|err| err.to_string())
-}
-
-/// A secret file's first line, without its line ending.
-fn first_line(contents: &[u8]) -> Result<zeroize::Zeroizing<String>, String> {
-    let text = std::str::from_utf8(contents).map_err(|_| "not UTF-8".to_owned())?;
-    let line = text.lines().next().unwrap_or_default().trim();
-    if line.is_empty() {
-        return Err("empty".into());
-    }
-    Ok(zeroize::Zeroizing::new(line.to_owned()))
 }
 
 #[cfg(test)]

@@ -879,6 +879,108 @@ async fn referrers_travel_with_their_subject() {
     );
 }
 
+/// As a Kubernetes Job pushes with only the stowage image: the password (or projected service
+/// account token) in a mounted file, no shell to turn it into `--dest-creds`.
+#[test]
+fn passwords_and_tokens_come_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = Layout::new(&dir.path().join("source"));
+    let image = source.image("amd64", &[&[("from", b"a file")]]);
+    source.tag("v1", &image);
+    let accounts = crate::auth::Accounts::write(dir.path());
+    let flags = accounts.flags("bearer");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let registry = Stowage::start(&dir.path().join("data"), &flags);
+    let target = format!("docker://{}/team/app:v1", registry.address);
+    let cache = dir.path();
+    let secret = |name: &str, password: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        file.to_str().unwrap().to_owned()
+    };
+    let (alice, bob, wrong) = (
+        secret("alice.token", "alice-secret"),
+        secret("bob.token", "bob-secret"),
+        secret("wrong.token", "not-it"),
+    );
+
+    stowage_copied(
+        cache,
+        &args(&[
+            "--dest-username",
+            "alice",
+            "--dest-password-file",
+            &alice,
+            &source.reference("v1"),
+            &target,
+        ]),
+    );
+    let back = dir.path().join("back");
+    stowage_copied(
+        cache,
+        &args(&[
+            "--src-username",
+            "bob",
+            "--src-password-file",
+            &bob,
+            &target,
+            &format!("oci:{}:v1", back.display()),
+        ]),
+    );
+    assert_eq!(layout::tagged_digest(&back, "v1"), image.digest);
+
+    let exit = |extra: &[&str]| {
+        let output = stowage_copy(cache, &args(&[&["-q"], extra].concat()));
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr)
+    };
+    let (code, message) = exit(&[
+        "--dest-username",
+        "alice",
+        "--dest-password-file",
+        &wrong,
+        &source.reference("v1"),
+        &target,
+    ]);
+    assert_eq!(code, Some(4), "{message}");
+    assert!(
+        !message.contains("not-it"),
+        "the password is never printed: {message}"
+    );
+    let (code, message) = exit(&[
+        "--dest-password-file",
+        &alice,
+        &source.reference("v1"),
+        &target,
+    ]);
+    assert_eq!(code, Some(2), "a password needs its user: {message}");
+    let (code, message) = exit(&[
+        "--dest-username",
+        "alice",
+        "--dest-password-file",
+        &alice,
+        "--dest-creds",
+        "alice:alice-secret",
+        &source.reference("v1"),
+        &target,
+    ]);
+    assert_eq!(code, Some(2), "one way to say it: {message}");
+    let missing = dir.path().join("missing.token");
+    let (code, message) = exit(&[
+        "--dest-username",
+        "alice",
+        "--dest-password-file",
+        missing.to_str().unwrap(),
+        &source.reference("v1"),
+        &target,
+    ]);
+    assert_eq!(code, Some(2), "{message}");
+    assert!(
+        message.contains("missing.token"),
+        "names the file: {message}"
+    );
+}
+
 #[test]
 fn each_failure_has_its_own_exit_code_and_credentials_come_from_auth_files() {
     let dir = tempfile::tempdir().unwrap();
