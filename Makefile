@@ -46,6 +46,7 @@ generate:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check-layers.py server operator
 
 fmt:
 	$(CARGO) fmt --all

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigError, ServeArgs};
-use crate::report::print_report;
+use crate::report::{OutputFormat, print_report};
 use crate::telemetry::LogFormat;
 use crate::{gc, storage, telemetry};
 
@@ -31,13 +31,6 @@ pub enum Command {
     PurgeUploads(PurgeArgs),
     /// Copy images between registries and OCI image layouts, sending only what is missing.
     Copy(crate::copy::CopyArgs),
-}
-
-/// How a report is printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Args)]

@@ -1,8 +1,24 @@
 //! Stowage: an OCI Distribution Spec v1.1 registry on pluggable storage, built to run as many
 //! stateless replicas.
 //!
-//! Dependencies point downwards: `api` (HTTP) → `registry` (repositories, manifests, uploads) →
-//! `storage` (objects); `oci` is the shared vocabulary.
+//! # Layers
+//!
+//! Each top-level module sits on a floor and uses only modules on the floors below its own,
+//! never one beside or above it; `make lint` checks it (`scripts/check-layers.py` reads this
+//! table). A concept two floors share lives on the lowest floor that needs it, and each feature
+//! owns its settings type, which `config` builds from flags, environment and the file.
+//!
+//! | floor | modules | |
+//! |---|---|---|
+//! | 9 | `cli` | the command line: parses it, runs a subcommand |
+//! | 8 | `config` | flags, environment and the TOML file, resolved into each feature's settings |
+//! | 7 | `serve`, `copy` | the server's start-up and shutdown; `stowage copy` |
+//! | 6 | `api`, `report` | the HTTP API: routing, access checks, the one mapping of errors to responses; what the commands print |
+//! | 5 | `proxy`, `gc` | the pull-through cache; garbage collection and upload purging |
+//! | 4 | `registry`, `auth`, `events` | repositories, manifests and blobs; who may do what; webhooks |
+//! | 3 | `metrics`, `upload`, `sweep`, `client` | Prometheus metrics; upload sessions and their tokens; what gc announces it will delete; a client of other registries |
+//! | 2 | `limits`, `manifest`, `routes`, `storage`, `tls` | overload limits; manifest parsing; route templates; the storage backends; certificates |
+//! | 1 | `oci`, `idle`, `reload`, `telemetry` | the spec's vocabulary (names, digests, paths, error codes); small tools below everything |
 
 pub mod api;
 pub mod auth;
@@ -21,8 +37,10 @@ pub mod proxy;
 pub mod registry;
 pub mod reload;
 pub mod report;
+pub mod routes;
 pub mod serve;
 pub mod storage;
+pub mod sweep;
 pub mod telemetry;
 pub mod tls;
 pub mod upload;

@@ -22,8 +22,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::api::route_of;
 use crate::limits::{Event, Pressure};
+use crate::routes::route_of;
 use crate::storage::{Health, StorageObserver};
 
 /// Latency buckets, in seconds, from a cached manifest to a slow storage call.

@@ -1,9 +1,16 @@
-//! How `gc` and `purge-uploads` print what they did.
+//! How the commands print what they did: `gc` and `purge-uploads` their reports, and the
+//! choice of text or JSON that `copy` shares.
 
 use std::path::Path;
 
-use crate::cli::OutputFormat;
 use crate::gc;
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
 
 /// Prints `report` as `output` asks, and writes its counts to `report_file` if given.
 pub fn print_report(

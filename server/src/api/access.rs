@@ -13,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
 use super::ApiError;
-use super::path::OciPath;
 use crate::auth::{
     Action, Auth, AuthError, ChallengeScheme, Credentials, Identity, Resource, Scope,
 };
 use crate::limits::{client_of, is_trusted, peer_of};
+use crate::oci::path::OciPath;
 
 /// What the middleware needs.
 #[derive(Debug)]

@@ -3,42 +3,12 @@
 //! Client mistakes are logged at debug level; server-side failures are logged once here, at error
 //! level, and reach the client only as a generic message.
 
+use crate::oci::ErrorBody;
+pub use crate::oci::{Code, DistributionCode};
+use crate::{auth, oci, proxy, registry, storage, upload};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use oci_spec::distribution::ErrorCode;
-use serde::Serialize;
-
-use crate::{auth, oci, proxy, registry, storage, upload};
-
-/// An error code: one of the spec's, or one of the few extra codes Distribution's clients know.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum Code {
-    Spec(ErrorCode),
-    Distribution(DistributionCode),
-}
-
-/// Codes CNCF Distribution uses beyond the spec's list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum DistributionCode {
-    Unknown,
-    Unavailable,
-    RangeInvalid,
-    PaginationNumberInvalid,
-}
-
-impl From<ErrorCode> for Code {
-    fn from(code: ErrorCode) -> Self {
-        Self::Spec(code)
-    }
-}
-
-impl From<DistributionCode> for Code {
-    fn from(code: DistributionCode) -> Self {
-        Self::Distribution(code)
-    }
-}
 
 /// An error response. Boxed so `Result<Response, ApiError>` stays small.
 #[derive(Debug)]
@@ -137,19 +107,6 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    errors: [Entry<'a>; 1],
-}
-
-#[derive(Serialize)]
-struct Entry<'a> {
-    code: Code,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a serde_json::Value>,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let Inner {
@@ -162,13 +119,7 @@ impl IntoResponse for ApiError {
         if !status.is_server_error() {
             tracing::debug!(?code, %message, "request refused");
         }
-        let body = Body {
-            errors: [Entry {
-                code,
-                message: &message,
-                detail: detail.as_ref(),
-            }],
-        };
+        let body = ErrorBody::new(code, &message, detail.as_ref());
         let mut response = (status, axum::Json(body)).into_response();
         response.headers_mut().extend(headers);
         response
@@ -201,7 +152,10 @@ impl ApiError {
                 ErrorCode::TooManyRequests,
                 "too many failed logins; retry later",
             )
-            .with_header(axum::http::header::RETRY_AFTER, super::retry_after(*wait)),
+            .with_header(
+                axum::http::header::RETRY_AFTER,
+                crate::limits::retry_after(*wait),
+            ),
         }
     }
 }

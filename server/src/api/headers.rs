@@ -1,8 +1,6 @@
 //! Header names of the distribution spec, and the parsers for range headers.
 
-use std::time::Duration;
-
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::HeaderName;
 
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
@@ -26,12 +24,6 @@ pub enum ByteRange {
 
 /// Parses `bytes=a-b`, `bytes=a-` and `bytes=-n` (RFC 9110). Anything else, including several
 /// ranges, is ignored and the whole blob served, as the RFC allows.
-/// A `Retry-After` value for `wait`: whole seconds, rounded up, at least one.
-pub fn retry_after(wait: Duration) -> HeaderValue {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    HeaderValue::from(seconds.max(1))
-}
-
 pub fn parse_range(header: Option<&str>, size: u64) -> ByteRange {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return ByteRange::Whole;

@@ -1,5 +1,5 @@
 //! HTTP only: parse the request, call the registry, shape the response. The spec's endpoints
-//! live under one catch-all route (repository names contain slashes); [`path::OciPath`] picks
+//! live under one catch-all route (repository names contain slashes); [`OciPath`] picks
 //! the endpoint and each handler module serves one group of them.
 
 pub mod access;
@@ -9,7 +9,6 @@ mod events;
 mod headers;
 mod listing;
 mod manifests;
-mod path;
 mod referrers;
 mod state;
 mod token;
@@ -27,22 +26,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde::Deserialize;
 
+pub use crate::routes::{LIVENESS_PATH, READINESS_PATH, TOKEN_PATH, route_of};
 pub use access::{Caller, Gate};
 pub use error::{ApiError, Code, DistributionCode};
-pub use headers::retry_after;
 pub use state::{ApiSettings, AppState};
-pub use token::TOKEN_PATH;
-
-/// Answers 200 while the process runs (a liveness probe).
-pub const LIVENESS_PATH: &str = "/healthz";
-/// Answers 200 while storage answers, 503 otherwise (a readiness probe), at once: from the
-/// health the storage guard's background probe keeps, never by calling storage inline.
-pub const READINESS_PATH: &str = "/readyz";
 
 use crate::limits::{self, Pressure, RequestLimits};
 use crate::metrics::Metrics;
 use crate::oci::RepositoryName;
-use path::OciPath;
+use crate::oci::path::OciPath;
 
 /// The registry's HTTP application: the distribution API behind `gate` (when access control
 /// is on) and within `limits`, the token endpoint, and the health probes, which answer whatever
@@ -80,28 +72,6 @@ pub fn router(
         None => app,
     };
     app.with_state(state)
-}
-
-/// The route template of `path`, for metrics: never the path itself, whose repository names
-/// are unbounded.
-pub fn route_of(path: &str) -> &'static str {
-    match path {
-        "/v2" | "/v2/" => return "base",
-        TOKEN_PATH => return "token",
-        LIVENESS_PATH => return "healthz",
-        READINESS_PATH => return "readyz",
-        _ => {}
-    }
-    match path.strip_prefix("/v2/").and_then(OciPath::parse) {
-        Some(OciPath::Catalog) => "catalog",
-        Some(OciPath::Tags { .. }) => "tags",
-        Some(OciPath::Blob { .. }) => "blob",
-        Some(OciPath::Uploads { .. }) => "uploads",
-        Some(OciPath::Upload { .. }) => "upload",
-        Some(OciPath::Manifest { .. }) => "manifest",
-        Some(OciPath::Referrers { .. }) => "referrers",
-        None => "other",
-    }
 }
 
 /// The API version check every client makes first.

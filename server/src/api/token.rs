@@ -16,8 +16,6 @@ use crate::auth::tokens::Issued;
 use crate::auth::{AuthError, Credentials, Principal, Scope};
 use crate::limits::client_of;
 
-/// The route of the token endpoint.
-pub const TOKEN_PATH: &str = "/auth/token";
 /// Forms larger than this are refused: a password grant is a few hundred bytes.
 const MAX_FORM: usize = 64 * 1024;
 
@@ -58,7 +56,7 @@ impl Refusal {
                 );
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, super::retry_after(wait));
+                    .insert(header::RETRY_AFTER, crate::limits::retry_after(wait));
                 response
             }
             Self::Auth(_) => {

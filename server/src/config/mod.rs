@@ -20,13 +20,13 @@ use std::num::NonZeroU32;
 
 use ipnet::IpNet;
 
+pub use crate::serve::{GuardSettings, Settings as ServeConfig};
 pub use auth::{AuthSettings, TlsSettings};
 pub use cache::CacheSettings;
-pub use notifications::{EndpointConfig, NotificationSettings};
-pub use proxy::{ProxyConfig, ProxySettings, UpstreamConfig, UpstreamCredentials};
+pub use notifications::NotificationSettings;
+pub use proxy::ProxySettings;
 
 use crate::api::ApiSettings;
-use crate::auth::AuthConfig;
 use crate::limits::{RateLimit, RequestLimits};
 use crate::registry::Limits;
 use crate::serve::ConnectionLimits;
@@ -416,51 +416,6 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// How the storage guard bounds storage calls ([`crate::storage::Guarded`]).
-#[derive(Debug, Clone, Copy)]
-pub struct GuardSettings {
-    pub timeouts: Timeouts,
-    pub failures_to_open: u32,
-    pub probe_interval: Duration,
-}
-
-/// `serve`'s settings, resolved and validated.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub listen: SocketAddr,
-    pub storage: StorageConfig,
-    /// How storage calls are bounded, and when the breaker opens.
-    pub guard: GuardSettings,
-    pub connections: ConnectionLimits,
-    pub requests: RequestLimits,
-    /// `None` when no key was configured: a random one will be made.
-    pub keys: Option<TokenKeys>,
-    pub upload_token_ttl: Duration,
-    pub limits: Limits,
-    pub api: ApiSettings,
-    pub log_format: LogFormat,
-    pub log_level: String,
-    pub shutdown_grace: Duration,
-    /// In-process upload purging: how often, and the age limit.
-    pub purge_uploads: Option<(Duration, Duration)>,
-    /// Access control; `None` when anyone may do anything.
-    pub auth: Option<AuthConfig>,
-    /// The certificate and key files of HTTPS; `None` for plain HTTP.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// How often files read at run time are checked for changes.
-    pub reload_interval: Duration,
-    /// Where `/metrics` is served, when it is.
-    pub metrics_listen: Option<SocketAddr>,
-    /// Proxies whose `X-Forwarded-For` names the client (rate limits, failed logins).
-    pub trusted_proxies: Vec<IpNet>,
-    /// The blob-descriptor cache.
-    pub blob_cache: crate::registry::descriptors::CacheConfig,
-    /// The pull-through cache's upstreams; empty when there is none.
-    pub proxy: ProxyConfig,
-    /// Where registry events are delivered; empty for nowhere.
-    pub notifications: Vec<EndpointConfig>,
-}
-
 impl ServeArgs {
     /// Layers flags and env over the config file and applies defaults.
     pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
@@ -702,15 +657,28 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+
+    /// `serve`'s flags on a command line of their own, as `stowage serve` takes them.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    impl Cli {
+        fn try_parse_from<'a>(
+            argv: impl IntoIterator<Item = &'a str>,
+        ) -> Result<ServeArgs, clap::Error> {
+            // `stowage serve …`: the subcommand's name is not one of its flags.
+            let argv = argv.into_iter().filter(|arg| *arg != "serve");
+            <Self as Parser>::try_parse_from(argv).map(|cli| cli.serve)
+        }
+    }
 
     fn parse(args: &[&str]) -> ServeArgs {
         let mut argv = vec!["stowage", "serve"];
         argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Serve(args) => args,
-            other => panic!("not serve: {other:?}"),
-        }
+        Cli::try_parse_from(argv).unwrap()
     }
 
     #[test]

@@ -19,13 +19,14 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::humantime_serde_opt;
+use crate::events::EndpointSettings;
 
 /// The `[notifications]` table.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NotificationSettings {
     #[serde(default)]
-    pub endpoints: Vec<EndpointSettings>,
+    pub endpoints: Vec<EndpointTable>,
     /// Events another replica wrote are delivered by any replica once they are this old: the
     /// writer died, or could not deliver them [default: 30s].
     #[serde(default, with = "humantime_serde_opt")]
@@ -35,7 +36,7 @@ pub struct NotificationSettings {
 /// One `[[notifications.endpoints]]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct EndpointSettings {
+pub struct EndpointTable {
     pub name: String,
     pub url: String,
     #[serde(default)]
@@ -57,25 +58,10 @@ pub struct EndpointSettings {
     pub ignored_actions: Vec<String>,
 }
 
-/// An endpoint, validated.
-#[derive(Debug, Clone)]
-pub struct EndpointConfig {
-    pub name: String,
-    pub url: Url,
-    pub headers: BTreeMap<String, String>,
-    pub header_files: BTreeMap<String, PathBuf>,
-    pub signing_key_file: Option<PathBuf>,
-    pub timeout: Duration,
-    pub backoff: Duration,
-    pub ignored_media_types: HashSet<String>,
-    pub ignored_actions: HashSet<String>,
-    pub takeover_after: Duration,
-}
-
 const ACTIONS: [&str; 4] = ["push", "pull", "delete", "mount"];
 
 impl NotificationSettings {
-    pub fn resolve(self) -> Result<Vec<EndpointConfig>, ConfigError> {
+    pub fn resolve(self) -> Result<Vec<EndpointSettings>, ConfigError> {
         let mut names = HashSet::new();
         let takeover_after = self.takeover_after.unwrap_or(Duration::from_secs(30));
         self.endpoints
@@ -114,7 +100,7 @@ impl NotificationSettings {
                     reqwest::header::HeaderName::from_bytes(header.as_bytes())
                         .map_err(|_| invalid(format!("bad header name {header:?}")))?;
                 }
-                Ok(EndpointConfig {
+                Ok(EndpointSettings {
                     name: endpoint.name.clone(),
                     url,
                     headers: endpoint.headers.clone(),
@@ -135,7 +121,7 @@ impl NotificationSettings {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Vec<EndpointConfig>, String> {
+    fn parse(text: &str) -> Result<Vec<EndpointSettings>, String> {
         toml::from_str::<NotificationSettings>(text)
             .map_err(|err| err.to_string())?
             .resolve()

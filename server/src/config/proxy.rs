@@ -19,6 +19,7 @@ use serde::Deserialize;
 use super::ConfigError;
 use super::humantime_serde_opt;
 use crate::oci::RepositoryName;
+use crate::proxy::{self, UpstreamSettings};
 
 /// How long a cached tag is served before the upstream is asked again.
 pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(300);
@@ -30,7 +31,7 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ProxySettings {
     #[serde(default)]
-    pub upstreams: Vec<UpstreamSettings>,
+    pub upstreams: Vec<UpstreamTable>,
     /// Cached repositories not pulled for this long are removed by `stowage gc`.
     #[serde(default, with = "humantime_serde_opt")]
     pub retention: Option<Duration>,
@@ -39,7 +40,7 @@ pub struct ProxySettings {
 /// One `[[proxy.upstreams]]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct UpstreamSettings {
+pub struct UpstreamTable {
     /// Repositories below this name (`docker.io`, `mirror/quay`) are pulled from `url`;
     /// `docker.io/**` is the same as `docker.io`.
     pub prefix: String,
@@ -64,43 +65,8 @@ pub struct UpstreamSettings {
     pub docker_hub: Option<bool>,
 }
 
-/// An upstream, validated.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub prefix: RepositoryName,
-    pub url: Url,
-    pub credentials: UpstreamCredentials,
-    pub tag_ttl: Duration,
-    pub serve_stale: bool,
-    pub tls_verify: bool,
-    pub timeout: Duration,
-    pub docker_hub: bool,
-}
-
-/// Where an upstream's credentials come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamCredentials {
-    Anonymous,
-    Password {
-        username: String,
-        password_file: PathBuf,
-    },
-    Token {
-        token_file: PathBuf,
-    },
-    /// `username` and `password`, or `token`, in this directory.
-    Directory(PathBuf),
-}
-
-/// The proxy, validated.
-#[derive(Debug, Clone, Default)]
-pub struct ProxyConfig {
-    pub upstreams: Vec<UpstreamConfig>,
-    pub retention: Option<Duration>,
-}
-
 impl ProxySettings {
-    pub fn resolve(self) -> Result<ProxyConfig, ConfigError> {
+    pub fn resolve(self) -> Result<proxy::Settings, ConfigError> {
         let invalid = |prefix: &str, why: String| {
             ConfigError::Invalid(format!("[[proxy.upstreams]] prefix {prefix:?}: {why}"))
         };
@@ -128,15 +94,17 @@ impl ProxySettings {
                 upstream.token_file,
             );
             let credentials = match (files, upstream.credentials_dir) {
-                ((None, None, None), None) => UpstreamCredentials::Anonymous,
-                ((None, None, None), Some(dir)) => UpstreamCredentials::Directory(dir),
+                ((None, None, None), None) => proxy::UpstreamCredentials::Anonymous,
+                ((None, None, None), Some(dir)) => proxy::UpstreamCredentials::Directory(dir),
                 ((Some(username), Some(password_file), None), None) => {
-                    UpstreamCredentials::Password {
+                    proxy::UpstreamCredentials::Password {
                         username,
                         password_file,
                     }
                 }
-                ((None, None, Some(token_file)), None) => UpstreamCredentials::Token { token_file },
+                ((None, None, Some(token_file)), None) => {
+                    proxy::UpstreamCredentials::Token { token_file }
+                }
                 _ => {
                     return Err(invalid(
                         &upstream.prefix,
@@ -152,7 +120,7 @@ impl ProxySettings {
                     Some("registry-1.docker.io" | "index.docker.io" | "docker.io")
                 )
             });
-            upstreams.push(UpstreamConfig {
+            upstreams.push(UpstreamSettings {
                 prefix,
                 url,
                 credentials,
@@ -163,7 +131,7 @@ impl ProxySettings {
                 docker_hub,
             });
         }
-        Ok(ProxyConfig {
+        Ok(proxy::Settings {
             upstreams,
             retention: self.retention,
         })
@@ -174,7 +142,7 @@ impl ProxySettings {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<ProxyConfig, String> {
+    fn parse(text: &str) -> Result<proxy::Settings, String> {
         toml::from_str::<ProxySettings>(text)
             .map_err(|err| err.to_string())?
             .resolve()
@@ -208,7 +176,7 @@ mod tests {
         assert!(!team.docker_hub && !team.serve_stale);
         assert_eq!(
             team.credentials,
-            UpstreamCredentials::Password {
+            proxy::UpstreamCredentials::Password {
                 username: "puller".into(),
                 password_file: "/run/secrets/pw".into()
             }

@@ -32,8 +32,8 @@ pub use error::CopyError;
 pub use manifest::PlatformFilter;
 pub use progress::Summary;
 
-use crate::cli::OutputFormat;
 use crate::client::{ClientOptions, Credentials, RegistryClient};
+use crate::report::OutputFormat;
 use endpoint::LayoutReference;
 use ends::{BlobOutcome, Destination, Naming, Source, Wanted};
 use layout::{LayoutDestination, LayoutSource};

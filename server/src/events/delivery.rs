@@ -8,9 +8,9 @@ use hmac::{KeyInit, Mac};
 use reqwest::header;
 use tokio::sync::Notify;
 
+use super::EndpointSettings;
 use super::event::{EVENTS_MEDIA_TYPE, Envelope, Event};
 use super::outbox;
-use crate::config::EndpointConfig;
 use crate::metrics::Metrics;
 use crate::storage::{self, BlobStore};
 
@@ -25,7 +25,7 @@ pub const SIGNATURE_HEADER: &str = "x-stowage-signature";
 
 /// An endpoint and its client.
 pub struct Endpoint {
-    config: EndpointConfig,
+    config: EndpointSettings,
     http: reqwest::Client,
     wake: Notify,
     /// Cuts a backoff short: the replica is stopping and wants its events out.
@@ -34,7 +34,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(config: EndpointConfig, metrics: Option<Arc<Metrics>>) -> Result<Self, String> {
+    pub fn new(config: EndpointSettings, metrics: Option<Arc<Metrics>>) -> Result<Self, String> {
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("stowage/", env!("CARGO_PKG_VERSION")))

@@ -12,17 +12,34 @@
 mod delivery;
 pub mod event;
 
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use reqwest::Url;
 
 pub use delivery::{SIGNATURE_HEADER, signature};
 pub use event::{Action, Actor, Event, RequestInfo, Source, Target};
 
-use crate::config::EndpointConfig;
 use crate::metrics::Metrics;
 use crate::storage::{self, BlobStore};
+
+/// A webhook endpoint, as `config` resolves it.
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    pub name: String,
+    pub url: Url,
+    pub headers: BTreeMap<String, String>,
+    pub header_files: BTreeMap<String, PathBuf>,
+    pub signing_key_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub backoff: Duration,
+    pub ignored_media_types: HashSet<String>,
+    pub ignored_actions: HashSet<String>,
+    pub takeover_after: Duration,
+}
 
 const OUTBOX: &str = "_stowage/events";
 
@@ -52,7 +69,7 @@ impl std::fmt::Debug for Notifier {
 impl Notifier {
     /// Starts delivering to `endpoints` (one task each); `None` when there are none.
     pub fn start(
-        endpoints: &[EndpointConfig],
+        endpoints: &[EndpointSettings],
         store: Arc<dyn BlobStore>,
         source_addr: String,
         scheme: &'static str,

@@ -9,7 +9,7 @@
 //! 3. **Announce** the candidates (unmarked, older than the grace period) in a marker object that
 //!    every replica reads before accepting a manifest: a manifest referencing a candidate is
 //!    refused with `MANIFEST_BLOB_UNKNOWN`.
-//! 4. **Wait** longer than a manifest push may take ([`crate::registry::MANIFEST_PUT_DEADLINE`]),
+//! 4. **Wait** longer than a manifest push may take ([`crate::sweep::MANIFEST_PUT_DEADLINE`]),
 //!    so every push that started before the marker existed has finished.
 //! 5. **Re-scan**, and mark from every manifest written since the first scan (a new or rewritten
 //!    revision link), and every blob linked since: pushes that finished before the marker protect
@@ -27,12 +27,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::manifest;
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{self, BlobStore, ObjectInfo, layout};
 
+pub use crate::sweep::{MIN_SWEEP_WAIT, Pending};
 pub use mirrors::MirrorRetention;
 pub use purge::{PurgeOptions, purge_uploads};
 
@@ -41,12 +42,6 @@ pub use purge::{PurgeOptions, purge_uploads};
 const TIMESTAMP_GRANULARITY: Duration = Duration::from_secs(1);
 /// Manifests larger than this are not read (and so mark nothing); pushes are capped far lower.
 const MANIFEST_READ_LIMIT: u64 = 16 * 1024 * 1024;
-
-/// The least time a sweep stands announced before it deletes, when replicas are serving: longer
-/// than a manifest push may take, and long enough that every replica's blob-descriptor cache has
-/// let go of the candidates (see [`crate::registry::descriptors`]).
-pub const MIN_SWEEP_WAIT: Duration =
-    Duration::from_secs(2 * crate::registry::MANIFEST_PUT_DEADLINE.as_secs());
 
 /// How a collection runs.
 #[derive(Debug, Clone)]
@@ -107,21 +102,6 @@ impl Report {
             self.storage_requests
         )
     }
-}
-
-/// The candidates a sweep announces to every replica.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Pending {
-    /// Unix seconds when the sweep was announced.
-    pub announced: u64,
-    /// Blobs and manifests about to be deleted.
-    pub digests: BTreeSet<Digest>,
-}
-
-/// Reads the announced sweep, if one is under way.
-pub async fn pending(store: &dyn BlobStore) -> storage::Result<Option<Pending>> {
-    let marker = storage::read_if_present(store, &layout::gc_marker(), 64 * 1024 * 1024).await?;
-    Ok(marker.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
 
 /// One link found in a repository.
@@ -303,8 +283,7 @@ pub async fn run_once(store: Arc<dyn BlobStore>, options: &Options) -> storage::
                 .chain(manifests.iter().map(|l| l.digest.clone()))
                 .collect(),
         };
-        let marker = serde_json::to_vec(&announced).map_err(std::io::Error::other)?;
-        store.put(&layout::gc_marker(), marker.into()).await?;
+        crate::sweep::announce(store, &announced).await?;
         tokio::time::sleep(options.sweep_wait).await;
         // Manifests pushed since the first scan (new, or rewritten) protect what they reference.
         let rescan = Scan::take(store).await?;
@@ -388,7 +367,7 @@ pub async fn run_once(store: Arc<dyn BlobStore>, options: &Options) -> storage::
     report.links_deleted =
         sweep_dangling_links(store, &scan, &blobs, cutoff, options.dry_run).await?;
     if !options.dry_run && store.stat(&layout::gc_marker()).await.is_ok() {
-        store.delete(&layout::gc_marker()).await?;
+        crate::sweep::withdraw(store).await?;
     }
     report.deleted.sort();
     report.duration_seconds = started.elapsed().as_secs_f64();

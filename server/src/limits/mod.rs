@@ -22,7 +22,7 @@ use tower::ServiceBuilder;
 pub use pressure::{Event, Pressure};
 pub use rate::{RateLimit, client_address, client_of, is_trusted, peer_of};
 
-use crate::api::{ApiError, DistributionCode};
+use crate::oci::{Code, DistributionCode, ErrorBody};
 
 /// The request limits of the registry API.
 #[derive(Debug, Clone)]
@@ -84,11 +84,30 @@ async fn idle_bodies(
 
 /// `503 UNAVAILABLE` with `Retry-After`, for a request turned away because of load.
 fn overloaded(message: &str) -> Response {
-    ApiError::new(
+    refused(
         StatusCode::SERVICE_UNAVAILABLE,
         DistributionCode::Unavailable,
         message,
+        HeaderValue::from_static("1"),
     )
-    .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
-    .into_response()
+}
+
+/// A request turned away, with the spec's error body and when to come back.
+fn refused(
+    status: StatusCode,
+    code: impl Into<Code>,
+    message: &str,
+    retry_after: HeaderValue,
+) -> Response {
+    if !status.is_server_error() {
+        tracing::debug!(%status, message, "request refused");
+    }
+    let body = axum::Json(ErrorBody::new(code, message, None));
+    (status, [(http::header::RETRY_AFTER, retry_after)], body).into_response()
+}
+
+/// A `Retry-After` value for `wait`: whole seconds, rounded up, at least one.
+pub fn retry_after(wait: Duration) -> HeaderValue {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
 }

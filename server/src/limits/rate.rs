@@ -10,14 +10,14 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
 use oci_spec::distribution::ErrorCode;
 
 use super::pressure::{Event, Pressure};
-use crate::api::{ApiError, retry_after};
+use super::{refused, retry_after};
 
 /// How often idle clients are forgotten, so the limiter's memory stays bounded.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
@@ -76,13 +76,12 @@ pub(super) async fn limit(
         Err(not_until) => {
             limiter.pressure.count(Event::RateLimited);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::new(
+            refused(
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorCode::TooManyRequests,
                 "too many requests from this client; slow down",
+                retry_after(wait),
             )
-            .with_header(http::header::RETRY_AFTER, retry_after(wait))
-            .into_response()
         }
     }
 }

@@ -1,13 +1,17 @@
-//! The OCI Distribution Spec's vocabulary: repository names, tags, references and digests.
+//! The OCI Distribution Spec's vocabulary: repository names, tags, references and digests, the
+//! API's paths and its error codes.
 //!
 //! Pure types with no I/O. Every value here has been validated against the spec's grammar, so the
 //! layers above can build storage keys from them without further checks.
 
 mod digest;
+mod error;
 mod name;
+pub mod path;
 mod reference;
 
 pub use digest::{Algorithm, Digest, DigestHasher};
+pub use error::{Code, DistributionCode, ErrorBody};
 pub use name::RepositoryName;
 pub use reference::{Reference, Tag};
 

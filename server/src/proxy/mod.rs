@@ -20,10 +20,9 @@ use tokio::sync::watch;
 
 pub use blobs::BlobAnswer;
 pub use manifests::Served;
-pub use upstream::Upstream;
+pub use upstream::{Upstream, UpstreamCredentials, UpstreamSettings};
 
 use crate::client::ClientError;
-use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepositoryName};
 use crate::registry::{self, Registry};
@@ -86,6 +85,13 @@ impl Outcome {
     }
 }
 
+/// The pull-through cache, as `config` resolves it.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub upstreams: Vec<UpstreamSettings>,
+    pub retention: Option<Duration>,
+}
+
 /// The upstreams, and this replica's memory of them.
 pub struct Proxy {
     /// Longest prefix first, so `mirror/team` wins over `mirror`.
@@ -140,7 +146,7 @@ impl Route<'_> {
 impl Proxy {
     /// The proxy for `config`; `None` when it has no upstream.
     pub fn new(
-        config: &ProxyConfig,
+        config: &Settings,
         reload_interval: Duration,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Option<Arc<Self>>, String> {

@@ -1,15 +1,45 @@
 //! One upstream registry: which repositories it serves, and the client that reaches it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use reqwest::Url;
+
 use crate::client::{ClientOptions, Credentials, RegistryClient, secret_line};
-use crate::config::{UpstreamConfig, UpstreamCredentials};
 use crate::oci::RepositoryName;
 use crate::reload::Watched;
 
+/// An upstream, as `config` resolves it.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub prefix: RepositoryName,
+    pub url: Url,
+    pub credentials: UpstreamCredentials,
+    pub tag_ttl: Duration,
+    pub serve_stale: bool,
+    pub tls_verify: bool,
+    pub timeout: Duration,
+    pub docker_hub: bool,
+}
+
+/// Where an upstream's credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamCredentials {
+    Anonymous,
+    Password {
+        username: String,
+        password_file: PathBuf,
+    },
+    Token {
+        token_file: PathBuf,
+    },
+    /// `username` and `password`, or `token`, in this directory.
+    Directory(PathBuf),
+}
+
 /// An upstream and its client.
 pub struct Upstream {
-    pub config: UpstreamConfig,
+    pub config: UpstreamSettings,
     pub client: RegistryClient,
 }
 
@@ -24,7 +54,7 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Builds the client, loading credential files (and watching them for changes).
-    pub fn new(config: UpstreamConfig, reload_interval: Duration) -> Result<Self, String> {
+    pub fn new(config: UpstreamSettings, reload_interval: Duration) -> Result<Self, String> {
         let credentials = match &config.credentials {
             UpstreamCredentials::Anonymous => Watched::fixed("upstream credentials", None),
             UpstreamCredentials::Password {
@@ -120,15 +150,20 @@ fn directory_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProxySettings;
 
     fn upstream(prefix: &str, url: &str) -> Upstream {
-        let settings: ProxySettings = toml::from_str(&format!(
-            "[[upstreams]]\nprefix = \"{prefix}\"\nurl = \"{url}\""
-        ))
-        .unwrap();
-        let config = settings.resolve().unwrap().upstreams.swap_remove(0);
-        Upstream::new(config, Duration::from_secs(10)).unwrap()
+        let url: Url = url.parse().unwrap();
+        let settings = UpstreamSettings {
+            prefix: prefix.parse().unwrap(),
+            docker_hub: url.host_str() == Some("registry-1.docker.io"),
+            url,
+            credentials: UpstreamCredentials::Anonymous,
+            tag_ttl: Duration::from_secs(300),
+            serve_stale: true,
+            tls_verify: true,
+            timeout: Duration::from_secs(30),
+        };
+        Upstream::new(settings, Duration::from_secs(10)).unwrap()
     }
 
     #[tokio::test]

@@ -55,7 +55,7 @@ impl Registry {
         let started = std::time::Instant::now();
         let parsed = manifest::parse(&body, content_type)?;
         // A sweep under way may be about to delete what this manifest needs: refuse cleanly.
-        if let Some(pending) = crate::gc::pending(self.store.as_ref()).await? {
+        if let Some(pending) = crate::sweep::pending(self.store.as_ref()).await? {
             let needed = std::iter::once(&digest)
                 .chain(parsed.required_blobs().map(|d| &d.digest))
                 .chain(parsed.manifests.iter().map(|d| &d.digest));

@@ -21,10 +21,7 @@ pub use manifests::{PutOutcome, StoredManifest};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A manifest push gives up rather than write after this long: garbage collection waits longer
-/// than this between announcing a sweep and sweeping, so a push that did not see the
-/// announcement has always finished before the sweep looks for what it references.
-pub const MANIFEST_PUT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+pub use crate::sweep::MANIFEST_PUT_DEADLINE;
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]

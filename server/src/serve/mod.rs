@@ -2,21 +2,74 @@
 
 mod connections;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 pub use connections::ConnectionLimits;
 
-use crate::api::{self, AppState, Gate};
+use crate::api::{self, ApiSettings, AppState, Gate};
+use crate::auth::AuthConfig;
 use crate::auth::{Auth, AuthSetupError};
-use crate::config::ServeConfig;
+use crate::events::EndpointSettings;
 use crate::gc;
-use crate::limits::Pressure;
+use crate::limits::{Pressure, RequestLimits};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{Limits, Registry};
 use crate::storage;
+use crate::storage::{StorageConfig, Timeouts};
+use crate::telemetry::LogFormat;
 use crate::tls::ServerTls;
 use crate::upload::{SecretKey, TokenKeys, Uploads};
+
+/// How the storage guard bounds storage calls ([`crate::storage::Guarded`]).
+#[derive(Debug, Clone, Copy)]
+pub struct GuardSettings {
+    pub timeouts: Timeouts,
+    pub failures_to_open: u32,
+    pub probe_interval: Duration,
+}
+
+/// `serve`'s settings: each feature's own, as `config` resolves them from flags, environment
+/// and file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub storage: StorageConfig,
+    /// How storage calls are bounded, and when the breaker opens.
+    pub guard: GuardSettings,
+    pub connections: ConnectionLimits,
+    pub requests: RequestLimits,
+    /// `None` when no key was configured: a random one will be made.
+    pub keys: Option<TokenKeys>,
+    pub upload_token_ttl: Duration,
+    pub limits: Limits,
+    pub api: ApiSettings,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub shutdown_grace: Duration,
+    /// In-process upload purging: how often, and the age limit.
+    pub purge_uploads: Option<(Duration, Duration)>,
+    /// Access control; `None` when anyone may do anything.
+    pub auth: Option<AuthConfig>,
+    /// The certificate and key files of HTTPS; `None` for plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How often files read at run time are checked for changes.
+    pub reload_interval: Duration,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Proxies whose `X-Forwarded-For` names the client (rate limits, failed logins).
+    pub trusted_proxies: Vec<IpNet>,
+    /// The blob-descriptor cache.
+    pub blob_cache: crate::registry::descriptors::CacheConfig,
+    /// The pull-through cache's upstreams; empty when there is none.
+    pub proxy: crate::proxy::Settings,
+    /// Where registry events are delivered; empty for nowhere.
+    pub notifications: Vec<EndpointSettings>,
+}
 
 /// How often what overload refused is logged.
 const PRESSURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -26,7 +79,7 @@ const RESERVED_FILES: u64 = 256;
 /// Builds the application for `config` on an opened store, guarded by time limits and a
 /// circuit breaker whose probe runs for as long as the application lives.
 pub async fn app(
-    config: &ServeConfig,
+    config: &Settings,
     store: Arc<dyn storage::BlobStore>,
     keys: TokenKeys,
 ) -> Result<axum::Router, SetupError> {
@@ -53,7 +106,7 @@ struct Built {
 }
 
 async fn build(
-    config: &ServeConfig,
+    config: &Settings,
     store: Arc<dyn storage::BlobStore>,
     keys: TokenKeys,
     pressure: &Arc<Pressure>,
@@ -124,7 +177,7 @@ async fn build(
 }
 
 /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish (up to the grace period).
-pub async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn serve(config: Settings) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let store = storage::open(&config.storage).await?;
     let keys = config.keys.clone().unwrap_or_else(|| {
         tracing::warn!(

@@ -11,7 +11,7 @@
 //!
 //! # Never a blob gc deleted
 //! Only `stowage gc` deletes blob content, and it announces what it will delete
-//! ([`crate::gc::Pending`]) at least [`crate::gc::MIN_SWEEP_WAIT`] before deleting it. Every
+//! ([`crate::sweep::Pending`]) at least [`crate::sweep::MIN_SWEEP_WAIT`] before deleting it. Every
 //! replica watches for that announcement ([`sweeps`]) and, while a sweep stands:
 //! - answers its candidates from storage only, never from either tier, and evicts them from its
 //!   memory;
@@ -47,7 +47,8 @@ pub const LINK_TTL: Duration = Duration::from_secs(5);
 pub const SHARED_TTL: Duration = Duration::from_secs(5);
 
 const _: () = assert!(
-    SHARED_TTL.as_secs() + sweeps::FRESHNESS.as_secs() + 2 <= crate::gc::MIN_SWEEP_WAIT.as_secs()
+    SHARED_TTL.as_secs() + sweeps::FRESHNESS.as_secs() + 2
+        <= crate::sweep::MIN_SWEEP_WAIT.as_secs()
 );
 
 /// How a replica caches blob descriptors.

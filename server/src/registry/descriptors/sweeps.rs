@@ -73,7 +73,7 @@ impl SweepWatch {
         let candidates = match (&marker, unchanged) {
             (_, true) => None,
             (None, false) => Some(BTreeSet::new()),
-            (Some(_), false) => match crate::gc::pending(store).await {
+            (Some(_), false) => match crate::sweep::pending(store).await {
                 Ok(pending) => Some(pending.map(|p| p.digests).unwrap_or_default()),
                 Err(err) => {
                     tracing::debug!(error = %err, "could not read the announced gc sweep");
@@ -136,7 +136,7 @@ mod tests {
     }
 
     async fn announce(store: &dyn BlobStore, digests: &[&Digest]) {
-        let pending = crate::gc::Pending {
+        let pending = crate::sweep::Pending {
             announced: 1,
             digests: digests.iter().map(|d| (*d).clone()).collect(),
         };
