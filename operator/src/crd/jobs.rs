@@ -1,0 +1,85 @@
+//! `spec.garbageCollection` and `spec.uploadPurging`: the CronJobs that clean up.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::bounds;
+
+/// The garbage-collection CronJob (`stowage gc`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GarbageCollection {
+    /// When to run, in cron syntax.
+    #[serde(default = "gc_schedule")]
+    #[schemars(length(min = 9, max = bounds::SCHEDULE))]
+    pub schedule: String,
+
+    /// Nothing younger than this is deleted, such as `1h` or `30m`.
+    #[serde(default = "gc_grace_period")]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub grace_period: String,
+
+    /// Also delete manifests that no tag refers to.
+    #[serde(default)]
+    pub delete_untagged: bool,
+
+    /// Stop scheduling runs.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+impl Default for GarbageCollection {
+    fn default() -> Self {
+        Self {
+            schedule: gc_schedule(),
+            grace_period: gc_grace_period(),
+            delete_untagged: false,
+            suspend: false,
+        }
+    }
+}
+
+/// The upload-purging CronJob (`stowage purge-uploads`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadPurging {
+    /// When to run, in cron syntax.
+    #[serde(default = "purge_schedule")]
+    #[schemars(length(min = 9, max = bounds::SCHEDULE))]
+    pub schedule: String,
+
+    /// Upload sessions started longer ago than this are deleted, such as `168h`.
+    #[serde(default = "purge_max_age")]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub max_age: String,
+
+    /// Stop scheduling runs.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+impl Default for UploadPurging {
+    fn default() -> Self {
+        Self {
+            schedule: purge_schedule(),
+            max_age: purge_max_age(),
+            suspend: false,
+        }
+    }
+}
+
+fn gc_schedule() -> String {
+    "0 3 * * *".to_owned()
+}
+
+fn gc_grace_period() -> String {
+    "1h".to_owned()
+}
+
+fn purge_schedule() -> String {
+    "30 * * * *".to_owned()
+}
+
+fn purge_max_age() -> String {
+    "168h".to_owned()
+}

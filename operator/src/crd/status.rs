@@ -1,0 +1,68 @@
+//! `status`: what the operator last saw of the registry.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What the operator last saw of the registry.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryStatus {
+    /// The generation these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Progressing, Degraded, StorageReady and GarbageCollected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Server pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Server pods ready to serve.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// The server pods' label selector, for the scale subresource.
+    #[serde(default)]
+    pub selector: String,
+
+    /// The registry's address inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// The most recent finished garbage collection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_garbage_collection: Option<GarbageCollectionRun>,
+}
+
+/// One finished `stowage gc` run.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GarbageCollectionRun {
+    /// The Job that ran it.
+    pub job: String,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Succeeded or Failed.
+    pub result: GcResult,
+    // Signed, as Kubernetes knows `int64` and not schemars' `uint64` format.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub bytes_freed: i64,
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub blobs_deleted: i64,
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub manifests_deleted: i64,
+}
+
+/// How a garbage collection ended.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcResult {
+    Succeeded,
+    Failed,
+}

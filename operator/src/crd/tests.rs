@@ -1,0 +1,322 @@
+//! The CRD as the API server sees it: its CEL rules, cost, formats and defaults.
+
+use kube::CustomResourceExt;
+use kube::core::cel::Validator;
+use serde_json::{Value, json};
+
+use super::Registry;
+
+fn schema() -> Value {
+    super::schema()
+}
+
+/// Every rule, estimated as the API server estimates it when the CRD is applied: within the
+/// limits, and with a bound on everything a rule can reach.
+#[test]
+fn the_api_server_accepts_the_rules_cost() {
+    fn count_rules(value: &Value) -> usize {
+        match value {
+            Value::Object(map) => {
+                let here = map
+                    .get("x-kubernetes-validations")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                here + map.values().map(count_rules).sum::<usize>()
+            }
+            Value::Array(items) => items.iter().map(count_rules).sum(),
+            _ => 0,
+        }
+    }
+    let report = super::cost::estimate(&schema());
+    assert_eq!(report.problems(), Vec::<String>::new(), "\n{report}");
+    assert_eq!(
+        report.rules.len(),
+        count_rules(&schema()),
+        "every rule is estimated"
+    );
+    assert!(report.rules.len() >= 10, "\n{report}");
+}
+
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "reads better at the call sites"
+)]
+fn object(spec: Value) -> Value {
+    json!({
+        "apiVersion": "stowage.dev/v1alpha1",
+        "kind": "Registry",
+        "metadata": {"name": "images", "namespace": "team-a"},
+        "spec": spec
+    })
+}
+
+/// The messages of the CEL rules `spec` breaks, on create or (with `old`) on update.
+fn broken(spec: Value, old: Option<Value>) -> Vec<String> {
+    let old = old.map(object);
+    match Validator::new().validate(&schema(), &object(spec), old.as_ref()) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+    }
+}
+
+#[test]
+fn notification_endpoints_need_their_own_name_and_a_scheme() {
+    let spec = |endpoints: Value| json!({"storage": {"s3": {"bucket": "images"}}, "notifications": {"endpoints": endpoints}});
+    let scanner =
+        json!({"name": "scanner", "url": "https://scanner/events", "ignoredActions": ["pull"]});
+    let audit = json!({"name": "audit", "url": "http://audit:8080/"});
+    assert!(broken(spec(json!([scanner, audit])), None).is_empty());
+    // Names are the keys of the list: the API server refuses a repeated one (see
+    // `manifests`' tests, which check it as the API server does).
+    let endpoints =
+        &schema()["properties"]["spec"]["properties"]["notifications"]["properties"]["endpoints"];
+    assert_eq!(endpoints["x-kubernetes-list-type"], "map");
+    assert_eq!(endpoints["x-kubernetes-list-map-keys"], json!(["name"]));
+    assert_eq!(
+        broken(spec(json!([{"name": "x", "url": "scanner/events"}])), None),
+        ["url needs its scheme: https:// or http://"]
+    );
+}
+
+#[test]
+fn proxy_upstreams_need_their_own_prefix_and_a_scheme() {
+    let spec = |upstreams: Value| json!({"storage": {"s3": {"bucket": "images"}}, "proxy": {"upstreams": upstreams}});
+    let hub = json!({"prefix": "docker.io", "url": "https://registry-1.docker.io"});
+    let ghcr = json!({"prefix": "ghcr.io", "url": "https://ghcr.io", "credentialsSecret": "ghcr"});
+    assert!(broken(spec(json!([hub, ghcr])), None).is_empty());
+    let upstreams =
+        &schema()["properties"]["spec"]["properties"]["proxy"]["properties"]["upstreams"];
+    assert_eq!(upstreams["x-kubernetes-list-type"], "map");
+    assert_eq!(upstreams["x-kubernetes-list-map-keys"], json!(["prefix"]));
+    let bare = json!({"prefix": "quay.io", "url": "quay.io"});
+    assert_eq!(
+        broken(spec(json!([bare])), None),
+        ["url needs its scheme: https:// or http://"]
+    );
+}
+
+#[test]
+fn access_rules_and_tls_are_checked_on_apply() {
+    let s3 = json!({"s3": {"bucket": "images"}});
+    let with = |field: &str, value: Value| {
+        let mut spec = json!({"storage": s3});
+        spec[field] = value;
+        spec
+    };
+    let good = json!({"rules": [{"repositories": ["team-a/**"], "subjects": ["anonymous", "user:alice", "group:system:serviceaccounts:ci"], "actions": ["pull", "*"]}]});
+    assert!(broken(with("auth", good), None).is_empty());
+    let bad_subject =
+        json!({"rules": [{"repositories": ["**"], "subjects": ["alice"], "actions": ["pull"]}]});
+    assert_eq!(
+        broken(with("auth", bad_subject), None),
+        ["subjects are anonymous, authenticated, user:<name> or group:<name>"]
+    );
+    let no_keys =
+        json!({"tokenIssuer": {"realm": "https://a/token", "service": "s", "issuer": "i"}});
+    assert_eq!(
+        broken(with("auth", no_keys), None),
+        ["set rootCertBundle or jwksUrl: the keys that sign the tokens"]
+    );
+    let tls_message = ["set exactly one of secretName or issuerRef"];
+    assert_eq!(broken(with("tls", json!({})), None), tls_message);
+    let both = json!({"secretName": "cert", "issuerRef": {"name": "ca"}});
+    assert_eq!(broken(with("tls", both), None), tls_message);
+    assert!(broken(with("tls", json!({"issuerRef": {"name": "ca"}})), None).is_empty());
+}
+
+#[test]
+fn exactly_one_storage_kind() {
+    assert_eq!(
+        broken(json!({"storage": {"s3": {"bucket": "images"}}}), None),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        broken(json!({"storage": {"filesystem": {}}}), None),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        broken(json!({"storage": {}}), None),
+        ["set exactly one storage kind: filesystem or s3"]
+    );
+    assert_eq!(
+        broken(
+            json!({"storage": {"filesystem": {}, "s3": {"bucket": "images"}}}),
+            None
+        ),
+        ["set exactly one storage kind: filesystem or s3"]
+    );
+}
+
+#[test]
+fn more_than_one_replica_needs_shared_storage() {
+    let message = ["more than one replica needs shared storage: use storage.s3"];
+    assert_eq!(
+        broken(json!({"replicas": 2, "storage": {"filesystem": {}}}), None),
+        message
+    );
+    assert_eq!(
+        broken(
+            json!({"autoscaling": {"minReplicas": 1, "maxReplicas": 3}, "storage": {"filesystem": {}}}),
+            None
+        ),
+        message
+    );
+    assert!(broken(json!({"replicas": 1, "storage": {"filesystem": {}}}), None).is_empty());
+    assert!(broken(json!({"replicas": 0, "storage": {"filesystem": {}}}), None).is_empty());
+    assert!(
+        broken(
+            json!({"replicas": 5, "storage": {"s3": {"bucket": "images"}}}),
+            None
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn autoscaling_bounds_are_ordered() {
+    let s3 = json!({"s3": {"bucket": "images"}});
+    assert_eq!(
+        broken(
+            json!({"autoscaling": {"minReplicas": 5, "maxReplicas": 3}, "storage": s3}),
+            None
+        ),
+        ["minReplicas must not exceed maxReplicas"]
+    );
+    assert!(
+        broken(
+            json!({"autoscaling": {"minReplicas": 3, "maxReplicas": 3}, "storage": s3}),
+            None
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        broken(
+            json!({"autoscaling": {"maxReplicas": 1}, "storage": s3}),
+            None
+        ),
+        ["minReplicas must not exceed maxReplicas"],
+        "the default minimum of 2 applies before the rule"
+    );
+}
+
+#[test]
+fn the_bucket_and_prefix_are_immutable() {
+    let old = json!({"storage": {"s3": {"bucket": "images", "rootPrefix": "a"}}});
+    assert!(
+        broken(
+            json!({"replicas": 4, "storage": {"s3": {"bucket": "images", "rootPrefix": "a"}}}),
+            Some(old.clone())
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        broken(
+            json!({"storage": {"s3": {"bucket": "other", "rootPrefix": "a"}}}),
+            Some(old.clone())
+        ),
+        ["bucket is immutable"]
+    );
+    assert_eq!(
+        broken(
+            json!({"storage": {"s3": {"bucket": "images", "rootPrefix": "b"}}}),
+            Some(old)
+        ),
+        ["rootPrefix is immutable"]
+    );
+}
+
+#[test]
+fn replicas_are_frozen_while_autoscaling() {
+    let autoscaled = |replicas: i32| {
+        json!({"replicas": replicas, "autoscaling": {"minReplicas": 2, "maxReplicas": 6},
+               "storage": {"s3": {"bucket": "images"}}})
+    };
+    let fixed =
+        |replicas: i32| json!({"replicas": replicas, "storage": {"s3": {"bucket": "images"}}});
+    let message = [
+        "replicas cannot change while autoscaling is set: the autoscaler owns the replica \
+         count; change autoscaling.minReplicas or maxReplicas, or remove autoscaling first",
+    ];
+    // `kubectl scale` on an autoscaled Registry.
+    assert_eq!(broken(autoscaled(5), Some(autoscaled(1))), message);
+    // Other changes to an autoscaled Registry, and scaling a fixed one, are fine.
+    assert!(broken(autoscaled(1), Some(autoscaled(1))).is_empty());
+    assert!(broken(fixed(5), Some(fixed(1))).is_empty());
+    // Switching autoscaling on or off may come with a new count.
+    assert!(broken(autoscaled(5), Some(fixed(1))).is_empty());
+    assert!(broken(fixed(5), Some(autoscaled(1))).is_empty());
+}
+
+/// Every `format` in the schema is one the API server knows, so installing the CRD warns of
+/// nothing.
+#[test]
+fn only_formats_the_api_server_knows() {
+    fn formats(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(format)) = map.get("format") {
+                    found.push(format.clone());
+                }
+                map.values().for_each(|v| formats(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| formats(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    formats(&schema(), &mut found);
+    assert!(!found.is_empty(), "the walk finds formats");
+    let known = [
+        "int32",
+        "int64",
+        "float",
+        "double",
+        "byte",
+        "date",
+        "date-time",
+        "int-or-string",
+    ];
+    for format in found {
+        assert!(
+            known.contains(&format.as_str()),
+            "unknown format {format:?}"
+        );
+    }
+}
+
+#[test]
+fn defaults_fill_a_minimal_spec() {
+    let spec: super::RegistrySpec =
+        serde_json::from_value(json!({"storage": {"s3": {"bucket": "images"}}})).expect("spec");
+    assert_eq!(spec.replicas, 1);
+    assert!(spec.deletes_enabled);
+    assert_eq!(spec.service.port, 5000);
+    assert_eq!(spec.garbage_collection.grace_period, "1h");
+    assert_eq!(spec.upload_purging.max_age, "168h");
+    let s3 = spec.storage.s3.expect("s3");
+    assert_eq!(s3.region, "us-east-1");
+    assert!(!s3.path_style);
+}
+
+#[test]
+fn status_and_scale_subresources() {
+    let crd = Registry::crd();
+    let version = &crd.spec.versions[0];
+    let subresources = version.subresources.as_ref().expect("subresources");
+    assert!(subresources.status.is_some());
+    let scale = subresources.scale.as_ref().expect("scale");
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
+    assert_eq!(
+        scale.label_selector_path.as_deref(),
+        Some(".status.selector")
+    );
+    let columns: Vec<_> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(columns, ["Ready", "Replicas", "Endpoint", "Age"]);
+    assert_eq!(crd.spec.names.short_names, Some(vec!["reg".to_owned()]));
+}
