@@ -3,8 +3,10 @@
 //! through Kubernetes' garbage collector and no finalizer is needed.
 
 mod access;
+mod children;
 mod keys;
 mod optional;
+mod storage;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,26 +16,24 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 
 use crate::crd::{Registry, RegistryStatus};
 use crate::events::Events;
 use crate::metrics::Metrics;
-use crate::resources::{self, ClusterFacts, FIELD_MANAGER, Inputs, KeyKind, Task};
+use crate::resources::{self, FIELD_MANAGER, KeyKind};
 use crate::status::{self, Observed};
-use crate::storage::{self, StorageCheck};
+use crate::storage::StorageCheck;
+use children::{apply, apply_children};
 
 /// What the reconcile loop shares.
 pub struct Context {
@@ -340,368 +340,6 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
 fn leave_to_garbage_collector(registry: &Registry, error: &Error) -> Action {
     tracing::debug!(registry = %registry.name_any(), %error, "the namespace is being deleted; leaving the Registry to the garbage collector");
     Action::await_change()
-}
-
-/// What applying the children found out.
-struct Applied {
-    deployment: Deployment,
-    storage: StorageCheck,
-    /// Whether the certificate is there, when `spec.tls` asks for one.
-    tls: Option<status::Check>,
-    /// Whether the ServiceMonitor was made, when the spec asks for one.
-    service_monitor: Option<status::Check>,
-    last_gc: Option<crate::crd::GarbageCollectionRun>,
-    /// Events worth telling: `(reason, note)`.
-    events: Vec<(&'static str, String)>,
-}
-
-async fn apply_children(
-    registry: &Registry,
-    context: &Context,
-    namespace: &str,
-) -> Result<Applied, Error> {
-    let client = &context.client;
-    let mut events = Vec::new();
-    // What the pods cannot start without is checked before anything is made.
-    access::check_auth_secrets(client, registry, namespace).await?;
-    let upload_key =
-        keys::signing_key(client, registry, namespace, KeyKind::Upload, &mut events).await?;
-    let token_key = match KeyKind::Token.spec(registry) {
-        Some(_) => {
-            Some(keys::signing_key(client, registry, namespace, KeyKind::Token, &mut events).await?)
-        }
-        None => None,
-    };
-    let settings = check_storage_settings(client, registry, namespace).await?;
-
-    let facts = ClusterFacts {
-        previous_upload_key: upload_key.has_previous,
-        previous_token_key: token_key.as_ref().is_some_and(|key| key.has_previous),
-        service_account_issuer: context.service_account_issuer.clone(),
-    };
-    if resources::workload_identity_without_issuer(registry, &facts) {
-        events.push((
-            "WorkloadIdentityUnavailable",
-            "the cluster's service account issuer is unknown (the operator's own token names \
-             none): set spec.auth.workloadIdentity.issuer"
-                .to_owned(),
-        ));
-    }
-    let config = resources::server_config(registry, &facts);
-    let secrets_read = std::iter::once(&upload_key.secret)
-        .chain(token_key.as_ref().map(|key| &key.secret))
-        .chain(settings.credentials.as_ref());
-    let inputs = Inputs {
-        image: registry
-            .spec
-            .image
-            .clone()
-            .unwrap_or_else(|| context.default_image.clone()),
-        has_previous_key: upload_key.has_previous,
-        checksum: checksum(&config, secrets_read),
-    };
-    if let Some(policy) = resources::policy_secret(registry) {
-        apply(client, namespace, &policy).await?;
-    }
-    let tls = access::apply_tls(client, registry, namespace).await?;
-    let service_monitor = access::apply_service_monitor(client, registry, namespace).await?;
-
-    apply(client, namespace, &resources::service_account(registry)).await?;
-    apply(client, namespace, &resources::config_map(registry, config)).await?;
-    let claim = match resources::persistent_volume_claim(registry) {
-        Some(claim) => Some(apply::<PersistentVolumeClaim>(client, namespace, &claim).await?),
-        None => settings.existing_claim,
-    };
-    let deployment = apply_deployment(client, registry, namespace, &inputs).await?;
-    apply(client, namespace, &resources::service(registry)).await?;
-    match resources::horizontal_pod_autoscaler(registry) {
-        Some(hpa) => drop(apply(client, namespace, &hpa).await?),
-        None => delete::<HorizontalPodAutoscaler>(client, namespace, &registry.name_any()).await?,
-    }
-    match resources::pod_disruption_budget(registry) {
-        Some(pdb) => drop(apply(client, namespace, &pdb).await?),
-        None => delete::<PodDisruptionBudget>(client, namespace, &registry.name_any()).await?,
-    }
-    for task in Task::ALL {
-        apply(
-            client,
-            namespace,
-            &resources::cron_job(registry, &inputs, task),
-        )
-        .await?;
-    }
-    let last_gc = last_garbage_collection(client, registry, namespace).await?;
-    let storage = match settings.problem {
-        Some(problem) => problem,
-        None => observe_storage(client, registry, namespace, claim.as_ref()).await?,
-    };
-    Ok(Applied {
-        deployment,
-        storage,
-        tls,
-        service_monitor,
-        last_gc,
-        events,
-    })
-}
-
-/// Server-side applies `object` with the operator's field manager, taking over fields others
-/// changed (the spec is the truth), and returns what the API server made of it.
-async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let name = object.meta().name.clone().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .map_err(kube_error(format!("applying {} {name}", K::kind(&()))))
-}
-
-/// Applies the server Deployment. With autoscaling on, `spec.replicas` is the autoscaler's: a
-/// new Deployment is created at `minReplicas`, and while the operator still owns the field alone
-/// (just created, or autoscaling just switched on), the current count is first handed to
-/// [`resources::REPLICAS_HANDOVER_MANAGER`] so that leaving the field out does not reset the
-/// Deployment to one pod.
-async fn apply_deployment(
-    client: &Client,
-    registry: &Registry,
-    namespace: &str,
-    inputs: &Inputs,
-) -> Result<Deployment, Error> {
-    let mut deployment = resources::deployment(registry, inputs);
-    if let Some(autoscaling) = &registry.spec.autoscaling {
-        let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-        let name = registry.name_any();
-        let existing = api
-            .get_opt(&name)
-            .await
-            .map_err(kube_error(format!("reading Deployment {name}")))?;
-        match existing {
-            None => {
-                if let Some(spec) = deployment.spec.as_mut() {
-                    spec.replicas = Some(autoscaling.min_replicas);
-                }
-            }
-            Some(existing) if !resources::replicas_owned_by_others(&existing) => {
-                let current = existing.spec.as_ref().and_then(|s| s.replicas);
-                let replicas = current
-                    .unwrap_or(autoscaling.min_replicas)
-                    .max(autoscaling.min_replicas)
-                    .min(autoscaling.max_replicas);
-                api.patch(
-                    &name,
-                    &PatchParams::apply(resources::REPLICAS_HANDOVER_MANAGER).force(),
-                    &Patch::Apply(resources::replicas_handover(registry, replicas)),
-                )
-                .await
-                .map_err(kube_error(format!(
-                    "handing the replicas of Deployment {name} to the autoscaler"
-                )))?;
-            }
-            Some(_) => {}
-        }
-    }
-    apply(client, namespace, &deployment).await
-}
-
-/// Deletes a child the spec no longer asks for; gone already is fine.
-async fn delete<K>(client: &Client, namespace: &str, name: &str) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(error) if is_not_found(&error) => Ok(()),
-        Err(error) => Err(kube_error(format!("deleting {} {name}", K::kind(&())))(
-            error,
-        )),
-    }
-}
-
-/// What the pods' storage settings refer to, as found in the cluster.
-struct StorageSettings {
-    /// What is wrong with them, if anything is.
-    problem: Option<StorageCheck>,
-    /// The S3 credentials Secret, for the checksum that rolls the pods when it changes.
-    credentials: Option<Secret>,
-    /// The existing claim a filesystem Registry mounts.
-    existing_claim: Option<PersistentVolumeClaim>,
-}
-
-/// Checks that what the pods will mount and read exists: the S3 credentials Secret with the
-/// keys the pods read, or the existing claim to mount.
-async fn check_storage_settings(
-    client: &Client,
-    registry: &Registry,
-    namespace: &str,
-) -> Result<StorageSettings, Error> {
-    let fine = StorageSettings {
-        problem: None,
-        credentials: None,
-        existing_claim: None,
-    };
-    let problem = |reason, message: String| StorageSettings {
-        problem: Some(StorageCheck::unavailable(reason, message)),
-        credentials: None,
-        existing_claim: None,
-    };
-    if let Some(fs) = &registry.spec.storage.filesystem {
-        if fs.existing_claim.is_none() {
-            return Ok(fine);
-        }
-        let claim = resources::data_claim_name(registry);
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-        let found = api
-            .get_opt(&claim)
-            .await
-            .map_err(kube_error(format!("reading PersistentVolumeClaim {claim}")))?;
-        return Ok(match found {
-            Some(found) => StorageSettings {
-                existing_claim: Some(found),
-                ..fine
-            },
-            None => problem(
-                "ClaimMissing",
-                format!("PersistentVolumeClaim {claim} does not exist"),
-            ),
-        });
-    }
-    let Some(s3) = &registry.spec.storage.s3 else {
-        return Ok(problem("NoStorage", "no storage kind is set".to_owned()));
-    };
-    let Some(credentials) = &s3.credentials_secret else {
-        return Ok(fine);
-    };
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = api
-        .get_opt(&credentials.name)
-        .await
-        .map_err(kube_error(format!("reading Secret {}", credentials.name)))?;
-    let Some(secret) = secret else {
-        return Ok(problem(
-            "CredentialsMissing",
-            format!("S3 credentials Secret {} does not exist", credentials.name),
-        ));
-    };
-    for key in [
-        &credentials.access_key_id_key,
-        &credentials.secret_access_key_key,
-    ] {
-        if keys::secret_value_len(&secret, key).is_none() {
-            return Ok(StorageSettings {
-                credentials: Some(secret),
-                ..problem(
-                    "CredentialsMissing",
-                    format!(
-                        "S3 credentials Secret {} has no key {key}",
-                        credentials.name
-                    ),
-                )
-            });
-        }
-    }
-    Ok(StorageSettings {
-        credentials: Some(secret),
-        ..fine
-    })
-}
-
-/// Whether storage works for the pods: the claim must be bound, and then the server pods'
-/// readiness (their probe reads and writes storage) tells.
-async fn observe_storage(
-    client: &Client,
-    registry: &Registry,
-    namespace: &str,
-    claim: Option<&PersistentVolumeClaim>,
-) -> Result<StorageCheck, Error> {
-    if let Some(problem) = claim.and_then(storage::claim_problem) {
-        return Ok(problem);
-    }
-    let described = match &registry.spec.storage.s3 {
-        Some(s3) => format!("bucket {}", s3.bucket),
-        None => format!("volume claim {}", resources::data_claim_name(registry)),
-    };
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let pods = pods
-        .list(&ListParams::default().labels(&resources::selector_string(registry)))
-        .await
-        .map_err(kube_error("listing server pods"))?;
-    Ok(storage::from_pods(
-        &pods.items,
-        &described,
-        &Time(Timestamp::now()),
-    ))
-}
-
-/// SHA-256 over the config and every Secret value the pods read at start-up (not the ones they
-/// read again when they change: htpasswd, policy, certificate).
-fn checksum<'a>(config: &str, secrets: impl Iterator<Item = &'a Secret>) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(config.as_bytes());
-    for secret in secrets {
-        for (key, value) in secret.data.iter().flatten() {
-            hasher.update((key.len() as u64).to_be_bytes());
-            hasher.update(key.as_bytes());
-            hasher.update((value.0.len() as u64).to_be_bytes());
-            hasher.update(&value.0);
-        }
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The newest finished gc run; the pods of a Job already in the status are not read again.
-async fn last_garbage_collection(
-    client: &Client,
-    registry: &Registry,
-    namespace: &str,
-) -> Result<Option<crate::crd::GarbageCollectionRun>, Error> {
-    let known = registry
-        .status
-        .as_ref()
-        .and_then(|s| s.last_garbage_collection.clone());
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let selector = format!(
-        "{}={},app.kubernetes.io/component={}",
-        resources::REGISTRY_LABEL,
-        registry.name_any(),
-        Task::GarbageCollection.command()
-    );
-    let list = jobs
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(kube_error("listing gc Jobs"))?;
-    let Some((job, finished_at, result)) = status::latest_finished_job(&list.items) else {
-        return Ok(known);
-    };
-    if known
-        .as_ref()
-        .is_some_and(|k| k.job == job.name_any() && k.result == result)
-    {
-        return Ok(known);
-    }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let pods = pods
-        .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
-        .await
-        .map_err(kube_error("listing gc pods"))?;
-    Ok(Some(status::gc_run(job, finished_at, result, &pods.items)))
 }
 
 /// Writes the status when it changed (an unchanged status is not written, so a status write

@@ -1,0 +1,267 @@
+//! Applying a Registry's children: every object it needs, made or updated by server-side apply,
+//! after what the pods cannot start without has been checked.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use super::storage::{check_storage_settings, observe_storage};
+use super::{Context, Error, access, is_not_found, keys, kube_error};
+use crate::crd::Registry;
+use crate::resources::{self, ClusterFacts, FIELD_MANAGER, Inputs, KeyKind, Task};
+use crate::status;
+use crate::storage::StorageCheck;
+
+/// What applying the children found out.
+pub(super) struct Applied {
+    pub(super) deployment: Deployment,
+    pub(super) storage: StorageCheck,
+    /// Whether the certificate is there, when `spec.tls` asks for one.
+    pub(super) tls: Option<status::Check>,
+    /// Whether the ServiceMonitor was made, when the spec asks for one.
+    pub(super) service_monitor: Option<status::Check>,
+    pub(super) last_gc: Option<crate::crd::GarbageCollectionRun>,
+    /// Events worth telling: `(reason, note)`.
+    pub(super) events: Vec<(&'static str, String)>,
+}
+
+pub(super) async fn apply_children(
+    registry: &Registry,
+    context: &Context,
+    namespace: &str,
+) -> Result<Applied, Error> {
+    let client = &context.client;
+    let mut events = Vec::new();
+    // What the pods cannot start without is checked before anything is made.
+    access::check_auth_secrets(client, registry, namespace).await?;
+    let upload_key =
+        keys::signing_key(client, registry, namespace, KeyKind::Upload, &mut events).await?;
+    let token_key = match KeyKind::Token.spec(registry) {
+        Some(_) => {
+            Some(keys::signing_key(client, registry, namespace, KeyKind::Token, &mut events).await?)
+        }
+        None => None,
+    };
+    let settings = check_storage_settings(client, registry, namespace).await?;
+
+    let facts = ClusterFacts {
+        previous_upload_key: upload_key.has_previous,
+        previous_token_key: token_key.as_ref().is_some_and(|key| key.has_previous),
+        service_account_issuer: context.service_account_issuer.clone(),
+    };
+    if resources::workload_identity_without_issuer(registry, &facts) {
+        events.push((
+            "WorkloadIdentityUnavailable",
+            "the cluster's service account issuer is unknown (the operator's own token names \
+             none): set spec.auth.workloadIdentity.issuer"
+                .to_owned(),
+        ));
+    }
+    let config = resources::server_config(registry, &facts);
+    let secrets_read = std::iter::once(&upload_key.secret)
+        .chain(token_key.as_ref().map(|key| &key.secret))
+        .chain(settings.credentials.as_ref());
+    let inputs = Inputs {
+        image: registry
+            .spec
+            .image
+            .clone()
+            .unwrap_or_else(|| context.default_image.clone()),
+        has_previous_key: upload_key.has_previous,
+        checksum: checksum(&config, secrets_read),
+    };
+    if let Some(policy) = resources::policy_secret(registry) {
+        apply(client, namespace, &policy).await?;
+    }
+    let tls = access::apply_tls(client, registry, namespace).await?;
+    let service_monitor = access::apply_service_monitor(client, registry, namespace).await?;
+
+    apply(client, namespace, &resources::service_account(registry)).await?;
+    apply(client, namespace, &resources::config_map(registry, config)).await?;
+    let claim = match resources::persistent_volume_claim(registry) {
+        Some(claim) => Some(apply::<PersistentVolumeClaim>(client, namespace, &claim).await?),
+        None => settings.existing_claim,
+    };
+    let deployment = apply_deployment(client, registry, namespace, &inputs).await?;
+    apply(client, namespace, &resources::service(registry)).await?;
+    match resources::horizontal_pod_autoscaler(registry) {
+        Some(hpa) => drop(apply(client, namespace, &hpa).await?),
+        None => delete::<HorizontalPodAutoscaler>(client, namespace, &registry.name_any()).await?,
+    }
+    match resources::pod_disruption_budget(registry) {
+        Some(pdb) => drop(apply(client, namespace, &pdb).await?),
+        None => delete::<PodDisruptionBudget>(client, namespace, &registry.name_any()).await?,
+    }
+    for task in Task::ALL {
+        apply(
+            client,
+            namespace,
+            &resources::cron_job(registry, &inputs, task),
+        )
+        .await?;
+    }
+    let last_gc = last_garbage_collection(client, registry, namespace).await?;
+    let storage = match settings.problem {
+        Some(problem) => problem,
+        None => observe_storage(client, registry, namespace, claim.as_ref()).await?,
+    };
+    Ok(Applied {
+        deployment,
+        storage,
+        tls,
+        service_monitor,
+        last_gc,
+        events,
+    })
+}
+
+/// Server-side applies `object` with the operator's field manager, taking over fields others
+/// changed (the spec is the truth), and returns what the API server made of it.
+pub(super) async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(kube_error(format!("applying {} {name}", K::kind(&()))))
+}
+
+/// Applies the server Deployment. With autoscaling on, `spec.replicas` is the autoscaler's: a
+/// new Deployment is created at `minReplicas`, and while the operator still owns the field alone
+/// (just created, or autoscaling just switched on), the current count is first handed to
+/// [`resources::REPLICAS_HANDOVER_MANAGER`] so that leaving the field out does not reset the
+/// Deployment to one pod.
+async fn apply_deployment(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+    inputs: &Inputs,
+) -> Result<Deployment, Error> {
+    let mut deployment = resources::deployment(registry, inputs);
+    if let Some(autoscaling) = &registry.spec.autoscaling {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+        let name = registry.name_any();
+        let existing = api
+            .get_opt(&name)
+            .await
+            .map_err(kube_error(format!("reading Deployment {name}")))?;
+        match existing {
+            None => {
+                if let Some(spec) = deployment.spec.as_mut() {
+                    spec.replicas = Some(autoscaling.min_replicas);
+                }
+            }
+            Some(existing) if !resources::replicas_owned_by_others(&existing) => {
+                let current = existing.spec.as_ref().and_then(|s| s.replicas);
+                let replicas = current
+                    .unwrap_or(autoscaling.min_replicas)
+                    .max(autoscaling.min_replicas)
+                    .min(autoscaling.max_replicas);
+                api.patch(
+                    &name,
+                    &PatchParams::apply(resources::REPLICAS_HANDOVER_MANAGER).force(),
+                    &Patch::Apply(resources::replicas_handover(registry, replicas)),
+                )
+                .await
+                .map_err(kube_error(format!(
+                    "handing the replicas of Deployment {name} to the autoscaler"
+                )))?;
+            }
+            Some(_) => {}
+        }
+    }
+    apply(client, namespace, &deployment).await
+}
+
+/// Deletes a child the spec no longer asks for; gone already is fine.
+pub(super) async fn delete<K>(client: &Client, namespace: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_not_found(&error) => Ok(()),
+        Err(error) => Err(kube_error(format!("deleting {} {name}", K::kind(&())))(
+            error,
+        )),
+    }
+}
+
+/// SHA-256 over the config and every Secret value the pods read at start-up (not the ones they
+/// read again when they change: htpasswd, policy, certificate).
+fn checksum<'a>(config: &str, secrets: impl Iterator<Item = &'a Secret>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(config.as_bytes());
+    for secret in secrets {
+        for (key, value) in secret.data.iter().flatten() {
+            hasher.update((key.len() as u64).to_be_bytes());
+            hasher.update(key.as_bytes());
+            hasher.update((value.0.len() as u64).to_be_bytes());
+            hasher.update(&value.0);
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The newest finished gc run; the pods of a Job already in the status are not read again.
+async fn last_garbage_collection(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+) -> Result<Option<crate::crd::GarbageCollectionRun>, Error> {
+    let known = registry
+        .status
+        .as_ref()
+        .and_then(|s| s.last_garbage_collection.clone());
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let selector = format!(
+        "{}={},app.kubernetes.io/component={}",
+        resources::REGISTRY_LABEL,
+        registry.name_any(),
+        Task::GarbageCollection.command()
+    );
+    let list = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_error("listing gc Jobs"))?;
+    let Some((job, finished_at, result)) = status::latest_finished_job(&list.items) else {
+        return Ok(known);
+    };
+    if known
+        .as_ref()
+        .is_some_and(|k| k.job == job.name_any() && k.result == result)
+    {
+        return Ok(known);
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods = pods
+        .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+        .await
+        .map_err(kube_error("listing gc pods"))?;
+    Ok(Some(status::gc_run(job, finished_at, result, &pods.items)))
+}
