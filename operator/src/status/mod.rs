@@ -1,0 +1,333 @@
+//! The Registry's status, computed from what the operator applied and read. Pure, so every
+//! condition can be unit tested.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+use serde::Deserialize;
+
+use crate::crd::{GarbageCollectionRun, GcResult, Registry, RegistryStatus};
+use crate::resources;
+use crate::storage::{Health, StorageCheck};
+
+/// What the status is computed from.
+pub struct Observed<'a> {
+    pub deployment: Option<&'a Deployment>,
+    pub storage: &'a StorageCheck,
+    /// Whether the certificate is there, when `spec.tls` asks for one.
+    pub tls: Option<&'a Check>,
+    /// Whether the ServiceMonitor was made, when `spec.monitoring.serviceMonitor` asks for one.
+    pub service_monitor: Option<&'a Check>,
+    pub last_gc: Option<GarbageCollectionRun>,
+    /// Why the last reconcile failed, if it did.
+    pub error: Option<String>,
+    pub now: Time,
+}
+
+/// What the operator found of something optional the spec asks for: the certificate, the
+/// ServiceMonitor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Check {
+    pub fn ready(reason: &'static str, message: String) -> Self {
+        Self {
+            ready: true,
+            reason,
+            message,
+        }
+    }
+
+    pub fn not_ready(reason: &'static str, message: String) -> Self {
+        Self {
+            ready: false,
+            reason,
+            message,
+        }
+    }
+}
+
+/// The status to write for `registry`.
+pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
+    let previous = registry
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = registry.metadata.generation;
+    let deployment_status = observed
+        .deployment
+        .and_then(|d| d.status.clone())
+        .unwrap_or_default();
+    let desired = observed
+        .deployment
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .unwrap_or(deployment_status.replicas.unwrap_or(0));
+    let replicas = deployment_status.replicas.unwrap_or(0);
+    let ready = deployment_status.ready_replicas.unwrap_or(0);
+    let available = deployment_status.available_replicas.unwrap_or(0);
+    let updated = deployment_status.updated_replicas.unwrap_or(0);
+    let deployment_current = match (observed.deployment, deployment_status.observed_generation) {
+        (Some(d), Some(seen)) => Some(seen) >= d.metadata.generation,
+        _ => false,
+    };
+    let deadline_exceeded = deployment_status.conditions.iter().flatten().any(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        let status = if status { "True" } else { "False" };
+        make_condition(
+            previous,
+            generation,
+            &observed.now,
+            type_,
+            status,
+            reason,
+            message,
+        )
+    };
+    let unknown = |type_: &str, reason: &str, message: &str| {
+        let message = message.to_owned();
+        make_condition(
+            previous,
+            generation,
+            &observed.now,
+            type_,
+            "Unknown",
+            reason,
+            message,
+        )
+    };
+
+    let ready_condition = if let Some(error) = &observed.error {
+        condition("Ready", false, "ReconcileFailed", error.clone())
+    } else if desired == 0 {
+        condition(
+            "Ready",
+            false,
+            "ScaledToZero",
+            "no replicas are asked for".to_owned(),
+        )
+    } else if available > 0 {
+        condition(
+            "Ready",
+            true,
+            "Available",
+            format!("{available} of {desired} replicas available"),
+        )
+    } else {
+        condition(
+            "Ready",
+            false,
+            "Unavailable",
+            "no replica is available yet".to_owned(),
+        )
+    };
+
+    let rolling = !deployment_current || updated < replicas || available < desired;
+    let progressing = if rolling && !deadline_exceeded {
+        condition(
+            "Progressing",
+            true,
+            "RollingOut",
+            format!("{updated} of {desired} replicas updated, {available} available"),
+        )
+    } else {
+        condition(
+            "Progressing",
+            false,
+            "Settled",
+            format!("{available} replicas available"),
+        )
+    };
+
+    let degraded = if let Some(error) = &observed.error {
+        condition("Degraded", true, "ReconcileFailed", error.clone())
+    } else if observed.storage.is_unavailable() {
+        condition(
+            "Degraded",
+            true,
+            observed.storage.reason,
+            observed.storage.message.clone(),
+        )
+    } else if deadline_exceeded {
+        condition(
+            "Degraded",
+            true,
+            "ProgressDeadlineExceeded",
+            "the rollout has stopped progressing".to_owned(),
+        )
+    } else {
+        condition(
+            "Degraded",
+            false,
+            "AsExpected",
+            "nothing is wrong".to_owned(),
+        )
+    };
+
+    let storage = match observed.storage.health {
+        Health::Unknown => unknown(
+            "StorageReady",
+            observed.storage.reason,
+            &observed.storage.message,
+        ),
+        health => condition(
+            "StorageReady",
+            health == Health::Ready,
+            observed.storage.reason,
+            observed.storage.message.clone(),
+        ),
+    };
+
+    let gc = match &observed.last_gc {
+        _ if registry.spec.garbage_collection.suspend => unknown(
+            "GarbageCollected",
+            "Suspended",
+            "garbage collection is suspended",
+        ),
+        None => unknown(
+            "GarbageCollected",
+            "NotRunYet",
+            "no garbage collection has finished yet",
+        ),
+        Some(run) => condition(
+            "GarbageCollected",
+            run.result == GcResult::Succeeded,
+            match run.result {
+                GcResult::Succeeded => "Succeeded",
+                GcResult::Failed => "Failed",
+            },
+            format!(
+                "job {}: {} blobs and {} manifests deleted, {} bytes freed",
+                run.job, run.blobs_deleted, run.manifests_deleted, run.bytes_freed
+            ),
+        ),
+    };
+
+    let mut conditions = vec![ready_condition, progressing, degraded, storage, gc];
+    let optional = [
+        ("TlsReady", registry.spec.tls.is_some(), observed.tls),
+        (
+            "ServiceMonitorReady",
+            registry.spec.monitoring.service_monitor.is_some(),
+            observed.service_monitor,
+        ),
+    ];
+    for (type_, asked, check) in optional {
+        if !asked {
+            continue;
+        }
+        conditions.push(match check {
+            Some(check) => condition(type_, check.ready, check.reason, check.message.clone()),
+            None => unknown(type_, "NotChecked", "not checked: the reconcile failed"),
+        });
+    }
+    RegistryStatus {
+        observed_generation: generation,
+        conditions,
+        replicas,
+        ready_replicas: ready,
+        selector: resources::selector_string(registry),
+        endpoint: Some(resources::endpoint(registry)),
+        last_garbage_collection: observed.last_gc,
+    }
+}
+
+/// A condition of `status` ("True", "False" or "Unknown"), keeping the previous transition time
+/// while the status stays the same.
+fn make_condition(
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+) -> Condition {
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The counts `stowage gc --report-file` writes.
+#[derive(Deserialize)]
+struct GcSummary {
+    #[serde(default)]
+    bytes_freed: i64,
+    #[serde(default)]
+    blobs_deleted: i64,
+    #[serde(default)]
+    manifests_deleted: i64,
+}
+
+/// The most recently finished of `jobs`, with when it finished and whether it succeeded.
+pub fn latest_finished_job(jobs: &[Job]) -> Option<(&Job, Option<Time>, GcResult)> {
+    jobs.iter()
+        .filter_map(|job| {
+            let conditions = job.status.as_ref()?.conditions.as_ref()?;
+            let finished = conditions
+                .iter()
+                .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")?;
+            let result = if finished.type_ == "Complete" {
+                GcResult::Succeeded
+            } else {
+                GcResult::Failed
+            };
+            let at = job
+                .status
+                .as_ref()
+                .and_then(|s| s.completion_time.clone())
+                .or_else(|| finished.last_transition_time.clone());
+            Some((job, at, result))
+        })
+        .max_by(|a, b| a.1.as_ref().map(|t| t.0).cmp(&b.1.as_ref().map(|t| t.0)))
+}
+
+/// The run recorded by a finished gc Job, with the counts its pod left in its termination
+/// message (zero when it left none, as a failed run does).
+pub fn gc_run(
+    job: &Job,
+    finished_at: Option<Time>,
+    result: GcResult,
+    pods: &[Pod],
+) -> GarbageCollectionRun {
+    let summary = pods
+        .iter()
+        .filter_map(|pod| pod.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .filter(|status| status.name == resources::Task::GarbageCollection.command())
+        .filter_map(|status| status.state.as_ref()?.terminated.as_ref())
+        .filter(|terminated| terminated.exit_code == 0)
+        .find_map(|terminated| {
+            serde_json::from_str::<GcSummary>(terminated.message.as_deref()?).ok()
+        });
+    GarbageCollectionRun {
+        job: job.name_any(),
+        finished_at,
+        result,
+        bytes_freed: summary.as_ref().map_or(0, |s| s.bytes_freed),
+        blobs_deleted: summary.as_ref().map_or(0, |s| s.blobs_deleted),
+        manifests_deleted: summary.as_ref().map_or(0, |s| s.manifests_deleted),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,305 @@
+//! The status computed from what the operator observed: every condition and its reason.
+
+use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
+use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
+
+use super::*;
+use crate::resources::fixtures::s3_registry;
+
+fn time(seconds: i64) -> Time {
+    Time(Timestamp::from_second(1_790_000_000 + seconds).expect("time"))
+}
+
+fn deployment(replicas: i32, ready: i32, observed: i64) -> Deployment {
+    Deployment {
+        metadata: ObjectMeta {
+            generation: Some(2),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            ..DeploymentSpec::default()
+        }),
+        status: Some(DeploymentStatus {
+            replicas: Some(replicas),
+            ready_replicas: Some(ready),
+            available_replicas: Some(ready),
+            updated_replicas: Some(replicas),
+            observed_generation: Some(observed),
+            ..DeploymentStatus::default()
+        }),
+    }
+}
+
+fn observe<'a>(deployment: Option<&'a Deployment>, storage: &'a StorageCheck) -> Observed<'a> {
+    Observed {
+        deployment,
+        storage,
+        tls: None,
+        service_monitor: None,
+        last_gc: None,
+        error: None,
+        now: time(0),
+    }
+}
+
+#[test]
+fn tls_ready_appears_with_spec_tls_and_tells_what_is_missing() {
+    let storage = StorageCheck::unknown("NotChecked", "x");
+    let plain = compute(&s3_registry(), observe(None, &storage));
+    assert!(plain.conditions.iter().all(|c| c.type_ != "TlsReady"));
+    let mut registry = s3_registry();
+    registry.spec.tls = Some(crate::crd::Tls {
+        secret_name: Some("cert".to_owned()),
+        ..crate::crd::Tls::default()
+    });
+    let missing = Check::not_ready("SecretMissing", "TLS Secret cert does not exist".into());
+    let status = compute(
+        &registry,
+        Observed {
+            tls: Some(&missing),
+            ..observe(None, &storage)
+        },
+    );
+    let tls = condition(&status, "TlsReady");
+    assert_eq!(
+        (tls.status.as_str(), tls.reason.as_str()),
+        ("False", "SecretMissing")
+    );
+    let ready = Check::ready("CertificateReady", "serving".into());
+    let status = compute(
+        &registry,
+        Observed {
+            tls: Some(&ready),
+            ..observe(None, &storage)
+        },
+    );
+    assert_eq!(condition(&status, "TlsReady").status, "True");
+}
+
+fn condition<'a>(status: &'a RegistryStatus, type_: &str) -> &'a Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .expect("condition")
+}
+
+#[test]
+fn a_rolled_out_registry_is_ready() {
+    let storage = StorageCheck::ready("bucket configured");
+    let deployment = deployment(3, 3, 2);
+    let status = compute(&s3_registry(), observe(Some(&deployment), &storage));
+    assert_eq!(status.observed_generation, Some(3));
+    assert_eq!((status.replicas, status.ready_replicas), (3, 3));
+    assert_eq!(status.endpoint.as_deref(), Some("images.team-a.svc:5000"));
+    assert!(status.selector.contains("stowage.dev/registry=images"));
+    assert_eq!(condition(&status, "Ready").status, "True");
+    assert_eq!(condition(&status, "Progressing").status, "False");
+    assert_eq!(condition(&status, "Degraded").status, "False");
+    assert_eq!(condition(&status, "StorageReady").status, "True");
+    assert_eq!(condition(&status, "GarbageCollected").status, "Unknown");
+}
+
+#[test]
+fn a_rollout_under_way_is_progressing() {
+    let storage = StorageCheck::ready("ok");
+    let mut rolling = deployment(3, 1, 1);
+    let status = compute(&s3_registry(), observe(Some(&rolling), &storage));
+    assert_eq!(
+        condition(&status, "Ready").status,
+        "True",
+        "one replica serves"
+    );
+    assert_eq!(condition(&status, "Progressing").status, "True");
+
+    rolling.status = Some(DeploymentStatus::default());
+    let status = compute(&s3_registry(), observe(Some(&rolling), &storage));
+    assert_eq!(condition(&status, "Ready").status, "False");
+    assert_eq!(condition(&status, "Ready").reason, "Unavailable");
+}
+
+#[test]
+fn missing_storage_and_stuck_rollouts_degrade() {
+    let missing = StorageCheck::unavailable("CredentialsMissing", "secret s3-creds not found");
+    let deployment = deployment(3, 3, 2);
+    let status = compute(&s3_registry(), observe(Some(&deployment), &missing));
+    assert_eq!(condition(&status, "StorageReady").status, "False");
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "CredentialsMissing")
+    );
+
+    let mut stuck = deployment;
+    if let Some(s) = stuck.status.as_mut() {
+        s.conditions = Some(vec![DeploymentCondition {
+            type_: "Progressing".to_owned(),
+            status: "False".to_owned(),
+            reason: Some("ProgressDeadlineExceeded".to_owned()),
+            ..DeploymentCondition::default()
+        }]);
+    }
+    let ok = StorageCheck::ready("ok");
+    let status = compute(&s3_registry(), observe(Some(&stuck), &ok));
+    assert_eq!(
+        condition(&status, "Degraded").reason,
+        "ProgressDeadlineExceeded"
+    );
+}
+
+#[test]
+fn storage_not_heard_from_is_unknown_not_fine() {
+    let waiting = StorageCheck::unknown("WaitingForPods", "no pod has reported yet");
+    let deployment = deployment(3, 0, 2);
+    let status = compute(&s3_registry(), observe(Some(&deployment), &waiting));
+    let storage = condition(&status, "StorageReady");
+    assert_eq!(
+        (storage.status.as_str(), storage.reason.as_str()),
+        ("Unknown", "WaitingForPods")
+    );
+    assert_eq!(condition(&status, "Degraded").status, "False");
+}
+
+#[test]
+fn a_failed_reconcile_is_reported() {
+    let storage = StorageCheck::ready("ok");
+    let status = compute(
+        &s3_registry(),
+        Observed {
+            error: Some("applying Deployment: 500".to_owned()),
+            ..observe(None, &storage)
+        },
+    );
+    assert_eq!(condition(&status, "Ready").reason, "ReconcileFailed");
+    assert_eq!(
+        condition(&status, "Degraded").message,
+        "applying Deployment: 500"
+    );
+}
+
+#[test]
+fn transition_times_move_only_on_change() {
+    let storage = StorageCheck::ready("ok");
+    let deployment = deployment(3, 3, 2);
+    let mut registry = s3_registry();
+    registry.status = Some(compute(&registry, observe(Some(&deployment), &storage)));
+    let later = compute(
+        &registry,
+        Observed {
+            now: time(60),
+            ..observe(Some(&deployment), &storage)
+        },
+    );
+    assert_eq!(condition(&later, "Ready").last_transition_time, time(0));
+
+    let down = StorageCheck::unavailable("CredentialsMissing", "gone");
+    let later = compute(
+        &registry,
+        Observed {
+            now: time(60),
+            ..observe(Some(&deployment), &down)
+        },
+    );
+    assert_eq!(
+        condition(&later, "StorageReady").last_transition_time,
+        time(60)
+    );
+    assert_eq!(condition(&later, "Ready").last_transition_time, time(0));
+}
+
+fn job(name: &str, finished: i64, complete: bool) -> Job {
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        status: Some(JobStatus {
+            completion_time: complete.then(|| time(finished)),
+            conditions: Some(vec![JobCondition {
+                type_: if complete { "Complete" } else { "Failed" }.to_owned(),
+                status: "True".to_owned(),
+                last_transition_time: Some(time(finished)),
+                ..JobCondition::default()
+            }]),
+            ..JobStatus::default()
+        }),
+        ..Job::default()
+    }
+}
+
+fn pod(exit_code: i32, message: &str) -> Pod {
+    Pod {
+        status: Some(PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: "gc".to_owned(),
+                state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code,
+                        message: Some(message.to_owned()),
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    }
+}
+
+#[test]
+fn the_latest_finished_gc_job_is_reported_with_its_counts() {
+    let running = Job {
+        metadata: ObjectMeta {
+            name: Some("images-gc-3".to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Job::default()
+    };
+    let jobs = [
+        job("images-gc-1", 10, true),
+        job("images-gc-2", 20, false),
+        running,
+    ];
+    let (latest, at, result) = latest_finished_job(&jobs).expect("a finished job");
+    assert_eq!(
+        (latest.name_any().as_str(), result),
+        ("images-gc-2", GcResult::Failed)
+    );
+    assert_eq!(at, Some(time(20)));
+
+    let summary = r#"{"dry_run":false,"manifests_deleted":2,"blobs_deleted":7,"links_deleted":1,"uploads_deleted":0,"bytes_freed":123456,"duration_seconds":31.5}"#;
+    let run = gc_run(
+        &jobs[0],
+        Some(time(10)),
+        GcResult::Succeeded,
+        &[pod(1, "boom"), pod(0, summary)],
+    );
+    assert_eq!(run.job, "images-gc-1");
+    assert_eq!(
+        (run.bytes_freed, run.blobs_deleted, run.manifests_deleted),
+        (123_456, 7, 2)
+    );
+
+    let storage = StorageCheck::ready("ok");
+    let status = compute(
+        &s3_registry(),
+        Observed {
+            last_gc: Some(run),
+            ..observe(None, &storage)
+        },
+    );
+    let gc = condition(&status, "GarbageCollected");
+    assert_eq!(
+        (gc.status.as_str(), gc.reason.as_str()),
+        ("True", "Succeeded")
+    );
+    assert!(gc.message.contains("123456 bytes freed"));
+}
