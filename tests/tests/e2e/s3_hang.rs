@@ -63,6 +63,12 @@ async fn readiness_becomes(
     }
 }
 
+/// What `/readyz` says.
+async fn readiness(http: &reqwest::Client, registry: &Stowage) -> String {
+    let response = http.get(registry.url("/readyz")).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
 /// What a storage outage must look like from outside: a push of `blob` and a manifest `GET` in
 /// `repo` answer 503 within the ceiling, and `/readyz` turns 503, each answer under a second.
 async fn outage_is_answered_fast(
@@ -162,14 +168,7 @@ async fn a_frozen_s3_fails_fast_and_recovers_by_itself() {
         Duration::from_secs(6),
     )
     .await;
-    let said = http
-        .get(registry.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let said = readiness(&http, &registry).await;
     assert!(said.contains("storage has not answered for"), "{said}");
     let lost: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
     let lost_digest = sha256(&lost);
@@ -218,14 +217,7 @@ async fn a_frozen_s3_fails_fast_and_recovers_by_itself() {
     // When the probe gives up, it says so in words, not in the SDK's structures.
     let deadline = Instant::now() + Duration::from_secs(15);
     let failed = loop {
-        let said = http
-            .get(registry.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let said = readiness(&http, &registry).await;
         if !said.contains("has not answered for") {
             break said;
         }

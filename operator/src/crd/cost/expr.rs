@@ -318,15 +318,18 @@ impl<'d> Coster<'d> {
         if name != "self" && name != "oldSelf" {
             return Err(format!("unknown identifier {name:?}"));
         }
-        let ty = Ty::of(self.root);
-        let path = vec![name.to_owned()];
-        Ok(Node {
+        Ok(self.at(cost, Ty::of(self.root), vec![name.to_owned()]))
+    }
+
+    /// The node for data of type `ty` at `path`, sized by the schema there.
+    fn at(&self, cost: Range, ty: Ty<'d>, path: Vec<String>) -> Node<'d> {
+        Node {
             cost,
             size: self.size_of(&path, &ty, None),
             ty,
             path,
             entries: None,
-        })
+        }
     }
 
     fn select(&mut self, select: &SelectExpr) -> Result<Node<'d>, String> {
@@ -347,13 +350,7 @@ impl<'d> Coster<'d> {
         }
         let mut path = operand.path;
         path.push(select.field.clone());
-        Ok(Node {
-            cost,
-            size: self.size_of(&path, &ty, None),
-            ty,
-            path,
-            entries: None,
-        })
+        Ok(self.at(cost, ty, path))
     }
 
     fn call(&mut self, call: &CallExpr) -> Result<Node<'d>, String> {
