@@ -203,13 +203,16 @@ impl RegistryClient {
         let attempts = self.send_retrying(scopes, &method, url, idempotent, &build, Some(deadline));
         tokio::time::timeout_at(deadline, attempts)
             .await
-            .unwrap_or_else(|_| {
-                Err(ClientError::Network {
-                    host: self.host.clone(),
-                    reason: format!("no answer within {}", humantime::format_duration(limit)),
-                    unreachable: false,
-                })
-            })
+            .unwrap_or_else(|_| Err(self.no_answer_within(limit)))
+    }
+
+    /// The error of a registry that did not answer within `limit`.
+    pub fn no_answer_within(&self, limit: Duration) -> ClientError {
+        ClientError::Network {
+            host: self.host.clone(),
+            reason: format!("no answer within {}", humantime::format_duration(limit)),
+            unreachable: false,
+        }
     }
 
     async fn send_retrying(

@@ -27,7 +27,7 @@ use super::manifest::{Descriptor, Manifest, media_type_of};
 use super::progress::Meter;
 use super::staging::Staging;
 use crate::client::MAX_MANIFEST_BYTES;
-use crate::oci::{Digest, DigestHasher, media_type};
+use crate::oci::{Algorithm, Digest, DigestHasher, media_type};
 
 /// The annotation naming an image in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -202,16 +202,7 @@ impl Source for LayoutSource {
                 let mut file = std::fs::File::open(&opened)?;
                 // The bytes before a resume point are hashed here, locally, so the whole blob
                 // is still verified.
-                let mut hasher = DigestHasher::new(algorithm);
-                let mut prefix = (&mut file).take(offset);
-                let mut buffer = vec![0; BUFFER];
-                loop {
-                    let n = prefix.read(&mut buffer)?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buffer[..n]);
-                }
+                let hasher = hash_prefix(&mut file, algorithm, offset)?;
                 file.seek(SeekFrom::Start(offset))?;
                 Ok((file, hasher))
             })
@@ -267,6 +258,24 @@ impl Source for LayoutSource {
             .filter(|(of, _)| of == &subject.digest)
             .map(|(_, referrer)| referrer.clone())
             .collect())
+    }
+}
+
+/// The hash of the next `length` bytes of `file`.
+fn hash_prefix(
+    file: &mut std::fs::File,
+    algorithm: Algorithm,
+    length: u64,
+) -> std::io::Result<DigestHasher> {
+    let mut hasher = DigestHasher::new(algorithm);
+    let mut prefix = file.take(length);
+    let mut buffer = vec![0; BUFFER];
+    loop {
+        let n = prefix.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hasher);
+        }
+        hasher.update(&buffer[..n]);
     }
 }
 
@@ -365,15 +374,7 @@ impl LayoutDestination {
         let path = self.staging.path(&descriptor.digest);
         let algorithm = descriptor.digest.algorithm();
         let hasher = tokio::task::spawn_blocking(move || {
-            let mut hasher = DigestHasher::new(algorithm);
-            let mut file = std::fs::File::open(&path)?;
-            let mut block = vec![0; 1 << 20];
-            loop {
-                match file.read(&mut block)? {
-                    0 => return Ok::<_, std::io::Error>(hasher),
-                    n => hasher.update(&block[..n]),
-                }
-            }
+            hash_prefix(&mut std::fs::File::open(&path)?, algorithm, partial)
         })
         .await
         .map_err(|err| CopyError::Layout(err.to_string()))?

@@ -131,14 +131,10 @@ impl Route<'_> {
         tokio::time::timeout_at(self.deadline, call)
             .await
             .unwrap_or_else(|_| {
-                Err(ClientError::Network {
-                    host: self.upstream.client.host().to_owned(),
-                    reason: format!(
-                        "no answer within {}",
-                        humantime::format_duration(self.upstream.config.timeout)
-                    ),
-                    unreachable: false,
-                })
+                Err(self
+                    .upstream
+                    .client
+                    .no_answer_within(self.upstream.config.timeout))
             })
     }
 }

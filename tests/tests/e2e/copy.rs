@@ -879,6 +879,14 @@ async fn referrers_travel_with_their_subject() {
     );
 }
 
+/// A Stowage in `dir` where alice may push and bob may pull, through the token flow.
+fn with_accounts(dir: &Path) -> (Stowage, crate::auth::Accounts) {
+    let accounts = crate::auth::Accounts::write(dir);
+    let flags = accounts.flags("bearer");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    (Stowage::start(&dir.join("data"), &flags), accounts)
+}
+
 /// As a Kubernetes Job pushes with only the stowage image: the password (or projected service
 /// account token) in a mounted file, no shell to turn it into `--dest-creds`.
 #[test]
@@ -887,10 +895,7 @@ fn passwords_and_tokens_come_from_files() {
     let mut source = Layout::new(&dir.path().join("source"));
     let image = source.image("amd64", &[&[("from", b"a file")]]);
     source.tag("v1", &image);
-    let accounts = crate::auth::Accounts::write(dir.path());
-    let flags = accounts.flags("bearer");
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let registry = Stowage::start(&dir.path().join("data"), &flags);
+    let (registry, _accounts) = with_accounts(dir.path());
     let target = format!("docker://{}/team/app:v1", registry.address);
     let cache = dir.path();
     let secret = |name: &str, password: &str| {
@@ -987,10 +992,7 @@ fn each_failure_has_its_own_exit_code_and_credentials_come_from_auth_files() {
     let mut source = Layout::new(&dir.path().join("source"));
     let image = source.image("amd64", &[&[("a", b"b")]]);
     source.tag("v1", &image);
-    let accounts = crate::auth::Accounts::write(dir.path());
-    let flags = accounts.flags("bearer");
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let registry = Stowage::start(&dir.path().join("data"), &flags);
+    let (registry, accounts) = with_accounts(dir.path());
     let target = format!("docker://{}/team/app:v1", registry.address);
     let cache = dir.path();
     let exit = |extra: &[&str]| {
