@@ -10,9 +10,10 @@
 //!
 //! | floor | modules | |
 //! |---|---|---|
-//! | 9 | `cli` | the command line: parses it, runs a subcommand |
-//! | 8 | `config` | flags, environment and the TOML file, resolved into each feature's settings |
-//! | 7 | `serve`, `copy` | the server's start-up and shutdown; `stowage copy` |
+//! | 10 | `cli` | the command line: parses it, runs a subcommand |
+//! | 9 | `config` | flags, environment and the TOML file, resolved into each feature's settings |
+//! | 8 | `serve`, `copy` | the server's start-up and shutdown; `stowage copy` |
+//! | 7 | `ui` | the web interface: pages over the API's state and rules |
 //! | 6 | `api`, `report` | the HTTP API: routing, access checks, the one mapping of errors to responses; what the commands print |
 //! | 5 | `proxy`, `gc` | the pull-through cache; garbage collection and upload purging |
 //! | 4 | `registry`, `auth`, `events` | repositories, manifests and blobs; who may do what; webhooks |
@@ -43,6 +44,7 @@ pub mod storage;
 pub mod sweep;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;
 pub mod upload;
 
 pub use api::router;

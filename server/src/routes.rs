@@ -22,6 +22,9 @@ pub fn route_of(path: &str) -> &'static str {
         READINESS_PATH => return "readyz",
         _ => {}
     }
+    if path == "/ui" || path.starts_with("/ui/") {
+        return "ui";
+    }
     match path.strip_prefix("/v2/").and_then(OciPath::parse) {
         Some(OciPath::Catalog) => "catalog",
         Some(OciPath::Tags { .. }) => "tags",

@@ -156,7 +156,7 @@ fn needs(method: &Method, rest: &str) -> (Option<Resource>, Action) {
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` when a trusted proxy sent the request, otherwise
 /// the listener's scheme and `Host`. A host that is not a plain host name or address is not
 /// echoed into the challenge.
-fn origin(scheme: &str, headers: &HeaderMap, uri: &axum::http::Uri, via_proxy: bool) -> String {
+pub fn origin(scheme: &str, headers: &HeaderMap, uri: &axum::http::Uri, via_proxy: bool) -> String {
     let header = |name: &str| headers.get(name).and_then(|h| h.to_str().ok());
     let forwarded = |name: &str| {
         via_proxy

@@ -52,6 +52,10 @@ impl ApiError {
         &self.0.code
     }
 
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
     pub fn name_invalid() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

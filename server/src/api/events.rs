@@ -11,11 +11,7 @@ use crate::events::{Action, Actor, Event, RequestInfo, Target};
 use crate::oci::{Digest, RepositoryName};
 
 /// What an event says of the request that caused it.
-pub(super) fn request_info(
-    method: &Method,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-) -> RequestInfo {
+pub fn request_info(method: &Method, headers: &HeaderMap, peer: Option<SocketAddr>) -> RequestInfo {
     let header = |name: &header::HeaderName| {
         headers
             .get(name)
@@ -37,8 +33,8 @@ pub(super) fn request_info(
 }
 
 /// Who caused an event, and with which request; empty when events are off.
-#[derive(Default)]
-pub(super) struct Origin {
+#[derive(Debug, Default)]
+pub struct Origin {
     pub request: RequestInfo,
     /// The caller's name; `None` for anonymous callers.
     pub actor: Option<String>,

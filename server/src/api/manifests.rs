@@ -45,34 +45,7 @@ async fn write(
         Method::PUT => push(call, name, reference).await,
         Method::DELETE => {
             call.require_deletes()?;
-            let untagged = call
-                .state
-                .registry
-                .delete_manifest(&name, &reference)
-                .await?;
-            // As Distribution reports it: each tag a manifest delete removed, then the manifest.
-            for tag in untagged {
-                let target = Target {
-                    repository: name.to_string(),
-                    tag: Some(tag.to_string()),
-                    ..Target::default()
-                };
-                call.state
-                    .notify(&call.origin, Action::Delete, target)
-                    .await?;
-            }
-            let target = Target {
-                digest: match &reference {
-                    Reference::Digest(digest) => Some(digest.to_string()),
-                    Reference::Tag(_) => None,
-                },
-                repository: name.to_string(),
-                tag: tag_of(&reference),
-                ..Target::default()
-            };
-            call.state
-                .notify(&call.origin, Action::Delete, target)
-                .await?;
+            call.state.delete(&call.origin, &name, &reference).await?;
             Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
         }
         _ => Err(call.method_not_allowed()),
@@ -154,6 +127,38 @@ async fn fetch(
         );
     }
     Ok(response)
+}
+
+impl AppState {
+    /// Deletes a tag, or a manifest with the tags that point at it, and records the events:
+    /// as Distribution reports it, each tag a manifest delete removed, then the manifest. The
+    /// caller has checked that deletes are allowed.
+    pub async fn delete(
+        &self,
+        origin: &Origin,
+        name: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<(), ApiError> {
+        let untagged = self.registry.delete_manifest(name, reference).await?;
+        for tag in untagged {
+            let target = Target {
+                repository: name.to_string(),
+                tag: Some(tag.to_string()),
+                ..Target::default()
+            };
+            self.notify(origin, Action::Delete, target).await?;
+        }
+        let target = Target {
+            digest: match reference {
+                Reference::Digest(digest) => Some(digest.to_string()),
+                Reference::Tag(_) => None,
+            },
+            repository: name.to_string(),
+            tag: tag_of(reference),
+            ..Target::default()
+        };
+        self.notify(origin, Action::Delete, target).await
+    }
 }
 
 /// The event target of manifest `digest`, `length` bytes of `media_type`, as `reference` named it.

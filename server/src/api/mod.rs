@@ -5,7 +5,7 @@
 pub mod access;
 mod blobs;
 mod error;
-mod events;
+pub mod events;
 mod headers;
 mod listing;
 mod manifests;
@@ -37,14 +37,15 @@ use crate::oci::RepositoryName;
 use crate::oci::path::OciPath;
 
 /// The registry's HTTP application: the distribution API behind `gate` (when access control
-/// is on) and within `limits`, the token endpoint, and the health probes, which answer whatever
-/// the load.
+/// is on) and within `limits`, the token endpoint, `pages` (the web interface, which checks
+/// access itself) within the same limits, and the health probes, which answer whatever the load.
 pub fn router(
     state: AppState,
     gate: Option<Arc<Gate>>,
     limits: &RequestLimits,
     pressure: &Arc<Pressure>,
     metrics: Option<Arc<Metrics>>,
+    pages: Option<Router<AppState>>,
 ) -> Router {
     let mut registry = Router::new()
         .route("/v2", get(base))
@@ -57,6 +58,9 @@ pub fn router(
                 access::check,
             ))
             .route(TOKEN_PATH, any(token::serve).with_state(gate));
+    }
+    if let Some(pages) = pages {
+        registry = registry.merge(pages);
     }
     let app = Router::new()
         .merge(limits::protect(registry, limits, pressure))
@@ -204,14 +208,8 @@ async fn dispatch(
         .map(|q| q.0)
         .map_err(|err| ApiError::unsupported(StatusCode::BAD_REQUEST, err.body_text()))?;
     let is_write = !matches!(method, Method::GET | Method::HEAD);
-    if is_write && state.settings.read_only {
-        return Err(ApiError::unsupported(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "the registry is in read-only mode",
-        ));
-    }
-    if is_write && let Some(name) = route.repository() {
-        refuse_mirror_writes(&state, name)?;
+    if is_write {
+        state.refuse_writes(route.repository())?;
     }
     let caller = caller.map(|c| c.0);
     // Only worth building (a request id, header copies) when there are events to send.
@@ -249,22 +247,43 @@ async fn dispatch(
     }
 }
 
-/// A mirrored repository is the upstream's: pushes and deletes go there, not here.
-fn refuse_mirror_writes(state: &AppState, name: &str) -> Result<(), ApiError> {
-    let Some(proxy) = &state.proxy else {
-        return Ok(());
-    };
-    let Some(route) = repository(name).ok().and_then(|name| {
-        proxy
-            .route(&name)
-            .map(|r| r.upstream.config.url.to_string())
-    }) else {
-        return Ok(());
-    };
-    Err(ApiError::unsupported(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("{name} mirrors {route}: it is read-only here; push to the upstream"),
-    ))
+impl AppState {
+    /// Refuses a write to `repository` (or to the registry) that nobody may make: in read-only
+    /// mode, or to a mirrored repository, which is the upstream's: pushes and deletes go there.
+    pub fn refuse_writes(&self, repository: Option<&str>) -> Result<(), ApiError> {
+        if self.settings.read_only {
+            return Err(ApiError::unsupported(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the registry is in read-only mode",
+            ));
+        }
+        let (Some(proxy), Some(name)) = (&self.proxy, repository) else {
+            return Ok(());
+        };
+        let Some(route) = self::repository(name).ok().and_then(|name| {
+            proxy
+                .route(&name)
+                .map(|r| r.upstream.config.url.to_string())
+        }) else {
+            return Ok(());
+        };
+        Err(ApiError::unsupported(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{name} mirrors {route}: it is read-only here; push to the upstream"),
+        ))
+    }
+
+    /// Refuses deletes when they are disabled.
+    pub fn refuse_deletes(&self) -> Result<(), ApiError> {
+        if self.settings.deletes_enabled {
+            Ok(())
+        } else {
+            Err(ApiError::unsupported(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "deletes are disabled",
+            ))
+        }
+    }
 }
 
 fn repository(name: &str) -> Result<RepositoryName, ApiError> {
@@ -291,14 +310,7 @@ impl Call {
     }
 
     fn require_deletes(&self) -> Result<(), ApiError> {
-        if self.state.settings.deletes_enabled {
-            Ok(())
-        } else {
-            Err(ApiError::unsupported(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "deletes are disabled",
-            ))
-        }
+        self.state.refuse_deletes()
     }
 }
 

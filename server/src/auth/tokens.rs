@@ -3,7 +3,8 @@
 //!
 //! Access tokens carry the Docker token spec's claims (`iss`, `sub`, `aud` = the service,
 //! `exp`, `nbf`, `iat`, `jti`, `access`). Refresh tokens (`offline_token`, OAuth2
-//! `refresh_token`) have their own audience, so one can never be used as the other.
+//! `refresh_token`) have their own audience, so one can never be used as the other, and so do
+//! the web interface's sessions.
 
 use std::time::{Duration, SystemTime};
 
@@ -86,6 +87,10 @@ impl TokenSigner {
         format!("{}#refresh", self.service)
     }
 
+    fn session_audience(&self) -> String {
+        format!("{}#ui", self.service)
+    }
+
     /// An access token for `principal` granting exactly `access`.
     pub fn issue(&self, principal: &Principal, access: Vec<Scope>) -> Issued {
         self.sign(principal, self.service.clone(), self.ttl, access)
@@ -99,6 +104,22 @@ impl TokenSigner {
             self.refresh_ttl,
             Vec::new(),
         )
+    }
+
+    /// A web interface session for `principal`, good for `ttl`. Its `jti` is the session's
+    /// CSRF token.
+    pub fn issue_session(&self, principal: &Principal, ttl: Duration) -> (Issued, String) {
+        let issued = self.sign(principal, self.session_audience(), ttl, Vec::new());
+        let jti = jsonwebtoken::dangerous::insecure_decode::<Claims>(&issued.token)
+            .map(|data| data.claims.jti)
+            .unwrap_or_else(|err| unreachable!("a token just signed decodes: {err}"));
+        (issued, jti)
+    }
+
+    /// The principal and CSRF token of one of our web interface sessions.
+    pub fn validate_session(&self, token: &str) -> Result<(Principal, String), TokenError> {
+        let claims = self.decode(token, &self.session_audience())?;
+        Ok((Principal::from_subject(&claims.sub), claims.jti))
     }
 
     fn sign(
@@ -218,6 +239,16 @@ mod tests {
         );
         assert!(signer.validate_refresh(&access).is_err());
         assert_eq!(signer.validate_refresh(&refresh).unwrap(), alice);
+        let (session, csrf) = signer.issue_session(&alice, Duration::from_secs(60));
+        assert_eq!(
+            signer.validate_session(&session.token).unwrap(),
+            (alice.clone(), csrf)
+        );
+        for other in [&access, &refresh] {
+            assert!(signer.validate_session(other).is_err());
+        }
+        assert!(signer.validate(&session.token).is_err());
+        assert!(signer.validate_refresh(&session.token).is_err());
 
         let parts: Vec<&str> = access.split('.').collect();
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);

@@ -180,6 +180,10 @@ impl ServeArgs {
                 deletes_enabled: s.deletes_enabled.unwrap_or(true),
                 read_only: s.read_only.unwrap_or(false),
             },
+            ui: crate::ui::Settings {
+                enabled: s.ui.unwrap_or(false),
+                session_ttl: s.ui_session_ttl.unwrap_or(crate::ui::DEFAULT_SESSION_TTL),
+            },
             log_format: s.log_format.unwrap_or(LogFormat::Text),
             log_level: s.log_level.unwrap_or_else(|| "info".to_owned()),
             shutdown_grace: s.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),

@@ -169,6 +169,15 @@ pub struct Settings {
     #[arg(long, env = "STOWAGE_READ_ONLY")]
     pub read_only: Option<bool>,
 
+    /// Serve the web interface under /ui/ [default: false].
+    #[arg(long, env = "STOWAGE_UI")]
+    pub ui: Option<bool>,
+
+    /// How long a web interface sign-in lasts [default: 8h].
+    #[arg(long, env = "STOWAGE_UI_SESSION_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub ui_session_ttl: Option<Duration>,
+
     /// Connections served at once; more are answered 503 and closed. Kept below the open-file
     /// limit, which is raised to its maximum at start-up [default: 4096].
     #[arg(long, env = "STOWAGE_MAX_CONNECTIONS")]
@@ -310,6 +319,8 @@ impl Settings {
             manifest_cache_size: self.manifest_cache_size.or(file.manifest_cache_size),
             deletes_enabled: self.deletes_enabled.or(file.deletes_enabled),
             read_only: self.read_only.or(file.read_only),
+            ui: self.ui.or(file.ui),
+            ui_session_ttl: self.ui_session_ttl.or(file.ui_session_ttl),
             max_connections: self.max_connections.or(file.max_connections),
             max_concurrent_requests: self
                 .max_concurrent_requests

@@ -79,6 +79,22 @@ impl Registry {
         }
     }
 
+    /// A small blob of `name` (an image's config) whole, when it is at most `limit` bytes.
+    pub async fn read_small_blob(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<bytes::Bytes> {
+        self.blob_size(name, digest).await?;
+        crate::storage::read_small(self.store.as_ref(), &layout::blob_data(digest), limit)
+            .await
+            .map_err(|err| match err {
+                crate::storage::Error::NotFound => Error::BlobUnknown,
+                other => other.into(),
+            })
+    }
+
     /// Streams a blob (or a range of it) that `blob_size` found.
     pub async fn open_blob(
         &self,

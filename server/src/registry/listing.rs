@@ -1,5 +1,7 @@
 //! Paginated listings: a repository's tags and the registry's catalog.
 
+use std::time::SystemTime;
+
 use super::{Registry, Result};
 use crate::oci::RepositoryName;
 use crate::storage::{self, layout};
@@ -39,6 +41,20 @@ impl Registry {
             Err(storage::Error::NotFound) => Ok(Vec::new()),
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Every tag of `name` with when it was last pushed (its current link's time), in one
+    /// listing of the tags' objects rather than a request per tag.
+    pub async fn tag_times(&self, name: &RepositoryName) -> Result<Vec<(String, SystemTime)>> {
+        self.require_repository(name).await?;
+        let objects = self.store.walk(&layout::tags_dir(name)).await?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|object| {
+                let tag = object.key.strip_suffix("/current/link")?;
+                (!tag.contains('/')).then(|| (tag.to_owned(), object.modified))
+            })
+            .collect())
     }
 
     /// A page of `name`'s tags, and whether more follow.

@@ -48,6 +48,8 @@ pub struct Settings {
     pub upload_token_ttl: Duration,
     pub limits: Limits,
     pub api: ApiSettings,
+    /// The web interface.
+    pub ui: crate::ui::Settings,
     pub log_format: LogFormat,
     pub log_level: String,
     pub shutdown_grace: Duration,
@@ -144,6 +146,7 @@ async fn build(
     );
     let registry =
         Registry::new(Arc::clone(&store), config.limits.clone()).with_descriptors(descriptors);
+    let upload_key = keys.current().clone();
     let uploads = Uploads::new(Arc::clone(&store), keys, config.upload_token_ttl);
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
     let events = crate::events::Notifier::start(
@@ -168,7 +171,16 @@ async fn build(
         proxy,
         events: events.clone(),
     };
-    let app = api::router(state, gate, &config.requests, pressure, metrics);
+    let pages = config.ui.enabled.then(|| {
+        crate::ui::router(
+            state.clone(),
+            gate.clone(),
+            &upload_key,
+            &config.ui,
+            config.tls.is_some(),
+        )
+    });
+    let app = api::router(state, gate, &config.requests, pressure, metrics, pages);
     Ok(Built {
         app,
         health,

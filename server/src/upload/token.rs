@@ -45,6 +45,15 @@ impl SecretKey {
         &self.0
     }
 
+    /// A key for another purpose, derived from this one (HMAC over `purpose`), so that one
+    /// configured secret can sign two kinds of thing without either standing for the other.
+    pub fn derive(&self, purpose: &str) -> Self {
+        let mut mac = self.mac();
+        mac.update(b"stowage derived key\0");
+        mac.update(purpose.as_bytes());
+        Self(Zeroizing::new(mac.finalize().into_bytes().to_vec()))
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         // HMAC takes keys of any length, so this cannot fail.
         <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())
@@ -109,6 +118,11 @@ pub struct TokenKeys {
 impl TokenKeys {
     pub fn new(current: SecretKey, previous: Option<SecretKey>) -> Self {
         Self { current, previous }
+    }
+
+    /// The key uploads are signed with now.
+    pub fn current(&self) -> &SecretKey {
+        &self.current
     }
 
     /// Signs `state` with the current key.
