@@ -4,9 +4,10 @@
 CARGO ?= cargo
 .PHONY: run build test test-cluster test-deps unit lint fmt bench clean generate images
 
-## Serve the registry on the embedded default: filesystem storage in ./stowage-data, port 5000.
+## Serve the registry on the embedded default: filesystem storage in ./stowage-data, port 5000,
+## with the web interface at http://localhost:5000/ui/.
 run:
-	$(CARGO) run --release -p stowage -- serve
+	$(CARGO) run --release -p stowage -- serve --ui true
 
 build:
 	$(CARGO) build --workspace --all-targets

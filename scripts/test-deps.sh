@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives, skipping whatever is already there: skopeo, podman, CNCF
-# Distribution (docker-registry), haproxy, umoci, Redis and the CA bundle from Debian, Garage (S3) from
-# crates.io, the oras SDK, Helm's Go SDK (helm-python-sdk) and PyYAML from PyPI.
+# Distribution (docker-registry), haproxy, umoci, Redis, Chromium and the CA bundle from Debian, Garage
+# (S3) from crates.io, the oras SDK, Helm's Go SDK (helm-python-sdk) and PyYAML from PyPI, and
+# playwright-core (which drives Chromium through the web interface) from the npm registry.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
@@ -16,6 +18,7 @@ command -v podman >/dev/null || packages+=(podman)
 command -v redis-server >/dev/null || packages+=(redis-server)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || packages+=(ca-certificates)
 command -v unshare >/dev/null || packages+=(util-linux)
+command -v chromium >/dev/null || packages+=(chromium)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "installing ${packages[*]} from Debian"
   # Another apt run (an unattended upgrade, a parallel job) may hold the dpkg lock: wait for it.
@@ -37,6 +40,11 @@ fi
 if ! python3 -c "import helm_python, yaml" 2>/dev/null; then
   echo "installing helm-python-sdk and PyYAML from PyPI"
   python3 -m pip install --quiet helm-python-sdk pyyaml
+fi
+
+if [ ! -d tests/ui/node_modules/playwright-core ]; then
+  echo "installing playwright-core from the npm registry (it drives Debian's Chromium)"
+  npm ci --prefix tests/ui --no-audit --no-fund --silent
 fi
 
 command -v cargo-nextest >/dev/null || echo "cargo-nextest not found: tests will run with cargo test"

@@ -54,6 +54,23 @@ impl Layout {
 
     /// Writes an image whose layers each hold the given files; returns its manifest.
     pub fn image(&self, architecture: &str, layers: &[&[(&str, &[u8])]]) -> Written {
+        self.image_with(
+            architecture,
+            layers,
+            &json!({"Env": ["PATH=/usr/bin"]}),
+            None,
+        )
+    }
+
+    /// As [`Layout::image`], with the config's run settings (`Env`, `Labels`, `Entrypoint`…)
+    /// and the manifest's annotations as given.
+    pub fn image_with(
+        &self,
+        architecture: &str,
+        layers: &[&[(&str, &[u8])]],
+        run_config: &Value,
+        annotations: Option<&Value>,
+    ) -> Written {
         let mut descriptors = Vec::new();
         let mut diff_ids = Vec::new();
         for files in layers {
@@ -71,18 +88,40 @@ impl Layout {
             "architecture": architecture,
             "os": "linux",
             "created": "2026-01-01T00:00:00Z",
-            "config": {"Env": ["PATH=/usr/bin"]},
+            "config": run_config,
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": (0..layers.len())
+                .map(|n| json!({"created": "2026-01-01T00:00:00Z", "created_by": format!("ADD layer-{n} /")}))
+                .collect::<Vec<_>>(),
         });
         let config = self.blob(
             &serde_json::to_vec(&config).unwrap(),
             "application/vnd.oci.image.config.v1+json",
         );
-        let manifest = json!({
+        let mut manifest = json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": config.descriptor(),
             "layers": descriptors,
+        });
+        if let Some(annotations) = annotations {
+            manifest["annotations"] = annotations.clone();
+        }
+        self.blob(&serde_json::to_vec(&manifest).unwrap(), OCI_MANIFEST)
+    }
+
+    /// Writes an artifact that refers to `subject` (a signature, an SBOM), as cosign and oras
+    /// write them: an empty config, one layer, and the artifact type.
+    pub fn referrer(&self, subject: &Written, artifact_type: &str, payload: &[u8]) -> Written {
+        let config = self.blob(b"{}", "application/vnd.oci.empty.v1+json");
+        let layer = self.blob(payload, "application/vnd.dev.cosign.simplesigning.v1+json");
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": config.descriptor(),
+            "layers": [layer.descriptor()],
+            "subject": subject.descriptor(),
         });
         self.blob(&serde_json::to_vec(&manifest).unwrap(), OCI_MANIFEST)
     }

@@ -104,12 +104,17 @@ impl Sessions {
 }
 
 /// Finds every request's viewer before its handler runs, and sets the cookie of a session it
-/// started, whatever the page answered.
+/// started, whatever the page answered. Never on a request from another site: the browser
+/// withholds a `SameSite=Strict` cookie from those, so a new cookie would replace the session the
+/// visitor has (another site could sign them out).
 pub async fn attach(State(ui): State<Ui>, mut request: Request, next: Next) -> Response {
     let viewer = ui
         .sessions
         .viewer(request.headers(), ui.auth().map(Arc::as_ref));
-    let fresh = viewer.fresh.clone();
+    let fresh = viewer
+        .fresh
+        .clone()
+        .filter(|_| !from_another_site(request.headers()));
     request.extensions_mut().insert(viewer);
     let mut response = next.run(request).await;
     if let Some(cookie) = fresh
@@ -127,16 +132,22 @@ pub fn check_form(
     viewer: &Viewer,
     form: &HashMap<String, String>,
 ) -> Result<(), Error> {
-    let cross_site = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|site| site != "same-origin");
+    let cross_site = from_another_site(headers);
     let sent = form.get("csrf").map(String::as_bytes).unwrap_or_default();
     let matches = viewer.fresh.is_none() && bool::from(sent.ct_eq(viewer.csrf.as_bytes()));
     if cross_site || !matches {
         return Err(Error::Forged);
     }
     Ok(())
+}
+
+/// Whether the browser says the request comes from a page of another origin (`Sec-Fetch-Site`);
+/// a typed address or bookmark (`none`) is ours.
+fn from_another_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| site != "same-origin" && site != "none")
 }
 
 /// `GET /ui/login`: the sign-in form.

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, html};
 
 use super::assets;
-use super::image::{human_size, short_digest};
+use super::image::{ImageConfig, human_size, short_digest};
 use super::pages::{ManifestView, Paged, TagRow};
 use super::session::{LOGIN_PATH, LOGOUT_PATH};
 use crate::manifest::{Descriptor, Kind};
@@ -31,6 +31,7 @@ fn page(frame: &Frame, title: &str, crumbs: &[(String, String)], body: &Markup) 
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Stowage" }
+                link rel="icon" type="image/svg+xml" href=(assets::ICON);
                 link rel="stylesheet" href=(assets::STYLESHEET);
                 script src=(assets::SCRIPT) defer {}
             }
@@ -146,9 +147,9 @@ pub fn tags(
                         tbody {
                             @for row in rows {
                                 tr data-tag=(row.tag) {
-                                    td { a href={ (base) "/-/m/" (row.digest) "?tag=" (row.tag) } { (row.tag) } }
-                                    td { code title=(row.digest) { (short_digest(row.digest.hex())) } }
-                                    td {
+                                    td data-label="Tag" { a href={ (base) "/-/m/" (row.digest) "?tag=" (row.tag) } { (row.tag) } }
+                                    td data-label="Digest" { code title=(row.digest) { (short_digest(row.digest.hex())) } }
+                                    td data-label="Kind" {
                                         @match &row.summary {
                                             Some(summary) if summary.kind == Kind::Index => {
                                                 "index"
@@ -165,10 +166,10 @@ pub fn tags(
                                             None => { "unreadable" }
                                         }
                                     }
-                                    td.num { @if let Some(summary) = &row.summary { (human_size(summary.size)) } }
-                                    td { time datetime=(timestamp(row.pushed)) { (timestamp(row.pushed)) } }
+                                    td.num data-label="Size" { @if let Some(summary) = &row.summary { (human_size(summary.size)) } }
+                                    td data-label="Pushed" { time datetime=(timestamp(row.pushed)) { (timestamp(row.pushed)) } }
                                     @if may_delete {
-                                        td { a.danger href={ (base) "/-/delete?tag=" (row.tag) } { "Delete" } }
+                                        td data-label="" { a.danger href={ (base) "/-/delete?tag=" (row.tag) } { "Delete" } }
                                     }
                                 }
                             }
@@ -255,7 +256,7 @@ pub fn manifest(frame: &Frame, view: &ManifestView) -> Markup {
             } @else {
                 p.problem { "This manifest cannot be read." }
             }
-            @if let Some(config) = &view.config {
+            @if let Some(config) = view.config.as_ref().filter(|c| **c != ImageConfig::default()) {
                 section.config {
                     h2 { "Configuration" }
                     dl.facts {

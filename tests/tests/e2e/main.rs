@@ -24,3 +24,4 @@ mod skopeo;
 mod stateless;
 mod tls;
 mod traces;
+mod ui;
