@@ -258,6 +258,7 @@ fn s3_pods_start_with_the_settings_asked_for() {
         "replicas": 3,
         "readOnly": true,
         "logLevel": "debug",
+        "ui": {"enabled": true, "sessionTtl": "90m"},
         "storage": {"s3": {
             "bucket": "images", "region": "eu-west-3", "endpoint": "http://garage:3900",
             "pathStyle": true, "rootPrefix": "team-a", "redirect": true,
@@ -289,6 +290,8 @@ fn s3_pods_start_with_the_settings_asked_for() {
             "{what}: the shared upload key is read"
         );
         assert!(config.api.read_only, "{what}");
+        assert!(config.ui.enabled, "{what}: the web interface is on");
+        assert_eq!(config.ui.session_ttl.as_secs(), 90 * 60, "{what}");
         assert_eq!(config.log_level, "debug", "{what}");
         assert_eq!(config.connections.max_connections, 1000, "{what}");
         assert_eq!(config.connections.header_read_timeout.as_secs(), 5);

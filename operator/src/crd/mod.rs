@@ -16,6 +16,7 @@ mod proxy;
 mod scaling;
 mod status;
 mod storage;
+mod ui;
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,7 @@ pub use proxy::{Proxy, Upstream};
 pub use scaling::Autoscaling;
 pub use status::{GarbageCollectionRun, GcResult, RegistryStatus};
 pub use storage::{FilesystemStorage, S3Credentials, S3Storage, Storage};
+pub use ui::Ui;
 
 /// The `openAPIV3Schema` of the `Registry` CRD, as the API server reads it.
 pub fn schema() -> serde_json::Value {
@@ -200,6 +202,10 @@ pub struct RegistrySpec {
     /// The server's log level.
     #[serde(default)]
     pub log_level: LogLevel,
+
+    /// The web interface under `/ui/`, off unless enabled.
+    #[serde(default)]
+    pub ui: Ui,
 }
 
 fn one() -> i32 {

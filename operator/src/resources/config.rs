@@ -82,6 +82,10 @@ pub fn server_config(registry: &Registry, facts: &ClusterFacts) -> String {
     }
     set("read-only", spec.read_only.into());
     set("deletes-enabled", spec.deletes_enabled.into());
+    set("ui", spec.ui.enabled.into());
+    if let Some(ttl) = &spec.ui.session_ttl {
+        set("ui-session-ttl", ttl.clone().into());
+    }
     set("log-format", "json".into());
     set("log-level", spec.log_level.as_str().into());
     if let Some(auth) = auth_table(registry, facts) {
@@ -180,12 +184,15 @@ mod tests {
             "storage": {"s3": {"bucket": "b3x", "rootPrefix": "team-a"}},
             "readOnly": true,
             "deletesEnabled": false,
-            "logLevel": "debug"
+            "logLevel": "debug",
+            "ui": {"enabled": true, "sessionTtl": "2h"}
         }));
         let config = parsed(&server_config(&registry, &ClusterFacts::default()));
         assert_eq!(config["read-only"].as_bool(), Some(true));
         assert_eq!(config["deletes-enabled"].as_bool(), Some(false));
         assert_eq!(config["log-level"].as_str(), Some("debug"));
+        assert_eq!(config["ui"].as_bool(), Some(true));
+        assert_eq!(config["ui-session-ttl"].as_str(), Some("2h"));
         assert_eq!(config["log-format"].as_str(), Some("json"));
         assert_eq!(config["s3-root-prefix"].as_str(), Some("team-a"));
         // The limits' defaults are written out, so the pods run with what the spec shows.
