@@ -394,6 +394,37 @@ impl Auth {
         }
     }
 
+    /// Who signs in to the web interface with `user` and `password`: an account, a service
+    /// account token, or a token of the external issuer, whose grants are then all the visitor
+    /// may do. Failures count towards the same lockout as failed logins.
+    pub async fn sign_in(
+        &self,
+        user: String,
+        password: Zeroizing<String>,
+        client: Option<IpAddr>,
+    ) -> Result<Identity, AuthError> {
+        if let Some(external) = &self.external
+            && looks_like_jwt(&password)
+        {
+            if let Some(wait) = self.lockout.retry_after(client, &user) {
+                return Err(AuthError::TooManyAttempts(wait));
+            }
+            match external.verify(&password).await {
+                Ok((principal, grants)) => {
+                    return Ok(Identity::Token {
+                        principal,
+                        grants,
+                        ours: false,
+                    });
+                }
+                Err(err) => tracing::debug!(error = %err, "external token refused at sign-in"),
+            }
+        }
+        self.login(user, password, client)
+            .await
+            .map(Identity::Direct)
+    }
+
     /// Whether an htpasswd account still exists (refresh tokens outlive logins).
     pub fn account_exists(&self, principal: &Principal) -> bool {
         match (principal, &self.accounts) {

@@ -6,7 +6,7 @@
 //! `refresh_token`) have their own audience, so one can never be used as the other, and so do
 //! the web interface's sessions.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,20 @@ pub struct Claims {
     pub jti: String,
     #[serde(default)]
     pub access: Vec<Scope>,
+    /// A session of a visitor who signed in with an external issuer's token: `access` is then
+    /// what that token granted, and all the session may do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+}
+
+/// A web interface session, as its cookie carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub principal: Principal,
+    /// What an external issuer's token granted, when the visitor signed in with one.
+    pub external_grants: Option<Grants>,
+    /// The session's CSRF token (its `jti`).
+    pub csrf: String,
 }
 
 /// A token just made.
@@ -106,20 +120,43 @@ impl TokenSigner {
         )
     }
 
-    /// A web interface session for `principal`, good for `ttl`. Its `jti` is the session's
-    /// CSRF token.
-    pub fn issue_session(&self, principal: &Principal, ttl: Duration) -> (Issued, String) {
-        let issued = self.sign(principal, self.session_audience(), ttl, Vec::new());
-        let jti = jsonwebtoken::dangerous::insecure_decode::<Claims>(&issued.token)
-            .map(|data| data.claims.jti)
-            .unwrap_or_else(|err| unreachable!("a token just signed decodes: {err}"));
-        (issued, jti)
+    /// A web interface session for `principal` (limited to `external_grants` when an external
+    /// issuer's token signed it in), good for `ttl`. Its `jti` is the session's CSRF token.
+    pub fn issue_session(
+        &self,
+        principal: &Principal,
+        external_grants: Option<&Grants>,
+        ttl: Duration,
+    ) -> (Issued, String) {
+        let jti = uuid::Uuid::new_v4().to_string();
+        let now = unix_seconds(SystemTime::now());
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: principal.name(),
+            aud: self.session_audience(),
+            exp: now + ttl.as_secs(),
+            nbf: now.saturating_sub(1),
+            iat: now,
+            jti: jti.clone(),
+            access: external_grants.map(|g| g.0.clone()).unwrap_or_default(),
+            external: external_grants.is_some(),
+        };
+        (self.encode(&claims, ttl), jti)
     }
 
-    /// The principal and CSRF token of one of our web interface sessions.
-    pub fn validate_session(&self, token: &str) -> Result<(Principal, String), TokenError> {
+    /// One of our web interface sessions.
+    pub fn validate_session(&self, token: &str) -> Result<Session, TokenError> {
         let claims = self.decode(token, &self.session_audience())?;
-        Ok((Principal::from_subject(&claims.sub), claims.jti))
+        let principal = if claims.external {
+            Principal::External(claims.sub)
+        } else {
+            Principal::from_subject(&claims.sub)
+        };
+        Ok(Session {
+            principal,
+            external_grants: claims.external.then_some(Grants(claims.access)),
+            csrf: claims.jti,
+        })
     }
 
     fn sign(
@@ -129,8 +166,7 @@ impl TokenSigner {
         ttl: Duration,
         access: Vec<Scope>,
     ) -> Issued {
-        let issued_at = SystemTime::now();
-        let now = unix_seconds(issued_at);
+        let now = unix_seconds(SystemTime::now());
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: principal.name(),
@@ -140,17 +176,22 @@ impl TokenSigner {
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
             access,
+            external: false,
         };
+        self.encode(&claims, ttl)
+    }
+
+    fn encode(&self, claims: &Claims, ttl: Duration) -> Issued {
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &claims,
+            claims,
             &EncodingKey::from_secret(self.current.bytes()),
         )
         .unwrap_or_else(|err| unreachable!("HS256 signing cannot fail: {err}"));
         Issued {
             token,
             expires_in: ttl,
-            issued_at,
+            issued_at: UNIX_EPOCH + Duration::from_secs(claims.iat),
         }
     }
 
@@ -239,11 +280,20 @@ mod tests {
         );
         assert!(signer.validate_refresh(&access).is_err());
         assert_eq!(signer.validate_refresh(&refresh).unwrap(), alice);
-        let (session, csrf) = signer.issue_session(&alice, Duration::from_secs(60));
+        let (session, csrf) = signer.issue_session(&alice, None, Duration::from_secs(60));
         assert_eq!(
             signer.validate_session(&session.token).unwrap(),
-            (alice.clone(), csrf)
+            Session {
+                principal: alice.clone(),
+                external_grants: None,
+                csrf
+            }
         );
+        let granted = Grants(vec![Scope::repository("a", Actions::ALL)]);
+        let (external, _) = signer.issue_session(&alice, Some(&granted), Duration::from_secs(60));
+        let external = signer.validate_session(&external.token).unwrap();
+        assert_eq!(external.principal, Principal::External("alice".into()));
+        assert_eq!(external.external_grants, Some(granted));
         for other in [&access, &refresh] {
             assert!(signer.validate_session(other).is_err());
         }

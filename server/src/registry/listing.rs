@@ -2,7 +2,12 @@
 
 use std::time::SystemTime;
 
+use futures::{StreamExt, TryStreamExt};
+
 use super::{Registry, Result};
+
+/// Directories the catalog walk lists at once.
+const LISTINGS_AT_ONCE: usize = 16;
 use crate::oci::RepositoryName;
 use crate::storage::{self, layout};
 
@@ -63,7 +68,6 @@ impl Registry {
         Ok(page.apply(self.all_tags(name).await?))
     }
 
-    /// A page of repository names, and whether more follow.
     /// A page of the repositories `visible` lets the caller see (pagination counts only
     /// those, so a page is never cut short by names the caller may not know of).
     pub async fn catalog(
@@ -71,43 +75,50 @@ impl Registry {
         page: &Page,
         visible: &(dyn Fn(&str) -> bool + Send + Sync),
     ) -> Result<(Vec<String>, bool)> {
-        let mut names = Vec::new();
-        self.walk_repositories(&layout::repositories_root(), "", &mut names)
-            .await?;
+        let mut names = self.walk_repositories().await?;
         names.retain(|name| visible(name));
         names.sort();
         Ok(page.apply(names))
     }
 
-    /// Distribution's rule: a directory holding `_manifests` is a repository; other `_`
-    /// directories are a repository's internals and are not descended into.
-    async fn walk_repositories(
-        &self,
-        dir: &str,
-        prefix: &str,
-        out: &mut Vec<String>,
-    ) -> Result<()> {
-        let children = match self.store.list(dir).await {
-            Ok(children) => children,
-            Err(storage::Error::NotFound) => return Ok(()),
-            Err(err) => return Err(err.into()),
-        };
-        if children.iter().any(|c| c == layout::MANIFESTS_DIR) && !prefix.is_empty() {
-            out.push(prefix.to_owned());
-        }
-        for child in children.iter().filter(|c| !c.starts_with('_')) {
-            let name = if prefix.is_empty() {
-                child.clone()
-            } else {
-                format!("{prefix}/{child}")
-            };
-            // Anything that is not a valid name cannot be a repository of ours.
-            if name.parse::<RepositoryName>().is_err() {
-                continue;
+    /// Every repository, in no order. Distribution's rule: a directory holding `_manifests` is
+    /// a repository; other `_` directories are a repository's internals and are not descended
+    /// into. A level of the tree at a time, its directories listed several at once: on S3 each
+    /// is a request, and a namespace of a thousand repositories is a thousand of them.
+    async fn walk_repositories(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut level = vec![(layout::repositories_root(), String::new())];
+        while !level.is_empty() {
+            let listed: Vec<(String, String, Vec<String>)> = futures::stream::iter(level)
+                .map(|(dir, prefix)| async move {
+                    match self.store.list(&dir).await {
+                        Ok(children) => Ok((dir, prefix, children)),
+                        Err(storage::Error::NotFound) => Ok((dir, prefix, Vec::new())),
+                        Err(err) => Err(err),
+                    }
+                })
+                .buffer_unordered(LISTINGS_AT_ONCE)
+                .try_collect()
+                .await?;
+            level = Vec::new();
+            for (dir, prefix, children) in listed {
+                if children.iter().any(|c| c == layout::MANIFESTS_DIR) && !prefix.is_empty() {
+                    names.push(prefix.clone());
+                }
+                for child in children.iter().filter(|c| !c.starts_with('_')) {
+                    let name = if prefix.is_empty() {
+                        child.clone()
+                    } else {
+                        format!("{prefix}/{child}")
+                    };
+                    // Anything that is not a valid name cannot be a repository of ours.
+                    if name.parse::<RepositoryName>().is_ok() {
+                        level.push((format!("{dir}/{child}"), name));
+                    }
+                }
             }
-            Box::pin(self.walk_repositories(&format!("{dir}/{child}"), &name, out)).await?;
         }
-        Ok(())
+        Ok(names)
     }
 }
 

@@ -139,7 +139,7 @@ impl Ui {
     fn may(&self, viewer: &Viewer, repository: &str, action: Action) -> bool {
         self.auth().is_none_or(|auth| {
             auth.authorize(
-                &viewer.identity(),
+                viewer.identity(),
                 Some(&Resource::Repository(repository.to_owned())),
                 action,
             )
@@ -157,7 +157,7 @@ impl Ui {
     /// What the page frame shows of the visitor.
     fn page(&self, viewer: &Viewer) -> views::Frame {
         views::Frame {
-            user: viewer.signed_in().then(|| viewer.principal.name()),
+            user: viewer.signed_in().then(|| viewer.name()),
             csrf: viewer.csrf.clone(),
             can_sign_in: self.auth().is_some(),
         }

@@ -85,9 +85,12 @@ pub async fn repositories(
     axum::Extension(viewer): axum::Extension<Viewer>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
+    // Anonymous visitors sign in unless they may pull somewhere. Whoever signed in sees the
+    // repositories they may pull, whether or not a token of theirs would list the catalog.
     if let Some(auth) = ui.auth()
+        && !viewer.signed_in()
         && auth
-            .authorize(&viewer.identity(), Some(&Resource::Catalog), Action::Pull)
+            .authorize(viewer.identity(), Some(&Resource::Catalog), Action::Pull)
             .is_err()
     {
         return Err(Error::SignIn {
@@ -95,16 +98,13 @@ pub async fn repositories(
         });
     }
     let names = ui.catalog.names(&ui.app.registry).await?;
-    let visible = ui
-        .auth()
-        .map(|auth| auth.catalog_filter(&viewer.identity()));
     let search = query
         .get("q")
         .map(|q| q.trim().to_lowercase())
         .unwrap_or_default();
     let matching: Vec<&str> = names
         .iter()
-        .filter(|name| visible.as_ref().is_none_or(|visible| visible(name)))
+        .filter(|name| ui.may(&viewer, name, Action::Pull))
         .filter(|name| name.contains(&search))
         .map(String::as_str)
         .collect();
@@ -161,13 +161,13 @@ pub async fn act(State(ui): State<Ui>, request: Request) -> Result<Response, Err
     let reference = reference_of(&form)?;
     let origin = Origin {
         request: request_info(&Method::DELETE, &headers, peer),
-        actor: viewer.signed_in().then(|| viewer.principal.name()),
+        actor: viewer.signed_in().then(|| viewer.name()),
     };
     ui.app.delete(&origin, &name, &reference).await?;
     tracing::info!(
         repository = %name,
         %reference,
-        user = viewer.principal.name(),
+        user = viewer.name(),
         "deleted from the web interface"
     );
     let deleted: String =

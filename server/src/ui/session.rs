@@ -1,8 +1,9 @@
 //! Who is looking at a page: a session cookie signed with the token key (a JWT of its own
 //! audience, so it is never an access token), `HttpOnly`, `SameSite=Strict`, `Secure` on HTTPS,
 //! for a lifetime. Every visitor has one, anonymous ones too, because its `jti` is the CSRF token
-//! every form carries: a form from another site cannot know it. Sign-in checks passwords (and
-//! service account tokens) through [`Auth::login`], so failures count towards its lockout.
+//! every form carries: a form from another site cannot know it. Sign-in checks passwords, service
+//! account tokens and external issuers' tokens through [`Auth::sign_in`], so failures count
+//! towards the registry's lockout.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ pub struct Sessions {
 /// The visitor of a page.
 #[derive(Debug, Clone)]
 pub struct Viewer {
-    pub principal: Principal,
+    identity: Identity,
     /// This session's CSRF token.
     pub csrf: String,
     /// A cookie to set: this visitor came without a valid session, so one was started.
@@ -45,12 +46,17 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    pub fn identity(&self) -> Identity {
-        Identity::Direct(self.principal.clone())
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The visitor's name; empty for anonymous visitors.
+    pub fn name(&self) -> String {
+        self.identity.principal().name()
     }
 
     pub fn signed_in(&self) -> bool {
-        !self.principal.is_anonymous()
+        !self.identity.principal().is_anonymous()
     }
 }
 
@@ -67,27 +73,40 @@ impl Sessions {
     /// has since been removed from the htpasswd file is over.
     fn viewer(&self, headers: &HeaderMap, auth: Option<&Auth>) -> Viewer {
         let session = cookie(headers, COOKIE).and_then(|token| {
-            let (principal, csrf) = self.signer.validate_session(token).ok()?;
-            let gone = matches!(principal, Principal::User(_))
-                && auth.is_some_and(|auth| !auth.account_exists(&principal));
-            (!gone).then_some((principal, csrf))
+            let session = self.signer.validate_session(token).ok()?;
+            let gone = matches!(session.principal, Principal::User(_))
+                && auth.is_some_and(|auth| !auth.account_exists(&session.principal));
+            (!gone).then_some(session)
         });
         match session {
-            Some((principal, csrf)) => Viewer {
-                principal,
-                csrf,
+            Some(session) => Viewer {
+                identity: match session.external_grants {
+                    Some(grants) => Identity::Token {
+                        principal: session.principal,
+                        grants,
+                        ours: false,
+                    },
+                    None => Identity::Direct(session.principal),
+                },
+                csrf: session.csrf,
                 fresh: None,
             },
-            None => self.start(Principal::Anonymous),
+            None => self.start(Identity::Direct(Principal::Anonymous)),
         }
     }
 
-    /// A new session for `principal`, with the cookie that carries it.
-    fn start(&self, principal: Principal) -> Viewer {
-        let (issued, csrf) = self.signer.issue_session(&principal, self.ttl);
+    /// A new session for `identity`, with the cookie that carries it.
+    fn start(&self, identity: Identity) -> Viewer {
+        let external = match &identity {
+            Identity::Token { grants, .. } => Some(grants),
+            Identity::Direct(_) => None,
+        };
+        let (issued, csrf) = self
+            .signer
+            .issue_session(identity.principal(), external, self.ttl);
         let cookie = self.cookie(&issued.token, self.ttl);
         Viewer {
-            principal,
+            identity,
             csrf,
             fresh: Some(cookie),
         }
@@ -189,9 +208,9 @@ pub async fn login(State(ui): State<Ui>, request: Request) -> Result<Response, E
             "enter a user name and password",
         ));
     }
-    match auth.login(user, password, client).await {
-        Ok(principal) => {
-            let session = ui.sessions.start(principal);
+    match auth.sign_in(user, password, client).await {
+        Ok(identity) => {
+            let session = ui.sessions.start(identity);
             let mut response = Redirect::to(&next).into_response();
             if let Some(cookie) = session.fresh {
                 response.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -288,25 +307,25 @@ mod tests {
     #[test]
     fn a_session_comes_back_with_its_cookie() {
         let sessions = sessions();
-        let alice = sessions.start(Principal::User("alice".into()));
+        let alice = sessions.start(Identity::Direct(Principal::User("alice".into())));
         let cookie = alice.fresh.clone().unwrap();
         let cookie = cookie.to_str().unwrap();
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
         assert!(cookie.contains("; Secure"), "{cookie}");
         let pair = cookie.split(';').next().unwrap();
         let back = sessions.viewer(&with_cookie(&format!("theme=dark; {pair}")), None);
-        assert_eq!(back.principal, alice.principal);
+        assert_eq!(back.name(), "alice");
         assert_eq!(back.csrf, alice.csrf);
         assert!(back.fresh.is_none());
         // A tampered or foreign cookie starts an anonymous session instead.
         let stranger = sessions.viewer(&with_cookie(&format!("{pair}x")), None);
-        assert!(stranger.principal.is_anonymous() && stranger.fresh.is_some());
+        assert!(!stranger.signed_in() && stranger.fresh.is_some());
     }
 
     #[test]
     fn forms_need_the_sessions_token_from_the_same_site() {
         let sessions = sessions();
-        let started = sessions.start(Principal::Anonymous);
+        let started = sessions.start(Identity::Direct(Principal::Anonymous));
         let returning = Viewer {
             fresh: None,
             ..started.clone()

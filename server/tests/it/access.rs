@@ -601,7 +601,7 @@ async fn changed_accounts_and_rules_apply_without_a_restart() {
 }
 
 /// An ES256 signing key, and its public half as a JWK.
-struct SigningKey {
+pub(crate) struct SigningKey {
     key: rcgen::KeyPair,
     kid: &'static str,
 }
@@ -614,7 +614,7 @@ impl SigningKey {
         }
     }
 
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.to_owned());
         let key = EncodingKey::from_ec_der(&self.key.serialize_der());
@@ -731,18 +731,18 @@ async fn kubernetes_service_account_tokens_as_passwords() {
     }
 }
 
-#[tokio::test]
-async fn tokens_from_an_external_token_server() {
+/// An external token server (`auth.example.com`, for `registry.example.com`): its signing key,
+/// and the `serve` flags that trust its certificate (written under `dir`).
+pub(crate) fn external_issuer(dir: &Path) -> (SigningKey, Vec<String>) {
     let key = SigningKey::new("token-server");
     let mut params = rcgen::CertificateParams::new(vec!["token-server".to_owned()]).unwrap();
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "token server");
     let certificate = params.self_signed(&key.key).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle.pem");
+    let bundle = dir.join("bundle.pem");
     std::fs::write(&bundle, certificate.pem()).unwrap();
-    let server = Server::start_with(&[
+    let flags = [
         "--auth-issuer-realm",
         "https://auth.example.com/token",
         "--auth-issuer-service",
@@ -751,18 +751,32 @@ async fn tokens_from_an_external_token_server() {
         "auth.example.com",
         "--auth-issuer-root-cert-bundle",
         bundle.to_str().unwrap(),
-    ])
-    .await;
+    ];
+    (key, flags.iter().map(|f| (*f).to_owned()).collect())
+}
+
+/// A token of [`external_issuer`] for `ci-bot`, granting `actions` on `team/app`, with `change`
+/// made to its claims.
+pub(crate) fn external_token(key: &SigningKey, actions: &[&str], change: &Value) -> String {
+    let mut claims = json!({
+        "iss": "auth.example.com", "aud": "registry.example.com", "sub": "ci-bot",
+        "exp": now() + 300, "nbf": now() - 1, "iat": now(), "jti": "1",
+        "access": [{"type": "repository", "name": "team/app", "actions": actions}],
+    });
+    for (k, v) in change.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    key.sign(&claims)
+}
+
+#[tokio::test]
+async fn tokens_from_an_external_token_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, flags) = external_issuer(dir.path());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::start_with(&flags).await;
     let token = |actions: &[&str], change: Value| {
-        let mut claims = json!({
-            "iss": "auth.example.com", "aud": "registry.example.com", "sub": "ci-bot",
-            "exp": now() + 300, "nbf": now() - 1, "iat": now(), "jti": "1",
-            "access": [{"type": "repository", "name": "team/app", "actions": actions}],
-        });
-        for (k, v) in change.as_object().unwrap() {
-            claims[k] = v.clone();
-        }
-        format!("Bearer {}", key.sign(&claims))
+        format!("Bearer {}", external_token(&key, actions, &change))
     };
     // The challenge sends clients to the token server.
     let response = server
@@ -799,7 +813,7 @@ async fn tokens_from_an_external_token_server() {
         &Header::new(Algorithm::HS256),
         &json!({"iss": "auth.example.com", "aud": "registry.example.com", "sub": "x", "exp": now() + 60,
                 "access": [{"type": "repository", "name": "team/app", "actions": ["pull"]}]}),
-        &EncodingKey::from_secret(&certificate.pem().into_bytes()),
+        &EncodingKey::from_secret(&std::fs::read(dir.path().join("bundle.pem")).unwrap()),
     )
     .unwrap();
     assert_eq!(

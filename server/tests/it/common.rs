@@ -147,6 +147,20 @@ impl Server {
         .await
     }
 
+    /// Another replica whose settings differ as `change` makes them.
+    pub async fn replica_with(&self, change: impl FnOnce(&mut ServeConfig)) -> Self {
+        let mut config = self.config.clone();
+        change(&mut config);
+        Self::serve(
+            config,
+            self.store(),
+            self.keys.clone(),
+            self.root.clone(),
+            Arc::clone(&self._dir),
+        )
+        .await
+    }
+
     async fn serve(
         config: ServeConfig,
         store: Arc<dyn BlobStore>,

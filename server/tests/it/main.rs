@@ -12,4 +12,5 @@ mod listing;
 mod manifests;
 mod referrers;
 mod settings;
+mod ui;
 mod uploads;

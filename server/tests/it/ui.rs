@@ -1,0 +1,172 @@
+//! The web interface over HTTP, for what the browser scenarios (tests/ui) do not reach: signing in
+//! with an external issuer's token, a registry without access control, and read-only mode.
+
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+use crate::access::{external_issuer, external_token};
+use crate::common::{Server, data};
+
+/// A browser's part: one cookie, redirects not followed.
+struct Visitor {
+    http: reqwest::Client,
+    cookie: Option<String>,
+}
+
+impl Visitor {
+    fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self { http, cookie: None }
+    }
+
+    fn keep_cookie(&mut self, response: &reqwest::Response) {
+        if let Some(set) = response.headers().get(SET_COOKIE) {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+            self.cookie = Some(pair);
+        }
+    }
+
+    async fn get(&mut self, server: &Server, path: &str) -> (StatusCode, String) {
+        let mut request = self.http.get(server.url(path));
+        if let Some(cookie) = &self.cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        let response = request.send().await.unwrap();
+        self.keep_cookie(&response);
+        (response.status(), response.text().await.unwrap())
+    }
+
+    /// The CSRF token in the form of the page at `path`.
+    async fn csrf(&mut self, server: &Server, path: &str) -> String {
+        let (_, page) = self.get(server, path).await;
+        page.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("{path} has no form with a CSRF token: {page}"))
+            .to_owned()
+    }
+
+    /// Posts `fields` with `csrf`.
+    async fn post(
+        &mut self,
+        server: &Server,
+        path: &str,
+        fields: &[(&str, &str)],
+        csrf: &str,
+    ) -> reqwest::Response {
+        let mut form: Vec<(&str, &str)> = fields.to_vec();
+        form.push(("csrf", csrf));
+        let response = self
+            .http
+            .post(server.url(path))
+            .header(COOKIE, self.cookie.clone().unwrap_or_default())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookie(&response);
+        response
+    }
+}
+
+#[tokio::test]
+async fn an_external_issuers_token_signs_in_with_no_more_than_it_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, mut flags) = external_issuer(dir.path());
+    flags.extend(["--ui".to_owned(), "true".to_owned()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::start_with(&flags).await;
+    let push_token = external_token(&key, &["pull", "push"], &json!({}));
+    let pusher = server.acting_as(&format!("Bearer {push_token}"));
+    pusher.push_image("team/app", "v1", &data(3, 10)).await;
+
+    let mut visitor = Visitor::new();
+    let (status, _) = visitor.get(&server, "/ui/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "anonymous visitors sign in");
+    let token = external_token(&key, &["pull"], &json!({}));
+    let csrf = visitor.csrf(&server, "/ui/login").await;
+    let fields = [
+        ("user", "ci-bot"),
+        ("password", token.as_str()),
+        ("next", "/ui/r/team/app"),
+    ];
+    let signed_in = visitor.post(&server, "/ui/login", &fields, &csrf).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    assert_eq!(signed_in.headers()[LOCATION], "/ui/r/team/app");
+    let (status, page) = visitor.get(&server, "/ui/r/team/app").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("data-tag=\"v1\""), "{page}");
+    assert!(page.contains(">ci-bot<"), "the signed-in name is shown");
+    assert!(!page.contains("Delete"), "the token grants no delete");
+    let (_, listing) = visitor.get(&server, "/ui/").await;
+    assert!(listing.contains("/ui/r/team/app"), "{listing}");
+    let csrf = visitor.csrf(&server, "/ui/r/team/app").await;
+    let path = "/ui/r/team/app/-/delete";
+    let refused = visitor.post(&server, path, &[("tag", "v1")], &csrf).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.text().await.unwrap().contains("you may not delete"));
+
+    // A token for another audience signs nobody in.
+    let mut stranger = Visitor::new();
+    let other = external_token(&key, &["pull"], &json!({"aud": "elsewhere"}));
+    let csrf = stranger.csrf(&server, "/ui/login").await;
+    let fields = [("user", "ci-bot"), ("password", other.as_str())];
+    let refused = stranger.post(&server, "/ui/login", &fields, &csrf).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn without_access_control_anyone_browses_and_deletes_with_the_forms_token() {
+    let server = Server::start_with(&["--ui", "true"]).await;
+    server.push_image("team/app", "v1", &data(4, 10)).await;
+    server.push_image("team/app", "v2", &data(5, 10)).await;
+    let mut visitor = Visitor::new();
+    let (status, page) = visitor.get(&server, "/ui/r/team/app").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Delete"), "{page}");
+    assert!(!page.contains("Sign in"), "nobody to sign in as");
+    let path = "/ui/r/team/app/-/delete";
+    let forged = visitor
+        .post(&server, path, &[("tag", "v1")], "guessed")
+        .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let csrf = visitor
+        .csrf(&server, "/ui/r/team/app/-/delete?tag=v1")
+        .await;
+    let deleted = visitor.post(&server, path, &[("tag", "v1")], &csrf).await;
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    let tags = server.get_json("/v2/team/app/tags/list").await;
+    assert_eq!(tags["tags"], json!(["v2"]));
+    // Pages are never served to other sites' frames or scripts.
+    let response = visitor.http.get(server.url("/ui/")).send().await.unwrap();
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"));
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn a_read_only_replica_shows_no_delete_and_refuses_one_from_another_replicas_form() {
+    let server = Server::start_with(&["--ui", "true"]).await;
+    server.push_image("team/app", "v1", &data(6, 10)).await;
+    let replica = server
+        .replica_with(|config| config.api.read_only = true)
+        .await;
+    let mut visitor = Visitor::new();
+    // The session and its form come from the writable replica: any replica accepts them.
+    let csrf = visitor
+        .csrf(&server, "/ui/r/team/app/-/delete?tag=v1")
+        .await;
+    let (status, page) = visitor.get(&replica, "/ui/r/team/app").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("Delete"), "{page}");
+    let path = "/ui/r/team/app/-/delete";
+    let refused = visitor.post(&replica, path, &[("tag", "v1")], &csrf).await;
+    assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(refused.text().await.unwrap().contains("read-only"));
+}
