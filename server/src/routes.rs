@@ -36,3 +36,24 @@ pub fn route_of(path: &str) -> &'static str {
         None => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn every_path_has_a_bounded_label() {
+        let cases = [
+            ("/v2/", "base"),
+            ("/v2/team/app/manifests/v1", "manifest"),
+            ("/v2/team/app/blobs/uploads/", "uploads"),
+            ("/ui", "ui"),
+            ("/ui/r/team/app/-/m/sha256:ab", "ui"),
+            ("/uix", "other"),
+            ("/readyz", "readyz"),
+        ];
+        for (path, route) in cases {
+            assert_eq!(route_of(path), route, "{path}");
+        }
+    }
+}

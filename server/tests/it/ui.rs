@@ -141,6 +141,21 @@ async fn without_access_control_anyone_browses_and_deletes_with_the_forms_token(
     assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
     let tags = server.get_json("/v2/team/app/tags/list").await;
     assert_eq!(tags["tags"], json!(["v2"]));
+    // A manifest, with the tags that point at it.
+    let (_, digest) = server.push_image("team/app", "v3", &data(5, 10)).await;
+    let confirm = format!("/ui/r/team/app/-/delete?digest={digest}");
+    let (_, page) = visitor.get(&server, &confirm).await;
+    assert!(page.contains("every tag that points at it"), "{page}");
+    let csrf = visitor.csrf(&server, &confirm).await;
+    let fields = [("digest", digest.to_string())];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let deleted = visitor.post(&server, path, &fields, &csrf).await;
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    let tags = server.get_json("/v2/team/app/tags/list").await;
+    assert_eq!(tags["tags"], json!([]), "v2 and v3 named the same manifest");
+    let manifest = server.url(&format!("/v2/team/app/manifests/{digest}"));
+    let gone = visitor.http.get(manifest).send().await.unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
     // Pages are never served to other sites' frames or scripts.
     let response = visitor.http.get(server.url("/ui/")).send().await.unwrap();
     let policy = response.headers()["content-security-policy"]
