@@ -178,6 +178,7 @@ async fn build(
             &upload_key,
             &config.ui,
             config.tls.is_some(),
+            config.trusted_proxies.clone(),
         )
     });
     let app = api::router(state, gate, &config.requests, pressure, metrics, pages);

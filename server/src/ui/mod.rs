@@ -72,6 +72,8 @@ pub struct Inner {
     catalog: Catalog,
     /// `https` when the listener speaks TLS.
     scheme: &'static str,
+    /// Proxies whose `X-Forwarded-*` headers say how the visitor reached the registry.
+    trusted_proxies: Vec<IpNet>,
 }
 
 impl std::ops::Deref for Ui {
@@ -90,6 +92,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
     upload_key: &SecretKey,
     settings: &Settings,
     https: bool,
+    trusted_proxies: Vec<IpNet>,
 ) -> Router<S> {
     let signer = match &gate {
         Some(gate) => gate.auth.signer().clone(),
@@ -107,6 +110,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         sessions: Sessions::new(signer, settings.session_ttl, https),
         catalog: Catalog::default(),
         scheme: if https { "https" } else { "http" },
+        trusted_proxies,
     }));
     let pages = Router::new()
         .route("/ui/", get(pages::repositories))
@@ -130,9 +134,20 @@ impl Ui {
     }
 
     fn trusted_proxies(&self) -> &[IpNet] {
-        self.gate
-            .as_ref()
-            .map_or(&[], |gate| gate.trusted_proxies.as_slice())
+        &self.trusted_proxies
+    }
+
+    /// Whether a trusted proxy says the visitor reached it over HTTPS (`X-Forwarded-Proto`).
+    fn forwarded_https(&self, request: &Request) -> bool {
+        let via_proxy = crate::limits::peer_of(request)
+            .is_some_and(|peer| crate::limits::is_trusted(&peer, self.trusted_proxies()));
+        via_proxy
+            && request
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|proto| proto.trim() == "https")
     }
 
     /// Whether `viewer` may do `action` to `repository`; anyone may without access control.

@@ -134,12 +134,22 @@ pub async fn attach(State(ui): State<Ui>, mut request: Request, next: Next) -> R
         .fresh
         .clone()
         .filter(|_| !from_another_site(request.headers()));
+    let https_at_proxy = ui.forwarded_https(&request);
     request.extensions_mut().insert(viewer);
     let mut response = next.run(request).await;
     if let Some(cookie) = fresh
         && !response.headers().contains_key(header::SET_COOKIE)
     {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    // Behind a proxy that ends HTTPS, the browser still speaks HTTPS: the cookie is `Secure`.
+    if https_at_proxy
+        && let Some(cookie) = response.headers().get(header::SET_COOKIE)
+        && let Ok(text) = cookie.to_str()
+        && !text.contains("; Secure")
+        && let Ok(secure) = HeaderValue::from_str(&format!("{text}; Secure"))
+    {
+        response.headers_mut().insert(header::SET_COOKIE, secure);
     }
     response
 }

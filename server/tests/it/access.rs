@@ -46,7 +46,7 @@ subjects = ["authenticated"]
 actions = ["*"]
 "#;
 
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
 }
 
@@ -441,7 +441,7 @@ async fn tokens_grant_what_was_asked_and_allowed_on_every_replica() {
     let _ = manifest;
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -607,7 +607,7 @@ pub(crate) struct SigningKey {
 }
 
 impl SigningKey {
-    fn new(kid: &'static str) -> Self {
+    pub(crate) fn new(kid: &'static str) -> Self {
         Self {
             key: rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
             kid,
@@ -621,7 +621,7 @@ impl SigningKey {
         jsonwebtoken::encode(&header, claims, &key).unwrap()
     }
 
-    fn jwk(&self) -> Value {
+    pub(crate) fn jwk(&self) -> Value {
         let point = self.key.public_key_raw();
         json!({
             "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": self.kid,
@@ -633,7 +633,7 @@ impl SigningKey {
 
 /// A small OIDC issuer on loopback: a discovery document and its JWKS, as the Kubernetes API
 /// server serves them.
-async fn oidc_issuer(keys: Value) -> String {
+pub(crate) async fn oidc_issuer(keys: Value) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
     let discovery = json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/openid/v1/jwks") });

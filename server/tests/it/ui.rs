@@ -1,11 +1,12 @@
 //! The web interface over HTTP, for what the browser scenarios (tests/ui) do not reach: signing in
-//! with an external issuer's token, a registry without access control, and read-only mode.
+//! with a Kubernetes service account token or an external issuer's token, a registry without
+//! access control, and read-only mode.
 
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
 
-use crate::access::{external_issuer, external_token};
+use crate::access::{SigningKey, basic, external_issuer, external_token, now, oidc_issuer};
 use crate::common::{Server, data};
 
 /// A browser's part: one cookie, redirects not followed.
@@ -120,6 +121,65 @@ async fn an_external_issuers_token_signs_in_with_no_more_than_it_grants() {
 }
 
 #[tokio::test]
+async fn a_service_account_token_signs_in_as_its_workload() {
+    let key = SigningKey::new("cluster-key");
+    let issuer = oidc_issuer(json!({ "keys": [key.jwk()] })).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rules]]\nrepositories = [\"team-a/**\"]\nsubjects = [\"group:system:serviceaccounts:ci\"]\n\
+         actions = [\"pull\", \"push\"]\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&[
+        "--ui",
+        "true",
+        "--auth-kubernetes-issuer",
+        &issuer,
+        "--auth-kubernetes-audience",
+        "registry",
+        "--auth-policy",
+        policy.to_str().unwrap(),
+    ])
+    .await;
+    let token = |audience: &str| {
+        key.sign(&json!({
+            "iss": issuer, "aud": [audience], "sub": "system:serviceaccount:ci:builder",
+            "exp": now() + 600, "nbf": now() - 1, "iat": now(),
+            "kubernetes.io": {"namespace": "ci", "serviceaccount": {"name": "builder"}},
+        }))
+    };
+    let pusher = server.acting_as(&basic("builder", &token("registry")));
+    pusher.push_image("team-a/app", "v1", &data(8, 10)).await;
+
+    let mut visitor = Visitor::new();
+    let csrf = visitor.csrf(&server, "/ui/login").await;
+    let wrong = token("kubernetes");
+    let fields = [("user", "builder"), ("password", wrong.as_str())];
+    let refused = visitor.post(&server, "/ui/login", &fields, &csrf).await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::UNAUTHORIZED,
+        "another audience"
+    );
+    let right = token("registry");
+    let fields = [("user", "builder"), ("password", right.as_str())];
+    let signed_in = visitor.post(&server, "/ui/login", &fields, &csrf).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let (status, page) = visitor.get(&server, "/ui/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(">system:serviceaccount:ci:builder<"),
+        "{page}"
+    );
+    assert!(page.contains("/ui/r/team-a/app"), "{page}");
+    let (status, page) = visitor.get(&server, "/ui/r/team-a/app").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("data-tag=\"v1\""), "{page}");
+}
+
+#[tokio::test]
 async fn without_access_control_anyone_browses_and_deletes_with_the_forms_token() {
     let server = Server::start_with(&["--ui", "true"]).await;
     server.push_image("team/app", "v1", &data(4, 10)).await;
@@ -163,6 +223,40 @@ async fn without_access_control_anyone_browses_and_deletes_with_the_forms_token(
         .unwrap();
     assert!(policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"));
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn the_cookie_is_secure_when_a_trusted_proxy_ended_https() {
+    let server = Server::start_with(&["--ui", "true", "--trusted-proxies", "127.0.0.1"]).await;
+    let cookie = |proto: Option<&'static str>| {
+        let request = server.http.get(server.url("/ui/"));
+        let request = match proto {
+            Some(proto) => request.header("x-forwarded-proto", proto),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            response.headers()[SET_COOKIE].to_str().unwrap().to_owned()
+        }
+    };
+    assert!(cookie(Some("https")).await.ends_with("; Secure"));
+    assert!(!cookie(Some("http")).await.contains("Secure"));
+    assert!(!cookie(None).await.contains("Secure"));
+    // From anyone else, the header is not believed.
+    let direct = Server::start_with(&["--ui", "true"]).await;
+    let response = direct
+        .http
+        .get(direct.url("/ui/"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !response.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Secure")
+    );
 }
 
 #[tokio::test]
