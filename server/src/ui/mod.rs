@@ -69,7 +69,7 @@ pub struct Inner {
     /// Access control, when it is on.
     gate: Option<Arc<Gate>>,
     sessions: Sessions,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     /// `https` when the listener speaks TLS.
     scheme: &'static str,
     /// Proxies whose `X-Forwarded-*` headers say how the visitor reached the registry.
@@ -108,7 +108,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         app,
         gate,
         sessions: Sessions::new(signer, settings.session_ttl, https),
-        catalog: Catalog::default(),
+        catalog: Arc::new(Catalog::default()),
         scheme: if https { "https" } else { "http" },
         trusted_proxies,
     }));
