@@ -7,6 +7,7 @@
 
 mod assets;
 mod catalog;
+mod content;
 mod error;
 mod image;
 mod pages;

@@ -7,8 +7,9 @@ use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, html};
 
 use super::assets;
+use super::content::{ManifestView, TagRow};
 use super::image::{ImageConfig, human_size, short_digest};
-use super::pages::{ManifestView, Paged, TagRow};
+use super::pages::Paged;
 use super::session::{LOGIN_PATH, LOGOUT_PATH};
 use crate::manifest::{Descriptor, Kind};
 use crate::oci::{Reference, RepositoryName};
