@@ -74,4 +74,16 @@ await scenario("access", async (browser) => {
   await admin.goto(url("/ui/r/team/app"));
   assert.equal(await admin.locator("tr[data-tag='v1']").count(), 1, "v1 is still there");
   assert.ok((await admin.locator("a.danger").count()) > 0, "admin may delete");
+
+  step("everything works without JavaScript: sign in, browse, delete");
+  const plain = await visitor(browser, { javaScript: false });
+  await signIn(plain, "admin");
+  await plain.getByRole("link", { name: "team/web" }).click();
+  await plain.locator("tr[data-tag='2']").getByRole("link", { name: "Delete" }).click();
+  await plain.getByRole("button", { name: "Delete" }).click();
+  await plain.waitForURL(url("/ui/r/team/web?deleted=2"));
+  assert.equal(await plain.locator("tbody tr").count(), 0, "the tag is gone");
+  await plain.goto(url("/ui/r/team/app/-/m/" + fixture.digests.app + "?tag=v1"));
+  assert.equal(await plain.locator("button.copy:visible").count(), 0, "no copy button without it");
+  assert.match(await plain.locator(".command").first().textContent(), /docker pull .*team\/app:v1/);
 });

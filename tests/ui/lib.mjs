@@ -33,8 +33,8 @@ export async function scenario(name, body) {
 }
 
 /** A new visitor: its own cookies, a desktop-sized window, and a record of any dialog. */
-export async function visitor(browser) {
-  const context = await browser.newContext({ viewport: DESKTOP });
+export async function visitor(browser, { javaScript = true } = {}) {
+  const context = await browser.newContext({ viewport: DESKTOP, javaScriptEnabled: javaScript });
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: fixture.url });
   const page = await context.newPage();
   page.dialogs = [];
