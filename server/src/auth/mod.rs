@@ -188,6 +188,14 @@ impl Identity {
     }
 }
 
+/// Who signed in to the web interface, and when that must end at the latest.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub identity: Identity,
+    /// The expiry of the token that signed them in, when it has one.
+    pub until: Option<std::time::SystemTime>,
+}
+
 /// Access control in force.
 pub struct Auth {
     accounts: Option<Arc<Watched<Htpasswd>>>,
@@ -396,13 +404,13 @@ impl Auth {
 
     /// Who signs in to the web interface with `user` and `password`: an account, a service
     /// account token, or a token of the external issuer, whose grants are then all the visitor
-    /// may do. Failures count towards the same lockout as failed logins.
+    /// may do, until the token expires. Failures count towards the same lockout as failed logins.
     pub async fn sign_in(
         &self,
         user: String,
         password: Zeroizing<String>,
         client: Option<IpAddr>,
-    ) -> Result<Identity, AuthError> {
+    ) -> Result<SignedIn, AuthError> {
         if let Some(external) = &self.external
             && looks_like_jwt(&password)
         {
@@ -411,18 +419,30 @@ impl Auth {
             }
             match external.verify(&password).await {
                 Ok((principal, grants)) => {
-                    return Ok(Identity::Token {
+                    #[derive(serde::Deserialize)]
+                    struct Expiry {
+                        exp: u64,
+                    }
+                    // Verified just now: reading its expiry again needs no second check.
+                    let until = jsonwebtoken::dangerous::insecure_decode::<Expiry>(&*password)
+                        .ok()
+                        .map(|data| std::time::UNIX_EPOCH + Duration::from_secs(data.claims.exp));
+                    let identity = Identity::Token {
                         principal,
                         grants,
                         ours: false,
-                    });
+                    };
+                    return Ok(SignedIn { identity, until });
                 }
                 Err(err) => tracing::debug!(error = %err, "external token refused at sign-in"),
             }
         }
         self.login(user, password, client)
             .await
-            .map(Identity::Direct)
+            .map(|principal| SignedIn {
+                identity: Identity::Direct(principal),
+                until: None,
+            })
     }
 
     /// Whether an htpasswd account still exists (refresh tokens outlive logins).

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -91,20 +91,27 @@ impl Sessions {
                 csrf: session.csrf,
                 fresh: None,
             },
-            None => self.start(Identity::Direct(Principal::Anonymous)),
+            None => self.start(Identity::Direct(Principal::Anonymous), None),
         }
     }
 
-    /// A new session for `identity`, with the cookie that carries it.
-    fn start(&self, identity: Identity) -> Viewer {
+    /// A new session for `identity`, with the cookie that carries it, ending after the
+    /// session lifetime or at `until`, whichever comes first.
+    fn start(&self, identity: Identity, until: Option<SystemTime>) -> Viewer {
         let external = match &identity {
             Identity::Token { grants, .. } => Some(grants),
             Identity::Direct(_) => None,
         };
+        let ttl = until.map_or(self.ttl, |until| {
+            let left = until
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            left.min(self.ttl)
+        });
         let (issued, csrf) = self
             .signer
-            .issue_session(identity.principal(), external, self.ttl);
-        let cookie = self.cookie(&issued.token, self.ttl);
+            .issue_session(identity.principal(), external, ttl);
+        let cookie = self.cookie(&issued.token, ttl);
         Viewer {
             identity,
             csrf,
@@ -219,8 +226,8 @@ pub async fn login(State(ui): State<Ui>, request: Request) -> Result<Response, E
         ));
     }
     match auth.sign_in(user, password, client).await {
-        Ok(identity) => {
-            let session = ui.sessions.start(identity);
+        Ok(signed_in) => {
+            let session = ui.sessions.start(signed_in.identity, signed_in.until);
             let mut response = Redirect::to(&next).into_response();
             if let Some(cookie) = session.fresh {
                 response.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -317,7 +324,7 @@ mod tests {
     #[test]
     fn a_session_comes_back_with_its_cookie() {
         let sessions = sessions();
-        let alice = sessions.start(Identity::Direct(Principal::User("alice".into())));
+        let alice = sessions.start(Identity::Direct(Principal::User("alice".into())), None);
         let cookie = alice.fresh.clone().unwrap();
         let cookie = cookie.to_str().unwrap();
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
@@ -333,9 +340,30 @@ mod tests {
     }
 
     #[test]
+    fn a_session_ends_when_the_token_that_opened_it_does() {
+        let sessions = sessions();
+        let soon = SystemTime::now() + Duration::from_secs(90);
+        let viewer = sessions.start(
+            Identity::Direct(Principal::External("ci".into())),
+            Some(soon),
+        );
+        let cookie = viewer.fresh.unwrap();
+        let max_age: u64 = cookie
+            .to_str()
+            .unwrap()
+            .split("Max-Age=")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((85..=90).contains(&max_age), "{max_age}");
+    }
+
+    #[test]
     fn forms_need_the_sessions_token_from_the_same_site() {
         let sessions = sessions();
-        let started = sessions.start(Identity::Direct(Principal::Anonymous));
+        let started = sessions.start(Identity::Direct(Principal::Anonymous), None);
         let returning = Viewer {
             fresh: None,
             ..started.clone()

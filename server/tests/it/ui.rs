@@ -98,6 +98,16 @@ async fn an_external_issuers_token_signs_in_with_no_more_than_it_grants() {
     let signed_in = visitor.post(&server, "/ui/login", &fields, &csrf).await;
     assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
     assert_eq!(signed_in.headers()[LOCATION], "/ui/r/team/app");
+    // The session ends with the token (five minutes), not after the usual eight hours.
+    let cookie = signed_in.headers()[SET_COOKIE].to_str().unwrap();
+    let max_age: u64 = cookie
+        .split("Max-Age=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(max_age <= 300, "{cookie}");
     let (status, page) = visitor.get(&server, "/ui/r/team/app").await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("data-tag=\"v1\""), "{page}");
