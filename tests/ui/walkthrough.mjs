@@ -1,7 +1,7 @@
 // A signed-in user's visit: sign in, search, open a repository, an index and its images, an image
 // with its layers, config and referrers, copy the pull command, delete a tag (after confirming),
 // and sign out. Hostile labels and annotations must show as text.
-import { assert, fixture, listed, scenario, shoot, signIn, step, url, visitor } from "./lib.mjs";
+import { assert, assertSafe, fixture, listed, scenario, shoot, signIn, step, url, visitor } from "./lib.mjs";
 
 await scenario("walkthrough", async (browser) => {
   const page = await visitor(browser);
@@ -17,6 +17,19 @@ await scenario("walkthrough", async (browser) => {
     "bob/tool", "infra/cache", "infra/db", "team/app", "team/multi", "team/web",
   ]);
   await shoot(page, "repositories");
+
+  step("query strings are never markup");
+  const hostile = `"><script>alert("q")</script><img src=x onerror=alert(2)>`;
+  await page.goto(url(`/ui/?q=${encodeURIComponent(hostile)}`));
+  assert.equal(await page.getByRole("searchbox").inputValue(), hostile.toLowerCase());
+  assert.match(await page.locator("p.count").textContent(), /0 repositories matching/);
+  await assertSafe(page);
+  await page.goto(url(`/ui/r/team/app?deleted=${encodeURIComponent(hostile)}`));
+  assert.equal(await page.getByRole("status").count(), 0, "only a real reference is echoed");
+  const refused = await page.goto(url(`/ui/r/team/app/-/delete?tag=${encodeURIComponent(hostile)}`));
+  assert.equal(refused.status(), 400);
+  await assertSafe(page);
+  await page.goto(url("/ui/"));
 
   step("search");
   await page.getByRole("searchbox").fill("multi");
