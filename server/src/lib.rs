@@ -18,7 +18,7 @@
 //! | 5 | `proxy`, `gc` | the pull-through cache; garbage collection and upload purging |
 //! | 4 | `registry`, `auth`, `events` | repositories, manifests and blobs; who may do what; webhooks |
 //! | 3 | `metrics`, `upload`, `sweep`, `client` | Prometheus metrics; upload sessions and their tokens; what gc announces it will delete; a client of other registries |
-//! | 2 | `limits`, `manifest`, `routes`, `storage`, `tls` | overload limits; manifest parsing; route templates; the storage backends; certificates |
+//! | 2 | `limits`, `manifest`, `policies`, `routes`, `storage`, `tls` | overload limits; manifest parsing; immutable tags; route templates; the storage backends; certificates |
 //! | 1 | `oci`, `idle`, `reload`, `telemetry` | the spec's vocabulary (names, digests, paths, error codes); small tools below everything |
 
 pub mod api;
@@ -34,6 +34,7 @@ pub mod limits;
 pub mod manifest;
 pub mod metrics;
 pub mod oci;
+pub mod policies;
 pub mod proxy;
 pub mod registry;
 pub mod reload;

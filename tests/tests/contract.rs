@@ -259,6 +259,7 @@ fn s3_pods_start_with_the_settings_asked_for() {
         "readOnly": true,
         "logLevel": "debug",
         "ui": {"enabled": true, "sessionTtl": "90m"},
+        "policies": {"immutableTags": [{"name": "releases", "repositories": ["team/**"], "tags": ["v*"]}]},
         "storage": {"s3": {
             "bucket": "images", "region": "eu-west-3", "endpoint": "http://garage:3900",
             "pathStyle": true, "rootPrefix": "team-a", "redirect": true,
@@ -292,6 +293,12 @@ fn s3_pods_start_with_the_settings_asked_for() {
         assert!(config.api.read_only, "{what}");
         assert!(config.ui.enabled, "{what}: the web interface is on");
         assert_eq!(config.ui.session_ttl.as_secs(), 90 * 60, "{what}");
+        let rule = config.policies.immutable("team/app", "v1.0");
+        assert_eq!(rule.map(|r| r.name.as_str()), Some("releases"), "{what}");
+        assert!(
+            config.policies.immutable("team/app", "latest").is_none(),
+            "{what}"
+        );
         assert_eq!(config.log_level, "debug", "{what}");
         assert_eq!(config.connections.max_connections, 1000, "{what}");
         assert_eq!(config.connections.header_read_timeout.as_secs(), 5);

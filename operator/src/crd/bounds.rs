@@ -31,6 +31,10 @@ pub const SUBJECT: u32 = 512;
 pub const ACCESS_RULES: u32 = 256;
 /// Repository patterns or subjects in one access rule.
 pub const RULE_ENTRIES: u32 = 64;
+/// Rules of one kind in `spec.policies`.
+pub const POLICY_RULES: u32 = 64;
+/// A tag pattern (tags take at most 128 characters).
+pub const TAG_PATTERN: u32 = 256;
 /// Named groups of users.
 pub const GROUPS: u32 = 128;
 /// Members of one group.

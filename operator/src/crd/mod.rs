@@ -12,6 +12,7 @@ mod jobs;
 mod monitoring;
 mod notifications;
 mod pods;
+mod policies;
 mod proxy;
 mod scaling;
 mod status;
@@ -35,6 +36,7 @@ pub use notifications::{Endpoint, EventAction, Notifications, SecretKey};
 pub use pods::{
     Limits, LogLevel, PullPolicy, Scheduling, ServiceSettings, ServiceType, SigningKey,
 };
+pub use policies::{ImmutableTags, Policies};
 pub use proxy::{Proxy, Upstream};
 pub use scaling::Autoscaling;
 pub use status::{GarbageCollectionRun, GcResult, RegistryStatus};
@@ -206,6 +208,10 @@ pub struct RegistrySpec {
     /// The web interface under `/ui/`, off unless enabled.
     #[serde(default)]
     pub ui: Ui,
+
+    /// What the registry keeps no matter who asks: immutable tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Policies>,
 }
 
 fn one() -> i32 {

@@ -103,11 +103,37 @@ pub fn server_config(registry: &Registry, facts: &ClusterFacts) -> String {
     if let Some(cache) = super::cache::blob_cache_table(registry) {
         set("blob-cache", Value::Table(cache));
     }
+    if let Some(policies) = policies_table(registry) {
+        set("policies", Value::Table(policies));
+    }
     format!(
         "# Written by stowage-operator for Registry {}/{}; edits are overwritten.\n{table}",
         registry.namespace().unwrap_or_default(),
         registry.name_any()
     )
+}
+
+/// The `[policies]` table: immutable tags.
+fn policies_table(registry: &Registry) -> Option<Table> {
+    let policies = registry.spec.policies.as_ref()?;
+    if policies.immutable_tags.is_empty() {
+        return None;
+    }
+    let strings = |list: &[String]| Value::Array(list.iter().cloned().map(Value::from).collect());
+    let rules = policies
+        .immutable_tags
+        .iter()
+        .map(|rule| {
+            let mut table = Table::new();
+            table.insert("name".to_owned(), rule.name.clone().into());
+            table.insert("repositories".to_owned(), strings(&rule.repositories));
+            table.insert("tags".to_owned(), strings(&rule.tags));
+            Value::Table(table)
+        })
+        .collect();
+    let mut table = Table::new();
+    table.insert("immutable-tags".to_owned(), Value::Array(rules));
+    Some(table)
 }
 
 /// The ConfigMap holding [`server_config`].
@@ -185,7 +211,10 @@ mod tests {
             "readOnly": true,
             "deletesEnabled": false,
             "logLevel": "debug",
-            "ui": {"enabled": true, "sessionTtl": "2h"}
+            "ui": {"enabled": true, "sessionTtl": "2h"},
+            "policies": {"immutableTags": [
+                {"name": "releases", "repositories": ["team/**"], "tags": ["v*", "release-*"]}
+            ]}
         }));
         let config = parsed(&server_config(&registry, &ClusterFacts::default()));
         assert_eq!(config["read-only"].as_bool(), Some(true));
@@ -193,6 +222,9 @@ mod tests {
         assert_eq!(config["log-level"].as_str(), Some("debug"));
         assert_eq!(config["ui"].as_bool(), Some(true));
         assert_eq!(config["ui-session-ttl"].as_str(), Some("2h"));
+        let rule = &config["policies"]["immutable-tags"][0];
+        assert_eq!(rule["name"].as_str(), Some("releases"));
+        assert_eq!(rule["tags"][1].as_str(), Some("release-*"));
         assert_eq!(config["log-format"].as_str(), Some("json"));
         assert_eq!(config["s3-root-prefix"].as_str(), Some("team-a"));
         // The limits' defaults are written out, so the pods run with what the spec shows.

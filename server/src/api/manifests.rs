@@ -130,15 +130,16 @@ async fn fetch(
 }
 
 impl AppState {
-    /// Deletes a tag, or a manifest with the tags that point at it, and records the events:
-    /// as Distribution reports it, each tag a manifest delete removed, then the manifest. The
-    /// caller has checked that deletes are allowed.
+    /// Deletes a tag, or a manifest with the tags that point at it, unless that would remove an
+    /// immutable tag, and records the events: as Distribution reports it, each tag a manifest
+    /// delete removed, then the manifest. The caller has checked that deletes are allowed.
     pub async fn delete(
         &self,
         origin: &Origin,
         name: &RepositoryName,
         reference: &Reference,
     ) -> Result<(), ApiError> {
+        self.refuse_untagging(name, reference).await?;
         let untagged = self.registry.delete_manifest(name, reference).await?;
         for tag in untagged {
             let target = Target {
@@ -238,6 +239,10 @@ async fn push(
             ));
         }
     };
+    if let Reference::Tag(tag) = &reference {
+        let digest = Digest::sha256_of(&body);
+        call.state.refuse_moving(&name, tag, &digest).await?;
+    }
     let (length, media_type) = (body.len() as u64, crate::manifest::served_media_type(&body));
     let outcome = call
         .state

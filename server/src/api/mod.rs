@@ -7,6 +7,7 @@ mod blobs;
 mod error;
 pub mod events;
 mod headers;
+mod immutable;
 mod listing;
 mod manifests;
 mod referrers;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::events::Notifier;
+use crate::policies::Policies;
 use crate::proxy::Proxy;
 use crate::registry::Registry;
 use crate::storage::Health;
@@ -29,4 +30,6 @@ pub struct AppState {
     pub proxy: Option<Arc<Proxy>>,
     /// Where registry events go, when webhooks are configured.
     pub events: Option<Arc<Notifier>>,
+    /// Immutable tags, enforced on pushes and deletes.
+    pub policies: Arc<Policies>,
 }

@@ -6,6 +6,7 @@
 mod auth;
 mod cache;
 mod notifications;
+mod policies;
 mod proxy;
 mod resolve;
 mod secret;
@@ -19,6 +20,7 @@ pub use crate::serve::{GuardSettings, Settings as ServeConfig};
 pub use auth::{AuthSettings, TlsSettings};
 pub use cache::CacheSettings;
 pub use notifications::NotificationSettings;
+pub use policies::PolicySettings;
 pub use proxy::ProxySettings;
 pub use settings::{Settings, StorageKind};
 

@@ -159,6 +159,7 @@ impl ServeArgs {
             // gc needs the prefixes too, for the cache's retention.
             proxy: s.proxy.resolve()?,
             notifications: s.notifications.resolve()?,
+            policies: std::sync::Arc::new(s.policies.resolve()?),
             blob_cache,
             auth,
             tls,

@@ -9,7 +9,9 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use super::humantime_serde_opt;
-use super::{AuthSettings, CacheSettings, NotificationSettings, ProxySettings, TlsSettings};
+use super::{
+    AuthSettings, CacheSettings, NotificationSettings, PolicySettings, ProxySettings, TlsSettings,
+};
 use crate::telemetry::LogFormat;
 
 /// Where storage is.
@@ -279,6 +281,11 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub notifications: NotificationSettings,
+
+    /// Immutable tags (the `[policies]` table of the config file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub policies: PolicySettings,
 }
 
 impl Settings {
@@ -348,6 +355,7 @@ impl Settings {
             // Upstreams are only ever set in the file.
             proxy: file.proxy,
             notifications: file.notifications,
+            policies: file.policies,
         }
     }
 }

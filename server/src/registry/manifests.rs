@@ -223,7 +223,12 @@ impl Registry {
         }
     }
 
-    async fn tags_pointing_at(&self, name: &RepositoryName, digest: &Digest) -> Result<Vec<Tag>> {
+    /// The tags of `name` that name `digest` now.
+    pub async fn tags_pointing_at(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Vec<Tag>> {
         let mut tags = Vec::new();
         for tag in self.all_tags(name).await? {
             let Ok(tag) = tag.parse::<Tag>() else {

@@ -71,6 +71,8 @@ pub struct Settings {
     pub proxy: crate::proxy::Settings,
     /// Where registry events are delivered; empty for nowhere.
     pub notifications: Vec<EndpointSettings>,
+    /// Immutable tags.
+    pub policies: Arc<crate::policies::Policies>,
 }
 
 /// How often what overload refused is logged.
@@ -170,6 +172,7 @@ async fn build(
         health: Arc::clone(&health),
         proxy,
         events: events.clone(),
+        policies: Arc::clone(&config.policies),
     };
     let pages = config.ui.enabled.then(|| {
         crate::ui::router(

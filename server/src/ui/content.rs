@@ -33,6 +33,8 @@ pub struct TagRow {
     pub pushed: SystemTime,
     pub digest: Digest,
     pub summary: Option<Summary>,
+    /// The immutable-tags rule that keeps this tag, if one does.
+    pub immutable: Option<String>,
 }
 
 /// Everything the manifest page shows.
@@ -47,6 +49,8 @@ pub struct ManifestView {
     pub entries: Vec<IndexEntry>,
     pub config: Option<ImageConfig>,
     pub referrers: BTreeMap<String, Vec<Descriptor>>,
+    /// The rule that keeps `tag`, when one does.
+    pub immutable: Option<String>,
     /// `host/name` as the visitor reached this registry.
     pub pull_name: String,
     pub may_delete: bool,
@@ -74,11 +78,17 @@ impl Ui {
             Err(err) => return Err(err.into()),
         };
         let summary = self.summary(name, &digest).await?;
+        let immutable = self
+            .app
+            .policies
+            .immutable(name.as_str(), &tag)
+            .map(|rule| rule.name.clone());
         Ok(Some(TagRow {
             tag,
             pushed,
             digest,
             summary,
+            immutable,
         }))
     }
 
@@ -193,7 +203,14 @@ impl Ui {
             None => None,
         };
         let may_delete = self.may_delete(viewer, name.as_str());
+        let immutable = tag.as_ref().and_then(|tag| {
+            self.app
+                .policies
+                .immutable(name.as_str(), tag.as_str())
+                .map(|rule| rule.name.clone())
+        });
         Ok(ManifestView {
+            immutable,
             media_type: stored.media_type,
             size: stored.body.len() as u64,
             name,

@@ -170,7 +170,12 @@ pub fn tags(
                                     td.num data-label="Size" { @if let Some(summary) = &row.summary { (human_size(summary.size)) } }
                                     td data-label="Pushed" { time datetime=(timestamp(row.pushed)) { (timestamp(row.pushed)) } }
                                     @if may_delete {
-                                        td data-label="" { a.danger href={ (base) "/-/delete?tag=" (row.tag) } { "Delete" } }
+                                        td data-label="" {
+                                            @match &row.immutable {
+                                                Some(rule) => { span.badge title={ "kept by the rule " (rule) } { "immutable" } }
+                                                None => { a.danger href={ (base) "/-/delete?tag=" (row.tag) } { "Delete" } }
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -312,10 +317,14 @@ pub fn manifest(frame: &Frame, view: &ManifestView) -> Markup {
                 section.danger-zone {
                     h2 { "Delete" }
                     @if let Some(tag) = &view.tag {
-                        a.danger href={ (base) "/-/delete?tag=" (tag) } { "Delete tag " (tag) }
-                        " "
+                        @match &view.immutable {
+                            Some(rule) => { p { "The tag " code { (tag) } " is immutable (rule " (rule) "): it and this manifest stay." } }
+                            None => { a.danger href={ (base) "/-/delete?tag=" (tag) } { "Delete tag " (tag) } " " }
+                        }
                     }
-                    a.danger href={ (base) "/-/delete?digest=" (view.digest) } { "Delete this manifest and its tags" }
+                    @if view.immutable.is_none() {
+                        a.danger href={ (base) "/-/delete?digest=" (view.digest) } { "Delete this manifest and its tags" }
+                    }
                 }
             }
         },

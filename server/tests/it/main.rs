@@ -8,6 +8,7 @@ mod bad_input;
 mod blobs;
 mod common;
 mod gc;
+mod immutable;
 mod listing;
 mod manifests;
 mod referrers;

@@ -236,6 +236,38 @@ async fn without_access_control_anyone_browses_and_deletes_with_the_forms_token(
 }
 
 #[tokio::test]
+async fn an_immutable_tag_shows_no_delete_and_a_forced_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stowage.toml");
+    std::fs::write(
+        &config,
+        "ui = true\n[[policies.immutable-tags]]\nname = \"releases\"\nrepositories = [\"team/**\"]\ntags = [\"v*\"]\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]).await;
+    server.push_image("team/app", "v1", &data(9, 10)).await;
+    server.push_image("team/app", "latest", &data(10, 10)).await;
+    let mut visitor = Visitor::new();
+    let (_, page) = visitor.get(&server, "/ui/r/team/app").await;
+    assert!(page.contains("delete?tag=latest"), "{page}");
+    assert!(!page.contains("delete?tag=v1"), "{page}");
+    assert!(page.contains(">immutable<"), "{page}");
+    let csrf = visitor
+        .csrf(&server, "/ui/r/team/app/-/delete?tag=v1")
+        .await;
+    let path = "/ui/r/team/app/-/delete";
+    let refused = visitor.post(&server, path, &[("tag", "v1")], &csrf).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let text = refused.text().await.unwrap();
+    assert!(
+        text.contains("is immutable (rule &quot;releases&quot;)"),
+        "{text}"
+    );
+    let tags = server.get_json("/v2/team/app/tags/list").await;
+    assert_eq!(tags["tags"], json!(["latest", "v1"]));
+}
+
+#[tokio::test]
 async fn the_cookie_is_secure_when_a_trusted_proxy_ended_https() {
     let server = Server::start_with(&["--ui", "true", "--trusted-proxies", "127.0.0.1"]).await;
     let cookie = |proto: Option<&'static str>| {

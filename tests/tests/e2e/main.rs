@@ -10,6 +10,7 @@ mod distribution_compat;
 mod events;
 mod gc;
 mod images;
+mod immutable;
 mod lifecycle;
 mod metrics;
 mod oras;
