@@ -122,6 +122,8 @@ struct Scan {
     tags: Vec<(RepositoryName, String)>,
     /// Tag history entries, `(link, manifest digest)`.
     tag_history: Vec<Link>,
+    /// When manifests were last pulled.
+    pulls: Vec<Link>,
     /// `(repository, subject)` → referrer entries.
     referrers: HashMap<(RepositoryName, Digest), Vec<Link>>,
     /// Mirrored repositories → when their last pull was recorded.
@@ -171,6 +173,7 @@ impl Scan {
         match &parts[split..] {
             ["_manifests", "revisions", alg, hex, "link"] => self.revisions.extend(link(alg, hex)),
             ["_layers", alg, hex, "link"] => self.layers.extend(link(alg, hex)),
+            ["_pulls", alg, hex] => self.pulls.extend(link(alg, hex)),
             ["_proxy", "lastpull"] => {
                 self.mirror_pulls
                     .insert(repository.clone(), object.modified);
@@ -344,11 +347,12 @@ pub async fn run_once(store: Arc<dyn BlobStore>, options: &Options) -> storage::
         report.manifests_deleted += 1;
         doomed.push(link.key.clone());
     }
-    // The tag history and referrers entries of deleted manifests go with them.
+    // The tag history, referrers entries and pull records of deleted manifests go with them.
     let entries = scan
         .tag_history
         .iter()
-        .chain(scan.referrers.values().flatten());
+        .chain(scan.referrers.values().flatten())
+        .chain(&scan.pulls);
     doomed.extend(
         entries
             .filter(|e| deleted_manifests.contains(&(e.repository.clone(), e.digest.clone())))

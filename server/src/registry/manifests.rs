@@ -218,6 +218,7 @@ impl Registry {
                 }
                 let link = layout::revision_link(name, digest);
                 self.store.delete(link.trim_end_matches("/link")).await?;
+                self.store.delete(&layout::last_pull(name, digest)).await?;
                 Ok(tags)
             }
         }

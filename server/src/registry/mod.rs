@@ -1,5 +1,5 @@
-//! Repositories over storage: blobs linked into repositories, manifests and tags, listings and
-//! referrers. Knows the OCI rules, not HTTP.
+//! Repositories over storage: blobs linked into repositories, manifests and tags, listings,
+//! referrers and when manifests were last pulled. Knows the OCI rules, not HTTP.
 
 mod blobs;
 mod cache;
@@ -7,6 +7,7 @@ pub mod descriptors;
 mod listing;
 mod manifests;
 mod mirror;
+pub mod pulls;
 mod referrers;
 
 use std::sync::Arc;
@@ -68,6 +69,7 @@ pub struct Registry {
     limits: Limits,
     manifests: Option<Arc<ManifestCache>>,
     descriptors: Option<Arc<descriptors::BlobDescriptors>>,
+    pulls: Arc<pulls::PullMarks>,
 }
 
 impl Registry {
@@ -78,6 +80,7 @@ impl Registry {
             limits,
             manifests,
             descriptors: None,
+            pulls: Arc::default(),
         }
     }
 

@@ -123,6 +123,16 @@ pub fn upload_staged(name: &RepositoryName, id: &str) -> String {
     format!("{}/staged", upload_dir(name, id))
 }
 
+/// When manifest `digest` of `name` was last pulled (a day number, Stowage's own).
+pub fn last_pull(name: &RepositoryName, digest: &Digest) -> String {
+    format!(
+        "{}/_pulls/{}/{}",
+        repository(name),
+        digest.algorithm().as_str(),
+        digest.hex()
+    )
+}
+
 /// When a mirrored repository was last pulled (a day number), for the cache's retention.
 pub fn mirror_last_pull(name: &RepositoryName) -> String {
     format!("{}/_proxy/lastpull", repository(name))

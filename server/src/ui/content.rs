@@ -35,6 +35,8 @@ pub struct TagRow {
     pub summary: Option<Summary>,
     /// The immutable-tags rule that keeps this tag, if one does.
     pub immutable: Option<String>,
+    /// The day (since the epoch) the tag's manifest was last pulled, if it ever was.
+    pub pulled: Option<u64>,
 }
 
 /// Everything the manifest page shows.
@@ -77,7 +79,9 @@ impl Ui {
             Err(crate::registry::Error::ManifestUnknown) => return Ok(None),
             Err(err) => return Err(err.into()),
         };
-        let summary = self.summary(name, &digest).await?;
+        let (summary, pulled) = futures::try_join!(self.summary(name, &digest), async {
+            Ok(self.app.registry.last_pulled(name, &digest).await?)
+        },)?;
         let immutable = self
             .app
             .policies
@@ -89,6 +93,7 @@ impl Ui {
             digest,
             summary,
             immutable,
+            pulled,
         }))
     }
 

@@ -143,7 +143,7 @@ pub fn tags(
                     table.tags {
                         thead { tr {
                             th { "Tag" } th { "Digest" } th { "Kind" } th.num { "Size" }
-                            th { "Pushed" } @if may_delete { th {} }
+                            th { "Pushed" } th { "Pulled" } @if may_delete { th {} }
                         } }
                         tbody {
                             @for row in rows {
@@ -169,6 +169,12 @@ pub fn tags(
                                     }
                                     td.num data-label="Size" { @if let Some(summary) = &row.summary { (human_size(summary.size)) } }
                                     td data-label="Pushed" { time datetime=(timestamp(row.pushed)) { (timestamp(row.pushed)) } }
+                                    td data-label="Pulled" {
+                                        @match row.pulled {
+                                            Some(day) => { time datetime=(date_of(day)) { (date_of(day)) } }
+                                            None => { span.muted { "never" } }
+                                        }
+                                    }
                                     @if may_delete {
                                         td data-label="" {
                                             @match &row.immutable {
@@ -472,6 +478,14 @@ fn words(words: &[String]) -> String {
         .join(" ")
 }
 
+/// A day since the epoch as `YYYY-MM-DD`.
+fn date_of(day: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(day * 86_400);
+    let mut text = humantime::format_rfc3339_seconds(time).to_string();
+    text.truncate(10);
+    text
+}
+
 fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
@@ -493,6 +507,12 @@ mod tests {
         assert!(!html.contains("<b>eve"));
         assert!(html.contains("&lt;img src=x&gt;"));
         assert!(!html.contains("\"onmouseover"));
+    }
+
+    #[test]
+    fn days_read_as_dates() {
+        assert_eq!(date_of(0), "1970-01-01");
+        assert_eq!(date_of(20_789), "2026-12-02");
     }
 
     #[test]

@@ -94,6 +94,11 @@ async fn collects_what_nothing_kept_references() {
     let (_, untagged) = server
         .push_image("gc/app", "old", b"layer only old uses")
         .await;
+    // It was pulled once, so a record of the pull goes with it.
+    let pulled = server.http.get(server.url("/v2/gc/app/manifests/old"));
+    assert_eq!(pulled.send().await.unwrap().status(), 200);
+    let pull_record = format!("_pulls/sha256/{}", untagged.hex());
+    crate::pulls::eventually_stored(&server, &pull_record).await;
     let delete = server
         .http
         .delete(server.url("/v2/gc/app/manifests/old"))
@@ -164,6 +169,7 @@ async fn collects_what_nothing_kept_references() {
     ] {
         assert!(blob_exists(&server, "gc/app", &blob).await, "{blob}");
     }
+    assert!(server.stored_keys(&pull_record).await.is_empty());
     // The dangling links of deleted blobs went too, and a second run finds nothing.
     assert!(
         server

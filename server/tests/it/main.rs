@@ -11,6 +11,7 @@ mod gc;
 mod immutable;
 mod listing;
 mod manifests;
+mod pulls;
 mod referrers;
 mod settings;
 mod ui;
