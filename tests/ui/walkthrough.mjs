@@ -46,6 +46,9 @@ await scenario("walkthrough", async (browser) => {
   assert.deepEqual(await row.locator("ul.platforms li").allTextContents(), [
     "linux/amd64", "linux/arm64",
   ]);
+  assert.equal(await row.locator(".badge").textContent(), "immutable", "kept by the rule");
+  assert.equal(await row.getByRole("link", { name: "Delete" }).count(), 0);
+  assert.equal(await row.locator("td[data-label=Pulled]").textContent(), "never");
 
   step("the index and one of its images");
   await row.getByRole("link", { name: "1.0" }).click();

@@ -41,6 +41,14 @@ subjects = ["user:bob"]
 actions = ["*"]
 "#;
 
+/// The multi-platform releases of team/multi stay.
+const IMMUTABLE: &str = r#"
+[[policies.immutable-tags]]
+name = "releases"
+repositories = ["team/multi"]
+tags = ["1.*"]
+"#;
+
 struct Site {
     stowage: Stowage,
     /// What the scripts are told: the address, the accounts, the digests pushed.
@@ -57,7 +65,11 @@ fn site(dir: &Path, extra: &[&str]) -> Site {
     std::fs::write(&htpasswd, accounts).unwrap();
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
+    let config = dir.join("stowage.toml");
+    std::fs::write(&config, IMMUTABLE).unwrap();
     let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
         "--ui",
         "true",
         "--htpasswd",
