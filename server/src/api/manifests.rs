@@ -117,13 +117,19 @@ async fn fetch(
         call.state
             .notify(&call.origin, Action::Pull, target)
             .await?;
-        let (registry, repository, digest) = (
-            call.state.registry.clone(),
-            name.clone(),
-            manifest.digest.clone(),
-        );
         // Off the pull's path: at most one small write a day per manifest and replica.
-        tokio::spawn(async move { registry.record_pull(&repository, &digest).await });
+        if !call
+            .state
+            .registry
+            .pull_recorded_today(&name, &manifest.digest)
+        {
+            let (registry, repository, digest) = (
+                call.state.registry.clone(),
+                name.clone(),
+                manifest.digest.clone(),
+            );
+            tokio::spawn(async move { registry.record_pull(&repository, &digest).await });
+        }
         (headers, manifest.body).into_response()
     };
     if stale {

@@ -31,6 +31,12 @@ pub fn today() -> u64 {
 }
 
 impl Registry {
+    /// Whether this replica recorded a pull of `digest` of `name` today: then a pull needs no
+    /// write, nor a task to make one.
+    pub fn pull_recorded_today(&self, name: &RepositoryName, digest: &Digest) -> bool {
+        self.pulls.0.get(&(name.clone(), digest.clone())) == Some(today())
+    }
+
     /// Records that `digest` of `name` was pulled today, unless this replica did already. Best
     /// effort: a failed write is logged and the next pull tries again.
     pub async fn record_pull(&self, name: &RepositoryName, digest: &Digest) {
