@@ -25,10 +25,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
 use serde::Deserialize;
 
 use super::access::{Action, Actions};
+use crate::oci::pattern::glob;
 
 /// Who a caller is, once their credentials have been checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,15 +274,6 @@ fn compile(rule: usize, file: RuleFile) -> Result<Rule, PolicyError> {
         subjects,
         actions,
     })
-}
-
-fn glob(pattern: &str) -> Result<GlobMatcher, String> {
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .backslash_escape(false)
-        .build()
-        .map(|glob| glob.compile_matcher())
-        .map_err(|err| err.kind().to_string())
 }
 
 #[cfg(test)]

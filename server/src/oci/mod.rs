@@ -1,5 +1,5 @@
 //! The OCI Distribution Spec's vocabulary: repository names, tags, references and digests, the
-//! API's paths and its error codes.
+//! API's paths and its error codes, and patterns over names and tags.
 //!
 //! Pure types with no I/O. Every value here has been validated against the spec's grammar, so the
 //! layers above can build storage keys from them without further checks.
@@ -8,6 +8,7 @@ mod digest;
 mod error;
 mod name;
 pub mod path;
+pub mod pattern;
 mod reference;
 
 pub use digest::{Algorithm, Digest, DigestHasher};

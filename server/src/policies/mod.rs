@@ -2,7 +2,9 @@
 //! moved to another manifest or deleted. Pure: rules and matching only; the HTTP API enforces
 //! them on pushes and deletes (and the web interface goes through it).
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
+
+use crate::oci::pattern::glob;
 
 /// One immutable-tags rule: tags matching `tags` in repositories matching `repositories`.
 #[derive(Debug, Clone)]
@@ -82,15 +84,6 @@ impl Policies {
             .iter()
             .any(|rule| rule.covers_repository(repository))
     }
-}
-
-fn glob(pattern: &str) -> Result<GlobMatcher, String> {
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .backslash_escape(false)
-        .build()
-        .map(|glob| glob.compile_matcher())
-        .map_err(|err| err.kind().to_string())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ mod upstream;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -214,9 +214,7 @@ impl Proxy {
     /// Records, at most once a day per repository and replica, that `name` was pulled, so gc
     /// can drop what nobody pulls any more. Best effort: a failed write only delays that.
     async fn mark_pulled(&self, registry: &Registry, name: &RepositoryName) {
-        let day = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs() / 86_400);
+        let day = crate::registry::pulls::today();
         if self.pulls.get(name.as_str()) == Some(day) {
             return;
         }

@@ -138,17 +138,12 @@ impl Ui {
         &self.trusted_proxies
     }
 
-    /// Whether a trusted proxy says the visitor reached it over HTTPS (`X-Forwarded-Proto`).
-    fn forwarded_https(&self, request: &Request) -> bool {
+    /// `scheme://host` as the visitor reached the registry: what a proxy in `--trusted-proxies`
+    /// says (`X-Forwarded-Proto`, `X-Forwarded-Host`), or the listener's scheme and `Host`.
+    fn origin_of(&self, request: &Request) -> String {
         let via_proxy = crate::limits::peer_of(request)
             .is_some_and(|peer| crate::limits::is_trusted(&peer, self.trusted_proxies()));
-        via_proxy
-            && request
-                .headers()
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .is_some_and(|proto| proto.trim() == "https")
+        crate::api::access::origin(self.scheme, request.headers(), request.uri(), via_proxy)
     }
 
     /// Whether `viewer` may do `action` to `repository`; anyone may without access control.

@@ -15,7 +15,6 @@ use super::session::{Viewer, check_form};
 use super::{Error, PAGE_SIZE, Ui, views};
 use crate::api::events::{Origin, request_info};
 use crate::auth::{Action, Resource};
-use crate::limits::{is_trusted, peer_of};
 use crate::oci::{Digest, Reference, RepositoryName, Tag};
 
 /// What a `/ui/r/` address names.
@@ -203,10 +202,7 @@ impl Ui {
 
     /// The registry's host as the visitor addressed it, for pull commands.
     fn host(&self, request: &Request) -> String {
-        let via_proxy =
-            peer_of(request).is_some_and(|peer| is_trusted(&peer, self.trusted_proxies()));
-        let origin =
-            crate::api::access::origin(self.scheme, request.headers(), request.uri(), via_proxy);
+        let origin = self.origin_of(request);
         origin
             .split_once("://")
             .map_or(origin.clone(), |(_, host)| host.to_owned())

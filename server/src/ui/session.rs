@@ -141,7 +141,7 @@ pub async fn attach(State(ui): State<Ui>, mut request: Request, next: Next) -> R
         .fresh
         .clone()
         .filter(|_| !from_another_site(request.headers()));
-    let https_at_proxy = ui.forwarded_https(&request);
+    let over_https = ui.origin_of(&request).starts_with("https://");
     request.extensions_mut().insert(viewer);
     let mut response = next.run(request).await;
     if let Some(cookie) = fresh
@@ -150,7 +150,7 @@ pub async fn attach(State(ui): State<Ui>, mut request: Request, next: Next) -> R
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     // Behind a proxy that ends HTTPS, the browser still speaks HTTPS: the cookie is `Secure`.
-    if https_at_proxy
+    if over_https
         && let Some(cookie) = response.headers().get(header::SET_COOKIE)
         && let Ok(text) = cookie.to_str()
         && !text.contains("; Secure")
