@@ -441,7 +441,7 @@ async fn tokens_grant_what_was_asked_and_allowed_on_every_replica() {
     let _ = manifest;
 }
 
-pub(crate) fn now() -> u64 {
+fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -607,7 +607,7 @@ pub(crate) struct SigningKey {
 }
 
 impl SigningKey {
-    pub(crate) fn new(kid: &'static str) -> Self {
+    fn new(kid: &'static str) -> Self {
         Self {
             key: rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
             kid,
@@ -621,7 +621,7 @@ impl SigningKey {
         jsonwebtoken::encode(&header, claims, &key).unwrap()
     }
 
-    pub(crate) fn jwk(&self) -> Value {
+    fn jwk(&self) -> Value {
         let point = self.key.public_key_raw();
         json!({
             "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": self.kid,
@@ -633,7 +633,7 @@ impl SigningKey {
 
 /// A small OIDC issuer on loopback: a discovery document and its JWKS, as the Kubernetes API
 /// server serves them.
-pub(crate) async fn oidc_issuer(keys: Value) -> String {
+async fn oidc_issuer(keys: Value) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
     let discovery = json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/openid/v1/jwks") });
@@ -650,31 +650,49 @@ pub(crate) async fn oidc_issuer(keys: Value) -> String {
     issuer
 }
 
-#[tokio::test]
-async fn kubernetes_service_account_tokens_as_passwords() {
-    let key = SigningKey::new("cluster-key");
-    let impostor = SigningKey::new("cluster-key");
-    let issuer = oidc_issuer(json!({ "keys": [key.jwk()] })).await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        "[[rules]]\nrepositories = [\"team-a/**\"]\nsubjects = [\"group:system:serviceaccounts:ci\"]\n\
-         actions = [\"pull\", \"push\"]\n",
-    )
-    .unwrap();
-    let server = Server::start_with(&[
-        "--auth-kubernetes-issuer",
-        &issuer,
-        "--auth-kubernetes-audience",
-        "registry",
-        "--auth-policy",
-        policy.to_str().unwrap(),
-    ])
-    .await;
-    let claims = |change: Value| {
+/// A registry that takes the service account tokens of a cluster whose issuer serves on
+/// loopback, with `flags`; its policy lets namespace `ci` pull and push in `team-a/**`.
+pub(crate) struct Cluster {
+    pub key: SigningKey,
+    pub issuer: String,
+    pub server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub(crate) async fn start(flags: &[&str]) -> Self {
+        let key = SigningKey::new("cluster-key");
+        let issuer = oidc_issuer(json!({ "keys": [key.jwk()] })).await;
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            "[[rules]]\nrepositories = [\"team-a/**\"]\nsubjects = [\"group:system:serviceaccounts:ci\"]\n\
+             actions = [\"pull\", \"push\"]\n",
+        )
+        .unwrap();
+        let mut all = vec![
+            "--auth-kubernetes-issuer",
+            &issuer,
+            "--auth-kubernetes-audience",
+            "registry",
+            "--auth-policy",
+            policy.to_str().unwrap(),
+        ];
+        all.extend_from_slice(flags);
+        let server = Server::start_with(&all).await;
+        Self {
+            key,
+            issuer,
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// The claims of `ci/builder`'s token for the registry, with `change` made to them.
+    pub(crate) fn claims(&self, change: &Value) -> Value {
         let mut claims = json!({
-            "iss": issuer, "aud": ["registry"], "sub": "system:serviceaccount:ci:builder",
+            "iss": self.issuer, "aud": ["registry"], "sub": "system:serviceaccount:ci:builder",
             "exp": now() + 600, "nbf": now() - 1, "iat": now(),
             "kubernetes.io": {"namespace": "ci", "serviceaccount": {"name": "builder"}},
         });
@@ -682,7 +700,15 @@ async fn kubernetes_service_account_tokens_as_passwords() {
             claims[k] = v.clone();
         }
         claims
-    };
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_service_account_tokens_as_passwords() {
+    let cluster = Cluster::start(&[]).await;
+    let (key, server) = (&cluster.key, &cluster.server);
+    let impostor = SigningKey::new("cluster-key");
+    let claims = |change: Value| cluster.claims(&change);
     let push_with = |token: String| {
         let s = server.acting_as(&basic("anything", &token));
         async move { status(s.http.post(s.url("/v2/team-a/app/blobs/uploads/"))).await }

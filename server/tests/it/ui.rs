@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
 
-use crate::access::{SigningKey, basic, external_issuer, external_token, now, oidc_issuer};
+use crate::access::{Cluster, basic, external_issuer, external_token};
 use crate::common::{Server, data};
 
 /// A browser's part: one cookie, redirects not followed.
@@ -132,42 +132,21 @@ async fn an_external_issuers_token_signs_in_with_no_more_than_it_grants() {
 
 #[tokio::test]
 async fn a_service_account_token_signs_in_as_its_workload() {
-    let key = SigningKey::new("cluster-key");
-    let issuer = oidc_issuer(json!({ "keys": [key.jwk()] })).await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        "[[rules]]\nrepositories = [\"team-a/**\"]\nsubjects = [\"group:system:serviceaccounts:ci\"]\n\
-         actions = [\"pull\", \"push\"]\n",
-    )
-    .unwrap();
-    let server = Server::start_with(&[
-        "--ui",
-        "true",
-        "--auth-kubernetes-issuer",
-        &issuer,
-        "--auth-kubernetes-audience",
-        "registry",
-        "--auth-policy",
-        policy.to_str().unwrap(),
-    ])
-    .await;
+    let cluster = Cluster::start(&["--ui", "true"]).await;
+    let server = &cluster.server;
     let token = |audience: &str| {
-        key.sign(&json!({
-            "iss": issuer, "aud": [audience], "sub": "system:serviceaccount:ci:builder",
-            "exp": now() + 600, "nbf": now() - 1, "iat": now(),
-            "kubernetes.io": {"namespace": "ci", "serviceaccount": {"name": "builder"}},
-        }))
+        cluster
+            .key
+            .sign(&cluster.claims(&json!({ "aud": [audience] })))
     };
     let pusher = server.acting_as(&basic("builder", &token("registry")));
     pusher.push_image("team-a/app", "v1", &data(8, 10)).await;
 
     let mut visitor = Visitor::new();
-    let csrf = visitor.csrf(&server, "/ui/login").await;
+    let csrf = visitor.csrf(server, "/ui/login").await;
     let wrong = token("kubernetes");
     let fields = [("user", "builder"), ("password", wrong.as_str())];
-    let refused = visitor.post(&server, "/ui/login", &fields, &csrf).await;
+    let refused = visitor.post(server, "/ui/login", &fields, &csrf).await;
     assert_eq!(
         refused.status(),
         StatusCode::UNAUTHORIZED,
@@ -175,16 +154,16 @@ async fn a_service_account_token_signs_in_as_its_workload() {
     );
     let right = token("registry");
     let fields = [("user", "builder"), ("password", right.as_str())];
-    let signed_in = visitor.post(&server, "/ui/login", &fields, &csrf).await;
+    let signed_in = visitor.post(server, "/ui/login", &fields, &csrf).await;
     assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
-    let (status, page) = visitor.get(&server, "/ui/").await;
+    let (status, page) = visitor.get(server, "/ui/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         page.contains(">system:serviceaccount:ci:builder<"),
         "{page}"
     );
     assert!(page.contains("/ui/r/team-a/app"), "{page}");
-    let (status, page) = visitor.get(&server, "/ui/r/team-a/app").await;
+    let (status, page) = visitor.get(server, "/ui/r/team-a/app").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("data-tag=\"v1\""), "{page}");
 }
