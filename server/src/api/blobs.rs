@@ -23,7 +23,7 @@ pub(super) async fn serve(
     match call.method {
         Method::GET | Method::HEAD => fetch(call, name, digest).await,
         Method::DELETE => {
-            call.require_deletes()?;
+            call.state.refuse_deletes()?;
             call.state.registry.delete_blob(&name, &digest).await?;
             let target = crate::events::Target {
                 digest: Some(digest.to_string()),

@@ -44,7 +44,7 @@ async fn write(
     match call.method {
         Method::PUT => push(call, name, reference).await,
         Method::DELETE => {
-            call.require_deletes()?;
+            call.state.refuse_deletes()?;
             call.state.delete(&call.origin, &name, &reference).await?;
             Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
         }

@@ -309,10 +309,6 @@ impl Call {
             format!("{} is not supported on this endpoint", self.method),
         )
     }
-
-    fn require_deletes(&self) -> Result<(), ApiError> {
-        self.state.refuse_deletes()
-    }
 }
 
 /// The request's `Content-Length`, if it sent one; `SIZE_INVALID` when it is not a number.

@@ -99,12 +99,6 @@ impl Registry {
 
     /// The day `name` was last recorded as pulled, if ever.
     pub async fn mirror_last_pulled(&self, name: &RepositoryName) -> Result<Option<u64>> {
-        let bytes = crate::storage::read_if_present(
-            self.store.as_ref(),
-            &layout::mirror_last_pull(name),
-            64,
-        )
-        .await?;
-        Ok(bytes.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok()))
+        self.read_day(&layout::mirror_last_pull(name)).await
     }
 }

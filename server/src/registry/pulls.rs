@@ -59,9 +59,13 @@ impl Registry {
 
     /// The day `digest` of `name` was last recorded as pulled, if ever.
     pub async fn last_pulled(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<u64>> {
-        let bytes =
-            storage::read_if_present(self.store.as_ref(), &layout::last_pull(name, digest), 64)
-                .await?;
+        self.read_day(&layout::last_pull(name, digest)).await
+    }
+
+    /// The day number a pull record at `key` holds; `None` when there is none, or it is not a
+    /// day number.
+    pub(super) async fn read_day(&self, key: &str) -> Result<Option<u64>> {
+        let bytes = storage::read_if_present(self.store.as_ref(), key, 64).await?;
         Ok(bytes.and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok()))
     }
 }

@@ -12,6 +12,7 @@ use super::session::Viewer;
 use super::{Error, Ui};
 use crate::manifest::{self, Descriptor, Kind};
 use crate::oci::{Digest, Reference, RepositoryName, Tag};
+use crate::registry::StoredManifest;
 
 /// Tags and manifests fetched at once for one page.
 pub(super) const FETCHES_AT_ONCE: usize = 8;
@@ -103,15 +104,8 @@ impl Ui {
         name: &RepositoryName,
         digest: &Digest,
     ) -> Result<Option<Summary>, Error> {
-        let stored = match self
-            .app
-            .registry
-            .get_manifest(name, &Reference::Digest(digest.clone()))
-            .await
-        {
-            Ok(stored) => stored,
-            Err(crate::registry::Error::ManifestUnknown) => return Ok(None),
-            Err(err) => return Err(err.into()),
+        let Some(stored) = self.manifest_if_present(name, digest.clone()).await? else {
+            return Ok(None);
         };
         let Ok(parsed) = manifest::parse(&stored.body, None) else {
             return Ok(None);
@@ -145,17 +139,27 @@ impl Ui {
         let Ok(digest) = digest.parse::<Digest>() else {
             return Ok(0);
         };
+        let stored = self.manifest_if_present(name, digest).await?;
+        Ok(stored
+            .and_then(|stored| manifest::parse(&stored.body, None).ok())
+            .filter(|m| m.kind == Kind::Image)
+            .map_or(0, |m| image_size(&m)))
+    }
+
+    /// Manifest `digest` of `name`; `None` when it is not (or no longer) there.
+    async fn manifest_if_present(
+        &self,
+        name: &RepositoryName,
+        digest: Digest,
+    ) -> Result<Option<StoredManifest>, Error> {
         match self
             .app
             .registry
             .get_manifest(name, &Reference::Digest(digest))
             .await
         {
-            Ok(stored) => Ok(manifest::parse(&stored.body, None)
-                .ok()
-                .filter(|m| m.kind == Kind::Image)
-                .map_or(0, |m| image_size(&m))),
-            Err(crate::registry::Error::ManifestUnknown) => Ok(0),
+            Ok(stored) => Ok(Some(stored)),
+            Err(crate::registry::Error::ManifestUnknown) => Ok(None),
             Err(err) => Err(err.into()),
         }
     }
