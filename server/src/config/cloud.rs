@@ -35,49 +35,83 @@ const MIN_PART_SIZE: u64 = 1024 * 1024;
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AzureSettings {
     /// Storage account (required with --storage azure).
-    #[arg(long = "azure-account", env = "STOWAGE_AZURE_ACCOUNT")]
+    #[arg(
+        id = "azure_account",
+        long = "azure-account",
+        env = "STOWAGE_AZURE_ACCOUNT"
+    )]
     pub account: Option<String>,
 
     /// Blob container (required with --storage azure).
-    #[arg(long = "azure-container", env = "STOWAGE_AZURE_CONTAINER")]
+    #[arg(
+        id = "azure_container",
+        long = "azure-container",
+        env = "STOWAGE_AZURE_CONTAINER"
+    )]
     pub container: Option<String>,
 
     /// Blob service URL, for private endpoints and Azurite
     /// (`http://127.0.0.1:10000/devstoreaccount1`) [default: https://<account>.blob.core.windows.net].
-    #[arg(long = "azure-endpoint", env = "STOWAGE_AZURE_ENDPOINT")]
+    #[arg(
+        id = "azure_endpoint",
+        long = "azure-endpoint",
+        env = "STOWAGE_AZURE_ENDPOINT"
+    )]
     pub endpoint: Option<String>,
 
     /// Keys are stored below this prefix (Distribution's `rootdirectory`).
-    #[arg(long = "azure-root-prefix", env = "STOWAGE_AZURE_ROOT_PREFIX")]
+    #[arg(
+        id = "azure_root_prefix",
+        long = "azure-root-prefix",
+        env = "STOWAGE_AZURE_ROOT_PREFIX"
+    )]
     pub root_prefix: Option<String>,
 
     /// The account's shared key.
     #[arg(
+        id = "azure_access_key",
         long = "azure-access-key",
         env = "STOWAGE_AZURE_ACCESS_KEY",
         hide_env_values = true,
-        conflicts_with = "access_key_file"
+        conflicts_with = "azure_access_key_file"
     )]
     pub access_key: Option<String>,
 
     /// A file holding the shared key (a mounted Secret).
-    #[arg(long = "azure-access-key-file", env = "STOWAGE_AZURE_ACCESS_KEY_FILE")]
+    #[arg(
+        id = "azure_access_key_file",
+        long = "azure-access-key-file",
+        env = "STOWAGE_AZURE_ACCESS_KEY_FILE"
+    )]
     pub access_key_file: Option<PathBuf>,
 
     /// A file holding a shared access signature (its query string).
-    #[arg(long = "azure-sas-token-file", env = "STOWAGE_AZURE_SAS_TOKEN_FILE")]
+    #[arg(
+        id = "azure_sas_token_file",
+        long = "azure-sas-token-file",
+        env = "STOWAGE_AZURE_SAS_TOKEN_FILE"
+    )]
     pub sas_token_file: Option<PathBuf>,
 
     /// Entra ID tenant, with --azure-client-id and --azure-client-secret-file.
-    #[arg(long = "azure-tenant-id", env = "STOWAGE_AZURE_TENANT_ID")]
+    #[arg(
+        id = "azure_tenant_id",
+        long = "azure-tenant-id",
+        env = "STOWAGE_AZURE_TENANT_ID"
+    )]
     pub tenant_id: Option<String>,
 
     /// Entra ID application (client) id.
-    #[arg(long = "azure-client-id", env = "STOWAGE_AZURE_CLIENT_ID")]
+    #[arg(
+        id = "azure_client_id",
+        long = "azure-client-id",
+        env = "STOWAGE_AZURE_CLIENT_ID"
+    )]
     pub client_id: Option<String>,
 
     /// A file holding the application's client secret.
     #[arg(
+        id = "azure_client_secret_file",
         long = "azure-client-secret-file",
         env = "STOWAGE_AZURE_CLIENT_SECRET_FILE"
     )]
@@ -85,18 +119,27 @@ pub struct AzureSettings {
 
     /// Bytes an upload buffers before staging a block; bounds memory per upload (minimum
     /// 1 MiB) [default: 8388608].
-    #[arg(long = "azure-part-size", env = "STOWAGE_AZURE_PART_SIZE")]
+    #[arg(
+        id = "azure_part_size",
+        long = "azure-part-size",
+        env = "STOWAGE_AZURE_PART_SIZE"
+    )]
     pub part_size: Option<u64>,
 
     /// Blocks one upload stages at once [default: 4].
     #[arg(
+        id = "azure_upload_concurrency",
         long = "azure-upload-concurrency",
         env = "STOWAGE_AZURE_UPLOAD_CONCURRENCY"
     )]
     pub upload_concurrency: Option<usize>,
 
     /// Answer blob downloads with a redirect to a SAS URL [default: false].
-    #[arg(long = "azure-redirect", env = "STOWAGE_AZURE_REDIRECT")]
+    #[arg(
+        id = "azure_redirect",
+        long = "azure-redirect",
+        env = "STOWAGE_AZURE_REDIRECT"
+    )]
     pub redirect: Option<bool>,
 }
 
@@ -104,40 +147,65 @@ pub struct AzureSettings {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct GcsSettings {
     /// Bucket (required with --storage gcs).
-    #[arg(long = "gcs-bucket", env = "STOWAGE_GCS_BUCKET")]
+    #[arg(id = "gcs_bucket", long = "gcs-bucket", env = "STOWAGE_GCS_BUCKET")]
     pub bucket: Option<String>,
 
     /// Service URL, for private endpoints and emulators [default: https://storage.googleapis.com].
-    #[arg(long = "gcs-endpoint", env = "STOWAGE_GCS_ENDPOINT")]
+    #[arg(
+        id = "gcs_endpoint",
+        long = "gcs-endpoint",
+        env = "STOWAGE_GCS_ENDPOINT"
+    )]
     pub endpoint: Option<String>,
 
     /// Keys are stored below this prefix (Distribution's `rootdirectory`).
-    #[arg(long = "gcs-root-prefix", env = "STOWAGE_GCS_ROOT_PREFIX")]
+    #[arg(
+        id = "gcs_root_prefix",
+        long = "gcs-root-prefix",
+        env = "STOWAGE_GCS_ROOT_PREFIX"
+    )]
     pub root_prefix: Option<String>,
 
     /// A service account's JSON key file [default: application default credentials, which on
     /// GKE is workload identity].
-    #[arg(long = "gcs-credentials-file", env = "STOWAGE_GCS_CREDENTIALS_FILE")]
+    #[arg(
+        id = "gcs_credentials_file",
+        long = "gcs-credentials-file",
+        env = "STOWAGE_GCS_CREDENTIALS_FILE"
+    )]
     pub credentials_file: Option<PathBuf>,
 
     /// Send no credentials at all (emulators) [default: false].
-    #[arg(long = "gcs-anonymous", env = "STOWAGE_GCS_ANONYMOUS")]
+    #[arg(
+        id = "gcs_anonymous",
+        long = "gcs-anonymous",
+        env = "STOWAGE_GCS_ANONYMOUS"
+    )]
     pub anonymous: Option<bool>,
 
     /// Bytes an upload buffers before storing a part; bounds memory per upload (minimum
     /// 1 MiB) [default: 8388608].
-    #[arg(long = "gcs-part-size", env = "STOWAGE_GCS_PART_SIZE")]
+    #[arg(
+        id = "gcs_part_size",
+        long = "gcs-part-size",
+        env = "STOWAGE_GCS_PART_SIZE"
+    )]
     pub part_size: Option<u64>,
 
     /// Parts one upload stores at once [default: 4].
     #[arg(
+        id = "gcs_upload_concurrency",
         long = "gcs-upload-concurrency",
         env = "STOWAGE_GCS_UPLOAD_CONCURRENCY"
     )]
     pub upload_concurrency: Option<usize>,
 
     /// Answer blob downloads with a redirect to a V4 signed URL [default: false].
-    #[arg(long = "gcs-redirect", env = "STOWAGE_GCS_REDIRECT")]
+    #[arg(
+        id = "gcs_redirect",
+        long = "gcs-redirect",
+        env = "STOWAGE_GCS_REDIRECT"
+    )]
     pub redirect: Option<bool>,
 }
 

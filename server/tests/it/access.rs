@@ -78,14 +78,21 @@ struct Setup {
 }
 
 async fn start(policy: &str, extra: &[&str]) -> Setup {
+    setup(policy, extra, false).await
+}
+
+/// As `start`, as one process even when the suite runs replicas.
+async fn setup(policy: &str, extra: &[&str], one_replica: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let mut flags = auth_files(dir.path(), policy);
     flags.extend(extra.iter().map(|s| (*s).to_owned()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Setup {
-        server: Server::start_with(&flags).await,
-        _dir: dir,
-    }
+    let server = if one_replica {
+        Server::start_one_replica_with(&flags).await
+    } else {
+        Server::start_with(&flags).await
+    };
+    Setup { server, _dir: dir }
 }
 
 async fn status(request: reqwest::RequestBuilder) -> StatusCode {
@@ -544,7 +551,8 @@ async fn refuses_every_kind_of_bad_token_and_writes_nothing() {
 
 #[tokio::test]
 async fn failed_logins_are_limited_per_user() {
-    let setup = start(POLICY, &["--auth-max-failed-logins", "3"]).await;
+    // Failed sign-ins are counted by each replica (the README says so).
+    let setup = setup(POLICY, &["--auth-max-failed-logins", "3"], true).await;
     let server = &setup.server;
     let wrong = server.acting_as(&basic("bob", "guess"));
     for _ in 0..3 {

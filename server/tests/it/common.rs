@@ -26,6 +26,8 @@ pub struct Server {
     store: Arc<dyn BlobStore>,
     config: ServeConfig,
     keys: TokenKeys,
+    /// Replicas behind the one address (see `STOWAGE_TEST_REPLICAS`).
+    replicas: usize,
     _dir: Arc<tempfile::TempDir>,
     _task: Arc<Task>,
 }
@@ -39,12 +41,48 @@ impl Drop for Task {
     }
 }
 
-/// `s3` runs the suite against the S3 server in `STOWAGE_TEST_S3_*` (as `make test` does).
+/// `s3`, `azure` or `gcs` runs the suite against the S3 server in `STOWAGE_TEST_S3_*`, the
+/// Azurite in `STOWAGE_TEST_AZURE_*` or the fake-gcs-server in `STOWAGE_TEST_GCS_*` (as
+/// `make test` does).
 const ENV_STORAGE: &str = "STOWAGE_TEST_STORAGE";
 
 /// `redis` shares the blob cache in the Redis at `STOWAGE_TEST_REDIS` (as `make test`'s S3 run
 /// does); otherwise each server keeps it in memory.
 const ENV_BLOB_CACHE: &str = "STOWAGE_TEST_BLOB_CACHE";
+
+/// A number above 1 serves every server of the suite as that many replicas (each with its own
+/// process state, on the same storage and key) behind one address that hands each request to
+/// the next replica in turn, so the suite checks that replicas answer as one node.
+const ENV_REPLICAS: &str = "STOWAGE_TEST_REPLICAS";
+
+fn replicas_from_env() -> usize {
+    match std::env::var(ENV_REPLICAS) {
+        Ok(count) => count
+            .parse::<usize>()
+            .expect("STOWAGE_TEST_REPLICAS is a number"),
+        Err(_) => 1,
+    }
+}
+
+/// One router that sends each request to the next of `apps`, round robin.
+fn round_robin(mut apps: Vec<axum::Router>) -> axum::Router {
+    if apps.len() == 1 {
+        return apps.remove(0);
+    }
+    let apps = Arc::new(apps);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (apps, next) = (Arc::clone(&apps), Arc::clone(&next));
+        async move {
+            use tower::ServiceExt as _;
+            let turn = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % apps.len();
+            match apps[turn].clone().oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    })
+}
 
 /// `stowage serve` flags for the S3 server `make test` started, under a fresh prefix.
 fn s3_flags() -> Vec<String> {
@@ -71,6 +109,45 @@ fn s3_flags() -> Vec<String> {
     .collect()
 }
 
+/// `stowage serve` flags for the Azurite `make test` started, under a fresh prefix.
+fn azure_flags() -> Vec<String> {
+    let endpoint = std::env::var("STOWAGE_TEST_AZURE_ENDPOINT")
+        .expect("STOWAGE_TEST_AZURE_ENDPOINT is not set: run `make test`, which starts Azurite");
+    // Azurite's development account and key, which Microsoft publishes.
+    [
+        ("--storage", "azure".to_owned()),
+        ("--azure-endpoint", endpoint),
+        ("--azure-account", "devstoreaccount1".to_owned()),
+        (
+            "--azure-access-key",
+            "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+                .to_owned(),
+        ),
+        ("--azure-container", "stowage".to_owned()),
+        ("--azure-root-prefix", format!("it-{}", uuid_like())),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect()
+}
+
+/// `stowage serve` flags for the fake-gcs-server `make test` started, under a fresh prefix.
+fn gcs_flags() -> Vec<String> {
+    let endpoint = std::env::var("STOWAGE_TEST_GCS_ENDPOINT").expect(
+        "STOWAGE_TEST_GCS_ENDPOINT is not set: run `make test`, which starts fake-gcs-server",
+    );
+    [
+        ("--storage", "gcs".to_owned()),
+        ("--gcs-endpoint", endpoint),
+        ("--gcs-anonymous", "true".to_owned()),
+        ("--gcs-bucket", "stowage".to_owned()),
+        ("--gcs-root-prefix", format!("it-{}", uuid_like())),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect()
+}
+
 fn uuid_like() -> String {
     (0..8)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -88,6 +165,8 @@ impl Server {
     pub async fn start_with(flags: &[&str]) -> Self {
         let storage = match std::env::var(ENV_STORAGE).as_deref() {
             Ok("s3") => s3_flags(),
+            Ok("azure") => azure_flags(),
+            Ok("gcs") => gcs_flags(),
             Ok("filesystem") | Err(_) => Vec::new(),
             Ok(other) => panic!("unknown {ENV_STORAGE}={other}"),
         };
@@ -102,15 +181,33 @@ impl Server {
         };
         let mut all: Vec<&str> = storage.iter().chain(&cache).map(String::as_str).collect();
         all.extend_from_slice(flags);
-        Self::launch(&all).await
+        Self::launch(&all, replicas_from_env()).await
+    }
+
+    /// As `start_with`, always as one process: for tests of what each replica keeps to itself
+    /// by design (failed-login counts, the day's pull marks, remembered blob facts).
+    pub async fn start_one_replica_with(flags: &[&str]) -> Self {
+        let mut server = Self::start_with(flags).await;
+        if server.replicas > 1 {
+            server = Self::serve(
+                server.config.clone(),
+                server.store(),
+                server.keys.clone(),
+                server.root.clone(),
+                Arc::clone(&server._dir),
+                1,
+            )
+            .await;
+        }
+        server
     }
 
     /// A registry on filesystem storage, for tests about the filesystem itself.
     pub async fn start_fs() -> Self {
-        Self::launch(&[]).await
+        Self::launch(&[], replicas_from_env()).await
     }
 
-    async fn launch(flags: &[&str]) -> Self {
+    async fn launch(flags: &[&str], replicas: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("data");
         let root_arg = root.to_str().unwrap().to_owned();
@@ -127,12 +224,14 @@ impl Server {
             unreachable!("parsed a serve command line")
         };
         let config = args.resolve().unwrap();
+        // As `main` does first: the cloud backends' HTTP clients need it.
+        stowage::tls::install_crypto_provider();
         let store = storage::open(&config.storage).await.unwrap();
         let keys = config
             .keys
             .clone()
             .unwrap_or_else(|| TokenKeys::new(SecretKey::random(), None));
-        Self::serve(config, store, keys, root, Arc::new(dir)).await
+        Self::serve(config, store, keys, root, Arc::new(dir), replicas).await
     }
 
     /// Another replica of this registry: its own process state, the same storage and key.
@@ -143,6 +242,7 @@ impl Server {
             self.keys.clone(),
             self.root.clone(),
             Arc::clone(&self._dir),
+            self.replicas,
         )
         .await
     }
@@ -157,6 +257,7 @@ impl Server {
             self.keys.clone(),
             self.root.clone(),
             Arc::clone(&self._dir),
+            self.replicas,
         )
         .await
     }
@@ -167,10 +268,16 @@ impl Server {
         keys: TokenKeys,
         root: PathBuf,
         dir: Arc<tempfile::TempDir>,
+        replicas: usize,
     ) -> Self {
-        let app = stowage::serve::app(&config, Arc::clone(&store), keys.clone())
-            .await
-            .unwrap();
+        let mut apps = Vec::new();
+        for _ in 0..replicas.max(1) {
+            let app = stowage::serve::app(&config, Arc::clone(&store), keys.clone())
+                .await
+                .unwrap();
+            apps.push(app);
+        }
+        let app = round_robin(apps);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -195,6 +302,7 @@ impl Server {
             store,
             config,
             keys,
+            replicas,
             _dir: dir,
             _task: Arc::new(Task(task)),
         }
@@ -221,6 +329,7 @@ impl Server {
             store: Arc::clone(&self.store),
             config: self.config.clone(),
             keys: self.keys.clone(),
+            replicas: self.replicas,
             _dir: Arc::clone(&self._dir),
             _task: Arc::clone(&self._task),
         }
