@@ -52,6 +52,24 @@ pub fn require(tool: &str) -> PathBuf {
     found.unwrap_or_else(|| panic!("{tool} is not installed: run `make test-deps`"))
 }
 
+/// `podman` with its own storage under `dir`, so nothing touches the machine's.
+pub fn podman(dir: &Path) -> Command {
+    let mut command = Command::new(require("podman"));
+    command.args([
+        "--root",
+        dir.join("podman/root").to_str().unwrap(),
+        "--runroot",
+        dir.join("podman/run").to_str().unwrap(),
+        "--storage-driver",
+        "vfs",
+        "--events-backend",
+        "file",
+        "--cgroup-manager",
+        "cgroupfs",
+    ]);
+    command
+}
+
 /// Runs a command to completion and fails the test, with its output, unless it succeeds.
 pub fn run(command: &mut Command) -> Output {
     let output = command

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use base64::Engine;
 use stowage_e2e::layout::Layout;
-use stowage_e2e::{Distribution, Stowage, require, run};
+use stowage_e2e::{Distribution, Stowage, podman, require, run};
 
 /// Accounts and a policy: alice may do everything, bob may only pull.
 pub(crate) struct Accounts {
@@ -75,24 +75,6 @@ fn start(dir: &Path, accounts: &Accounts, challenge: &str) -> Stowage {
     ];
     args.extend(accounts.flags(challenge));
     Stowage::start_args(&args)
-}
-
-/// `podman` with its own storage under `dir`, so nothing touches the machine's.
-fn podman(dir: &Path) -> Command {
-    let mut command = Command::new(require("podman"));
-    command.args([
-        "--root",
-        dir.join("podman/root").to_str().unwrap(),
-        "--runroot",
-        dir.join("podman/run").to_str().unwrap(),
-        "--storage-driver",
-        "vfs",
-        "--events-backend",
-        "file",
-        "--cgroup-manager",
-        "cgroupfs",
-    ]);
-    command
 }
 
 #[test]
