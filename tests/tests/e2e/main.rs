@@ -6,6 +6,7 @@
 mod auth;
 mod blob_cache;
 mod clouds;
+mod clouds_hang;
 mod clouds_registry;
 mod copy;
 mod distribution_compat;

@@ -13,9 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The documented ceiling: the default storage timeout (6s, retries included) and a margin for
 /// a loaded test machine.
-const CEILING: Duration = Duration::from_secs(9);
+pub(crate) const CEILING: Duration = Duration::from_secs(9);
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     stowage_e2e::http_builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -23,7 +23,7 @@ fn client() -> reqwest::Client {
 }
 
 /// Sends `request`, and checks it answers 503 UNAVAILABLE with `Retry-After` within the ceiling.
-async fn fails_fast(what: &str, request: reqwest::RequestBuilder) -> Duration {
+pub(crate) async fn fails_fast(what: &str, request: reqwest::RequestBuilder) -> Duration {
     let started = Instant::now();
     let response = request.send().await.unwrap();
     let took = started.elapsed();
@@ -36,7 +36,7 @@ async fn fails_fast(what: &str, request: reqwest::RequestBuilder) -> Duration {
 }
 
 /// `/readyz` answers `expected` within `within`, every answer coming in under a second.
-async fn readiness_becomes(
+pub(crate) async fn readiness_becomes(
     http: &reqwest::Client,
     registry: &Stowage,
     expected: StatusCode,
@@ -64,14 +64,14 @@ async fn readiness_becomes(
 }
 
 /// What `/readyz` says.
-async fn readiness(http: &reqwest::Client, registry: &Stowage) -> String {
+pub(crate) async fn readiness(http: &reqwest::Client, registry: &Stowage) -> String {
     let response = http.get(registry.url("/readyz")).send().await.unwrap();
     response.text().await.unwrap()
 }
 
 /// What a storage outage must look like from outside: a push of `blob` and a manifest `GET` in
 /// `repo` answer 503 within the ceiling, and `/readyz` turns 503, each answer under a second.
-async fn outage_is_answered_fast(
+pub(crate) async fn outage_is_answered_fast(
     http: &reqwest::Client,
     registry: &Stowage,
     repo: &str,
@@ -100,7 +100,12 @@ async fn outage_is_answered_fast(
     .await;
 }
 
-async fn push(http: &reqwest::Client, registry: &Stowage, repo: &str, data: &[u8]) -> StatusCode {
+pub(crate) async fn push(
+    http: &reqwest::Client,
+    registry: &Stowage,
+    repo: &str,
+    data: &[u8],
+) -> StatusCode {
     http.post(registry.url(&format!(
         "/v2/{repo}/blobs/uploads/?digest={}",
         sha256(data)
