@@ -190,6 +190,45 @@ pub trait Checkpoint: Send + Sync {
     async fn save(&self, next: &WriteState) -> Result<()>;
 }
 
+impl WriteState {
+    /// A state of `size` bytes whose backend part is `backend`, as JSON.
+    fn with_backend(size: u64, backend: &impl Serialize) -> Self {
+        Self {
+            size,
+            backend: serde_json::to_vec(backend).unwrap_or_default(),
+        }
+    }
+
+    /// The backend part, as `with_backend` wrote it; anything else is a state no longer (or
+    /// never) current.
+    fn backend<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.backend).map_err(|_| Error::Stale)
+    }
+}
+
+/// A fresh random name part: 128 bits, in hex.
+fn nonce() -> String {
+    rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An error and its causes in words, each once: `request has timed out: operation timeout
+/// (all attempts including retries) occurred after 6s`.
+fn plain(err: &dyn std::error::Error) -> String {
+    let mut words = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !words.contains(&said) {
+            words = format!("{words}: {said}");
+        }
+        cause = next.source();
+    }
+    words
+}
+
 /// Calls `checkpoint`, if any.
 async fn checkpoint_at(checkpoint: Option<&dyn Checkpoint>, next: &WriteState) -> Result<()> {
     match checkpoint {

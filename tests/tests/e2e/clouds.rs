@@ -12,16 +12,14 @@ use stowage_e2e::emulators::{
     AZURITE_ACCOUNT, AZURITE_KEY, AzureEndpoint, BUCKET, CONTAINER, GcsEndpoint,
 };
 
+use crate::s3::{pattern, read, unique};
+
 const MIB: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 enum Cloud {
     Azure,
     Gcs,
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{:016x}", rand::random::<u64>())
 }
 
 fn settings(prefix: &str) -> CloudSettings {
@@ -55,21 +53,6 @@ async fn store(cloud: Cloud, prefix: &str) -> CloudStore {
         .await
         .unwrap(),
     }
-}
-
-async fn read(store: &dyn BlobStore, key: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut stream = store.get(key, None).await.unwrap();
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk.unwrap());
-    }
-    out
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
-        .collect()
 }
 
 #[tokio::test]

@@ -3,14 +3,15 @@
 //! within the storage timeout, `/readyz` turns not ready at once, nothing half-written becomes
 //! visible, and the registry recovers by itself.
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use stowage_e2e::emulators::Emulator;
 use stowage_e2e::{Stowage, sha256};
 
-use crate::s3_hang::{client, fails_fast, outage_is_answered_fast, push, readiness_becomes};
+use crate::s3_hang::{
+    client, fails_fast, never_answering_endpoint, outage_is_answered_fast, push, readiness_becomes,
+};
 
 #[derive(Debug, Clone, Copy)]
 enum Cloud {
@@ -82,15 +83,7 @@ async fn a_frozen_fake_gcs_server_fails_fast_and_recovers() {
 }
 
 async fn an_endpoint_that_never_answers(cloud: Cloud) {
-    // Accepts every connection, reads nothing, answers nothing.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
+    let endpoint = never_answering_endpoint();
     let flags: Vec<String> = match cloud {
         Cloud::Azure => stowage_e2e::emulators::AzureEndpoint {
             endpoint: format!("{endpoint}/devstoreaccount1"),

@@ -17,6 +17,7 @@ use stowage_e2e::emulators::{AzureEndpoint, GcsEndpoint};
 use stowage_e2e::{Distribution, Stowage, podman, run};
 
 use crate::distribution_compat::{images, pull_and_compare, push_all};
+use crate::s3::unique;
 
 #[derive(Debug, Clone, Copy)]
 enum Cloud {
@@ -29,10 +30,6 @@ fn flags(cloud: Cloud, prefix: &str) -> Vec<String> {
         Cloud::Azure => AzureEndpoint::from_env().stowage_flags(prefix),
         Cloud::Gcs => GcsEndpoint::from_env().stowage_flags(prefix),
     }
-}
-
-fn unique(what: &str) -> String {
-    format!("{what}-{:016x}", rand::random::<u64>())
 }
 
 /// The storage the flags reach, opened as `stowage serve` would.

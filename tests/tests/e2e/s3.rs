@@ -13,7 +13,7 @@ use crate::distribution_compat::{images, pull_and_compare, push_all};
 
 const MIB: usize = 1024 * 1024;
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())
 }
 
@@ -35,7 +35,7 @@ async fn store(prefix: &str) -> S3Store {
     .unwrap()
 }
 
-async fn read(store: &dyn BlobStore, key: &str) -> Vec<u8> {
+pub(crate) async fn read(store: &dyn BlobStore, key: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut stream = store.get(key, None).await.unwrap();
     while let Some(chunk) = stream.next().await {
@@ -44,7 +44,7 @@ async fn read(store: &dyn BlobStore, key: &str) -> Vec<u8> {
     out
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
         .collect()

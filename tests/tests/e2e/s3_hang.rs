@@ -277,9 +277,9 @@ async fn a_frozen_s3_fails_fast_and_recovers_by_itself() {
     assert_eq!(manifest_back.bytes().await.unwrap(), manifest);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_endpoint_that_never_answers_fails_fast() {
-    // Accepts every connection, reads nothing, answers nothing.
+/// An `http://` endpoint that accepts every connection, reads nothing and answers nothing, as a
+/// black-holed network does.
+pub(crate) fn never_answering_endpoint() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -288,6 +288,12 @@ async fn an_endpoint_that_never_answers_fails_fast() {
             held.push(stream);
         }
     });
+    endpoint
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_never_answers_fails_fast() {
+    let endpoint = never_answering_endpoint();
     let registry = Stowage::start_args(
         &[
             "--storage",

@@ -19,8 +19,8 @@ use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::{Cloud, CloudSettings, CloudStore, gone_is_fine, plain};
-use crate::storage::{ByteStream, Error, ObjectMeta, Result, Timeouts};
+use super::{Cloud, CloudSettings, CloudStore, gone_is_fine};
+use crate::storage::{ByteStream, Error, ObjectMeta, Result, Timeouts, plain};
 
 /// How Stowage signs in to the storage account.
 #[derive(Clone)]

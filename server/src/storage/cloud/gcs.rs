@@ -30,8 +30,8 @@ use gcloud_storage::http::objects::rewrite::RewriteObjectRequest;
 use gcloud_storage::http::objects::upload::{Media, UploadObjectRequest, UploadType};
 use gcloud_storage::sign::{SignedURLMethod, SignedURLOptions};
 
-use super::{Cloud, CloudSettings, CloudStore, gone_is_fine, passing, plain, split_parent};
-use crate::storage::{ByteStream, Error, ObjectMeta, Result};
+use super::{Cloud, CloudSettings, CloudStore, gone_is_fine, passing, split_parent};
+use crate::storage::{ByteStream, Error, ObjectMeta, Result, nonce, plain};
 
 /// The most sources one compose takes.
 const COMPOSE_LIMIT: usize = 32;
@@ -327,10 +327,7 @@ impl Cloud for Gcs {
     }
 
     async fn put_part(&self, name: &str, data: Bytes) -> Result<String> {
-        let id: String = rand::random::<[u8; 16]>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id = nonce();
         self.put(&part_name(name, &id), data).await?;
         Ok(id)
     }

@@ -137,20 +137,6 @@ fn split_parent(name: &str) -> (&str, &str) {
     }
 }
 
-/// An error and its causes in words, each once.
-fn plain(err: &dyn std::error::Error) -> String {
-    let mut words = err.to_string();
-    let mut cause = err.source();
-    while let Some(next) = cause {
-        let said = next.to_string();
-        if !words.contains(&said) {
-            words = format!("{words}: {said}");
-        }
-        cause = next.source();
-    }
-    words
-}
-
 impl CloudStore {
     fn new(
         kind: &'static str,

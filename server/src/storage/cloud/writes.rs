@@ -36,7 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{Cloud, CloudStore, split_parent};
-use crate::storage::{ByteStream, Checkpoint, Error, Result, WriteState, checkpoint_at};
+use crate::storage::{ByteStream, Checkpoint, Error, Result, WriteState, checkpoint_at, nonce};
 
 /// The most parts one write may have: Azure's limit of committed blocks per blob.
 const MAX_PARTS: usize = 50_000;
@@ -60,14 +60,11 @@ struct TailRef {
 
 impl TailRef {
     fn decode(state: &WriteState) -> Result<Self> {
-        serde_json::from_slice(&state.backend).map_err(|_| Error::Stale)
+        state.backend()
     }
 
     fn encode(&self, size: u64) -> WriteState {
-        WriteState {
-            size,
-            backend: serde_json::to_vec(self).unwrap_or_default(),
-        }
+        WriteState::with_backend(size, self)
     }
 }
 
@@ -84,13 +81,6 @@ fn ids_hash(ids: &[String]) -> String {
         hasher.update(id.as_bytes());
     }
     URL_SAFE_NO_PAD.encode(hasher.finalize())
-}
-
-fn nonce() -> String {
-    rand::random::<[u8; 16]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl Tail {

@@ -30,7 +30,7 @@ use futures::StreamExt;
 
 use super::{
     BlobStore, ByteStream, Checkpoint, DELETE_BATCH, Error, ObjectInfo, ObjectMeta, Result,
-    Timeouts, WriteState,
+    Timeouts, WriteState, plain,
 };
 
 /// S3 refuses smaller parts (except the last).
@@ -158,21 +158,6 @@ where
         // Refused credentials, a missing bucket, a request we built wrong: an operator's problem.
         _ => Error::Io(io::Error::other(describe(&err))),
     }
-}
-
-/// An error and its causes in words, each once: `request has timed out: operation timeout
-/// (all attempts including retries) occurred after 6s`.
-fn plain(err: &dyn std::error::Error) -> String {
-    let mut words = err.to_string();
-    let mut cause = err.source();
-    while let Some(next) = cause {
-        let said = next.to_string();
-        if !words.contains(&said) {
-            words = format!("{words}: {said}");
-        }
-        cause = next.source();
-    }
-    words
 }
 
 impl S3Store {

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::parts::{PartsInFlight, Target, send_part};
 use super::{S3Store, classify};
-use crate::storage::{ByteStream, Checkpoint, Error, Result, WriteState, checkpoint_at};
+use crate::storage::{ByteStream, Checkpoint, Error, Result, WriteState, checkpoint_at, nonce};
 
 /// The backend part of a resumable write's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,14 +50,11 @@ struct Multipart {
 
 impl Multipart {
     fn decode(state: &WriteState) -> Result<Self> {
-        serde_json::from_slice(&state.backend).map_err(|_| Error::Stale)
+        state.backend()
     }
 
     fn encode(&self, size: u64) -> WriteState {
-        WriteState {
-            size,
-            backend: serde_json::to_vec(self).unwrap_or_default(),
-        }
+        WriteState::with_backend(size, self)
     }
 }
 
@@ -67,13 +64,6 @@ fn chain_next(chain: &str, part_number: u32, checksum: &str) -> String {
     hasher.update(part_number.to_be_bytes());
     hasher.update(checksum.as_bytes());
     STANDARD.encode(hasher.finalize())
-}
-
-fn nonce() -> String {
-    rand::random::<[u8; 16]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl S3Store {
