@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use stowage_e2e::emulators::{AzureEndpoint, GcsEndpoint};
 use stowage_e2e::{Stowage, require, run, sha256, stowage_bin};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -50,6 +51,11 @@ pub(crate) async fn push_image(
 /// Runs `stowage gc` and returns its JSON report, after checking that the `--report-file`
 /// summary (what the operator reads from a Job) agrees with it.
 fn stowage_gc(root: &Path, flags: &[&str]) -> Value {
+    stowage_gc_on(&["--fs-root".to_owned(), root.display().to_string()], flags)
+}
+
+/// As `stowage_gc`, on the storage `storage` (its flags) names.
+fn stowage_gc_on(storage: &[String], flags: &[&str]) -> Value {
     let summary_dir = tempfile::tempdir().unwrap();
     let summary_path = summary_dir.path().join("termination-log");
     let output = run(Command::new(stowage_bin())
@@ -59,11 +65,10 @@ fn stowage_gc(root: &Path, flags: &[&str]) -> Value {
             "json",
             "--grace-period",
             "0s",
-            "--fs-root",
-            root.to_str().unwrap(),
             "--report-file",
             summary_path.to_str().unwrap(),
         ])
+        .args(storage)
         .args(flags));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     let summary: Value = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
@@ -244,11 +249,34 @@ async fn deletes_nothing_distribution_would_keep() {
 async fn gc_runs_while_pushes_continue() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
+    gc_runs_while_pushes_continue_on(&[
+        "--fs-root".to_owned(),
+        root.display().to_string(),
+        "--fs-fsync".to_owned(),
+        "false".to_owned(),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_runs_while_pushes_continue_on_azurite() {
+    let prefix = format!("gc-{:016x}", rand::random::<u64>());
+    gc_runs_while_pushes_continue_on(&AzureEndpoint::from_env().stowage_flags(&prefix)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_runs_while_pushes_continue_on_fake_gcs_server() {
+    let prefix = format!("gc-{:016x}", rand::random::<u64>());
+    gc_runs_while_pushes_continue_on(&GcsEndpoint::from_env().stowage_flags(&prefix)).await;
+}
+
+/// Two replicas on `storage` take pushes that reuse older blobs while gc runs three times:
+/// nothing any tag needs is lost.
+async fn gc_runs_while_pushes_continue_on(storage: &[String]) {
     let key = "an upload key shared by both replicas of this test";
-    let replicas = [
-        Stowage::start(&root, &["--upload-secret", key]),
-        Stowage::start(&root, &["--upload-secret", key]),
-    ];
+    let mut flags = storage.to_vec();
+    flags.extend(["--upload-secret".to_owned(), key.to_owned()]);
+    let replicas = [Stowage::start_args(&flags), Stowage::start_args(&flags)];
     let bases: Vec<String> = replicas
         .iter()
         .map(|r| format!("http://{}", r.address))
@@ -315,9 +343,9 @@ async fn gc_runs_while_pushes_continue() {
     let mut deleted = 0;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let root = root.clone();
+        let storage = storage.to_vec();
         let report = tokio::task::spawn_blocking(move || {
-            stowage_gc(&root, &["--delete-untagged", "--sweep-wait", "10s"])
+            stowage_gc_on(&storage, &["--delete-untagged", "--sweep-wait", "10s"])
         })
         .await
         .unwrap();
