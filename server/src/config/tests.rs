@@ -208,3 +208,141 @@ fn load_limits_have_defaults_and_take_addresses_or_ranges() {
         .collect();
     assert_eq!(proxies, ["192.0.2.1/32", "10.0.0.0/8", "2001:db8::/32"]);
 }
+
+#[test]
+fn azure_settings_from_flags_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stowage.toml");
+    let key = dir.path().join("azure-key");
+    std::fs::write(&key, "a-shared-key\n").unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "storage = \"azure\"\n[azure]\naccount = \"registrydata\"\ncontainer = \"registry\"\n\
+             access-key-file = \"{}\"\nroot-prefix = \"team\"\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let config = parse(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--azure-redirect",
+        "true",
+    ])
+    .resolve()
+    .unwrap();
+    let StorageConfig::Azure(azure) = config.storage else {
+        panic!("not azure")
+    };
+    assert_eq!(
+        (azure.account.as_str(), azure.container.as_str()),
+        ("registrydata", "registry")
+    );
+    assert!(
+        matches!(&azure.credentials, crate::storage::AzureCredentials::AccessKey(k) if k == "a-shared-key")
+    );
+    assert_eq!(azure.settings.root_prefix, "team");
+    assert!(azure.settings.redirect);
+    assert!(
+        !format!("{azure:?}").contains("a-shared-key"),
+        "the key is never printed"
+    );
+
+    // Without a key, SAS or client secret: the environment's identity (AKS workload identity).
+    let config = parse(&[
+        "--storage",
+        "azure",
+        "--azure-account",
+        "a",
+        "--azure-container",
+        "c",
+    ])
+    .resolve()
+    .unwrap();
+    let StorageConfig::Azure(azure) = config.storage else {
+        panic!("not azure")
+    };
+    assert!(matches!(
+        azure.credentials,
+        crate::storage::AzureCredentials::Environment
+    ));
+
+    let missing = parse(&["--storage", "azure", "--azure-account", "a"]).resolve();
+    assert!(matches!(
+        missing,
+        Err(ConfigError::Missing("--azure-container"))
+    ));
+    let sas = dir.path().join("sas");
+    std::fs::write(&sas, "sv=2021&sig=x").unwrap();
+    let two_ways = parse(&[
+        "--storage",
+        "azure",
+        "--azure-account",
+        "a",
+        "--azure-container",
+        "c",
+        "--azure-access-key",
+        "k",
+        "--azure-sas-token-file",
+        sas.to_str().unwrap(),
+    ])
+    .resolve();
+    assert!(
+        matches!(two_ways, Err(ConfigError::Invalid(_))),
+        "{two_ways:?}"
+    );
+}
+
+#[test]
+fn gcs_settings_and_their_checks() {
+    let config = parse(&[
+        "--storage",
+        "gcs",
+        "--gcs-bucket",
+        "registry-data",
+        "--gcs-endpoint",
+        "http://127.0.0.1:4443",
+        "--gcs-anonymous",
+        "true",
+        "--gcs-part-size",
+        "2097152",
+    ])
+    .resolve()
+    .unwrap();
+    let StorageConfig::Gcs(gcs) = config.storage else {
+        panic!("not gcs")
+    };
+    assert_eq!(gcs.bucket, "registry-data");
+    assert!(matches!(
+        gcs.credentials,
+        crate::storage::GcsCredentials::Anonymous
+    ));
+    assert_eq!(gcs.settings.part_size, 2 * 1024 * 1024);
+    let small = parse(&[
+        "--storage",
+        "gcs",
+        "--gcs-bucket",
+        "b",
+        "--gcs-part-size",
+        "1000",
+    ])
+    .resolve();
+    assert!(matches!(small, Err(ConfigError::Invalid(_))));
+    let both = parse(&[
+        "--storage",
+        "gcs",
+        "--gcs-bucket",
+        "b",
+        "--gcs-anonymous",
+        "true",
+        "--gcs-credentials-file",
+        "/key.json",
+    ])
+    .resolve();
+    assert!(matches!(both, Err(ConfigError::Invalid(_))));
+    assert!(matches!(
+        parse(&["--storage", "gcs"]).resolve(),
+        Err(ConfigError::Missing("--gcs-bucket"))
+    ));
+}
