@@ -3,115 +3,23 @@
 //! RBAC rules the Helm chart grants.
 
 mod fake_api;
+mod harness;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use fake_api::FakeApi;
+use harness::{
+    CONFIG, DEPLOYMENT, FakeApi, HPA, Harness, KEY, NS, PDB, REGISTRY, checksum, s3_spec,
+};
 use http::Method;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
-use stowage_operator::controller::{Context, error_policy, reconcile};
-use stowage_operator::crd::Registry;
+use stowage_operator::controller::{Context, error_policy};
 use stowage_operator::metrics::Metrics;
 use stowage_operator::rbac;
 use stowage_operator::resources::{FIELD_MANAGER, REPLICAS_HANDOVER_MANAGER};
-
-const NS: &str = "/api/v1/namespaces/team-a";
-const REGISTRY: &str = "/apis/stowage.dev/v1alpha1/namespaces/team-a/registries/images";
-const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/team-a/deployments/images";
-const HPA: &str = "/apis/autoscaling/v2/namespaces/team-a/horizontalpodautoscalers/images";
-const PDB: &str = "/apis/policy/v1/namespaces/team-a/poddisruptionbudgets/images";
-const KEY: &str = "/api/v1/namespaces/team-a/secrets/images-upload-key";
-const CONFIG: &str = "/api/v1/namespaces/team-a/configmaps/images-config";
-
-struct Harness {
-    fake: FakeApi,
-    context: Arc<Context>,
-}
-
-impl Harness {
-    fn new() -> Self {
-        let (client, fake) = FakeApi::start();
-        let context = Arc::new(Context::new(
-            client,
-            Arc::new(Metrics::default()),
-            "ghcr.io/stowage/stowage:test".to_owned(),
-        ));
-        fake.put(
-            &format!("{NS}/secrets/s3-creds"),
-            json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "s3-creds", "namespace": "team-a"},
-                "data": {"accessKeyId": "R0s=", "secretAccessKey": "c2VjcmV0"}
-            }),
-        );
-        Self { fake, context }
-    }
-
-    /// Stores a Registry with `spec` (as `kubectl apply` would) and returns what the API holds.
-    fn apply_registry(&self, spec: &Value) {
-        let existing = self.fake.get(REGISTRY);
-        let generation = existing
-            .as_ref()
-            .and_then(|r| r["metadata"]["generation"].as_i64())
-            .unwrap_or(0)
-            + 1;
-        let mut registry = json!({
-            "apiVersion": "stowage.dev/v1alpha1", "kind": "Registry",
-            "metadata": {"name": "images", "namespace": "team-a", "uid": "registry-uid", "generation": generation},
-            "spec": spec
-        });
-        if let Some(status) = existing.as_ref().map(|r| r["status"].clone()) {
-            registry["status"] = status;
-        }
-        self.fake.put(REGISTRY, registry);
-    }
-
-    fn registry(&self) -> Registry {
-        serde_json::from_value(self.fake.get(REGISTRY).expect("registry")).expect("a Registry")
-    }
-
-    async fn reconcile(&self) -> Result<Action, stowage_operator::controller::Error> {
-        reconcile(Arc::new(self.registry()), Arc::clone(&self.context)).await
-    }
-
-    fn object(&self, path: &str) -> Value {
-        self.fake
-            .get(path)
-            .unwrap_or_else(|| panic!("{path} was not made"))
-    }
-
-    fn condition(&self, type_: &str) -> Value {
-        let registry = self.object(REGISTRY);
-        registry["status"]["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
-            .unwrap_or_else(|| panic!("no {type_} condition in {}", registry["status"]))
-    }
-
-    fn event_reasons(&self) -> Vec<String> {
-        self.fake
-            .requests()
-            .iter()
-            .filter(|r| r.resource == "events" && r.method == Method::POST)
-            .map(|r| r.body["reason"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    }
-
-    /// Marks the Deployment as rolled out with `ready` replicas, as its controller would.
-    fn deployment_ready(&self, ready: i64) {
-        self.fake.update(DEPLOYMENT, |d| {
-            let generation = d["metadata"]["generation"].clone();
-            d["status"] = json!({
-                "observedGeneration": generation, "replicas": ready, "readyReplicas": ready,
-                "availableReplicas": ready, "updatedReplicas": ready
-            });
-        });
-    }
-}
 
 fn htpasswd_secret() -> Value {
     json!({
@@ -133,23 +41,6 @@ fn auth_spec() -> Value {
         "tls": {"issuerRef": {"name": "cluster-ca", "kind": "ClusterIssuer"}, "dnsNames": ["registry.example.com"]},
         "monitoring": {"serviceMonitor": {"labels": {"release": "prometheus"}}}
     })
-}
-
-fn s3_spec() -> Value {
-    json!({
-        "replicas": 3,
-        "storage": {"s3": {
-            "bucket": "images", "endpoint": "http://garage.storage:3900", "pathStyle": true,
-            "credentialsSecret": {"name": "s3-creds"}
-        }}
-    })
-}
-
-fn checksum(deployment: &Value) -> String {
-    deployment["spec"]["template"]["metadata"]["annotations"]["stowage.dev/config-checksum"]
-        .as_str()
-        .expect("checksum")
-        .to_owned()
 }
 
 #[tokio::test]
