@@ -650,3 +650,146 @@ fn the_blob_cache_and_its_redis_url_load_in_the_server() {
     }
     assert!(served);
 }
+
+/// The storage every pod of `registry` resolves (the server and both maintenance jobs), with
+/// its files laid out under a directory of its own in `root`.
+fn storage_of_every_pod(
+    root: &Path,
+    registry: &Registry,
+    cluster: &Cluster,
+) -> Vec<(String, StorageConfig)> {
+    pods(registry, cluster)
+        .into_iter()
+        .map(|(what, pod)| {
+            let root = root.join(&what);
+            let (_, config) = resolve_at(&root, cluster, &pod, &pod.containers[0]);
+            (what, config.storage)
+        })
+        .collect()
+}
+
+#[test]
+fn azure_pods_sign_in_the_way_the_registry_asks() {
+    let azure = |sign_in: serde_json::Value| {
+        let mut azure = json!({
+            "account": "registrydata", "container": "images", "rootPrefix": "team-a",
+            "endpoint": "http://azurite.storage:10000/registrydata", "redirect": true
+        });
+        azure
+            .as_object_mut()
+            .unwrap()
+            .extend(sign_in.as_object().unwrap().clone());
+        registry(json!({"replicas": 3, "storage": {"azure": azure}}))
+    };
+    let cases = [
+        (
+            azure(json!({"accessKeySecret": {"name": "azure-storage"}})),
+            "access key: the-shared-key",
+        ),
+        (
+            azure(json!({"sasTokenSecret": {"name": "azure-storage", "key": "sas"}})),
+            "sas: sv=2024&sig=abc",
+        ),
+        (
+            azure(
+                json!({"clientSecret": {"tenantId": "t-1", "clientId": "c-1",
+                "secret": {"name": "azure-storage"}}}),
+            ),
+            "client secret: t-1 c-1 app-secret",
+        ),
+        (
+            azure(json!({"workloadIdentity": {"clientId": "c-1"}})),
+            "environment",
+        ),
+    ];
+    for (registry, expected) in cases {
+        let mut cluster = cluster(&registry, false);
+        cluster.secrets.push(secret(
+            "azure-storage",
+            &[
+                ("accessKey", "the-shared-key\n"),
+                ("sas", "?sv=2024&sig=abc"),
+                ("clientSecret", "app-secret"),
+            ],
+        ));
+        let root = tempfile::tempdir().expect("tempdir");
+        for (what, storage) in storage_of_every_pod(root.path(), &registry, &cluster) {
+            let StorageConfig::Azure(azure) = storage else {
+                panic!("{what}: not Azure: {storage:?}");
+            };
+            assert_eq!(
+                (azure.account.as_str(), azure.container.as_str()),
+                ("registrydata", "images"),
+                "{what}"
+            );
+            assert_eq!(
+                azure.endpoint.as_deref(),
+                Some("http://azurite.storage:10000/registrydata")
+            );
+            assert_eq!(azure.settings.root_prefix, "team-a", "{what}");
+            assert!(azure.settings.redirect, "{what}");
+            let signed_in = match &azure.credentials {
+                stowage::storage::AzureCredentials::AccessKey(key) => format!("access key: {key}"),
+                stowage::storage::AzureCredentials::Sas(sas) => {
+                    format!("sas: {}", sas.trim_start_matches('?'))
+                }
+                stowage::storage::AzureCredentials::ClientSecret {
+                    tenant_id,
+                    client_id,
+                    secret,
+                } => format!("client secret: {tenant_id} {client_id} {secret}"),
+                stowage::storage::AzureCredentials::Environment => "environment".to_owned(),
+            };
+            assert_eq!(signed_in, expected, "{what}");
+        }
+    }
+}
+
+#[test]
+fn gcs_pods_sign_in_the_way_the_registry_asks() {
+    let gcs = |sign_in: serde_json::Value| {
+        let mut gcs = json!({"bucket": "images", "endpoint": "http://fake-gcs:4443"});
+        gcs.as_object_mut()
+            .unwrap()
+            .extend(sign_in.as_object().unwrap().clone());
+        registry(json!({"replicas": 2, "storage": {"gcs": gcs}}))
+    };
+    for (registry, expected) in [
+        (
+            gcs(json!({"credentialsSecret": {"name": "gcs-key"}})),
+            "key file",
+        ),
+        (gcs(json!({"anonymous": true})), "anonymous"),
+        (
+            gcs(json!({"workloadIdentity": {"serviceAccount": "r@p.iam.gserviceaccount.com"}})),
+            "environment",
+        ),
+    ] {
+        let mut cluster = cluster(&registry, false);
+        cluster.secrets.push(secret(
+            "gcs-key",
+            &[("key.json", r#"{"type":"service_account"}"#)],
+        ));
+        let root = tempfile::tempdir().expect("tempdir");
+        for (what, storage) in storage_of_every_pod(root.path(), &registry, &cluster) {
+            let StorageConfig::Gcs(gcs) = storage else {
+                panic!("{what}: not GCS: {storage:?}");
+            };
+            assert_eq!(gcs.bucket, "images", "{what}");
+            assert_eq!(gcs.endpoint.as_deref(), Some("http://fake-gcs:4443"));
+            let signed_in = match &gcs.credentials {
+                stowage::storage::GcsCredentials::KeyFile(path) => {
+                    assert_eq!(
+                        std::fs::read_to_string(path).expect("the mounted key"),
+                        r#"{"type":"service_account"}"#,
+                        "{what}"
+                    );
+                    "key file"
+                }
+                stowage::storage::GcsCredentials::Anonymous => "anonymous",
+                stowage::storage::GcsCredentials::Environment => "environment",
+            };
+            assert_eq!(signed_in, expected, "{what}");
+        }
+    }
+}

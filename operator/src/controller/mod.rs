@@ -158,7 +158,7 @@ pub async fn run(context: Arc<Context>, registries: Api<Registry>, namespace: Op
                 }
             })
         })
-        // A changed upload key or S3 credentials Secret rolls the pods of the Registries using it.
+        // A changed upload key or storage credentials Secret rolls the pods of the Registries using it.
         .watches(secrets, watcher::Config::default(), move |secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();
@@ -191,13 +191,7 @@ fn uses_secret(registry: &Registry, secret: &str) -> bool {
         .iter()
         .any(|kind| kind.spec(registry).is_some() && kind.secret_name(registry) == secret)
         || access::secrets(registry).iter().any(|name| name == secret)
-        || registry
-            .spec
-            .storage
-            .s3
-            .as_ref()
-            .and_then(|s3| s3.credentials_secret.as_ref())
-            .is_some_and(|c| c.name == secret)
+        || resources::credentials_secret(registry).is_some_and(|c| c.name == secret)
 }
 
 /// Requeues a failed Registry after 5s, doubling per consecutive failure up to 5 minutes.

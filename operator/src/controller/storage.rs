@@ -17,14 +17,14 @@ use crate::storage::{self, StorageCheck};
 pub(super) struct StorageSettings {
     /// What is wrong with them, if anything is.
     pub(super) problem: Option<StorageCheck>,
-    /// The S3 credentials Secret, for the checksum that rolls the pods when it changes.
+    /// The storage credentials Secret, for the checksum that rolls the pods when it changes.
     pub(super) credentials: Option<Secret>,
     /// The existing claim a filesystem Registry mounts.
     pub(super) existing_claim: Option<PersistentVolumeClaim>,
 }
 
-/// Checks that what the pods will mount and read exists: the S3 credentials Secret with the
-/// keys the pods read, or the existing claim to mount.
+/// Checks that what the pods will mount and read exists: the storage credentials Secret with
+/// the keys the pods read, or the existing claim to mount.
 pub(super) async fn check_storage_settings(
     client: &Client,
     registry: &Registry,
@@ -61,39 +61,38 @@ pub(super) async fn check_storage_settings(
             ),
         });
     }
-    let Some(s3) = &registry.spec.storage.s3 else {
-        return Ok(problem("NoStorage", "no storage kind is set".to_owned()));
-    };
-    let Some(credentials) = &s3.credentials_secret else {
+    let Some(credentials) = resources::credentials_secret(registry) else {
         return Ok(fine);
     };
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = api
-        .get_opt(&credentials.name)
+        .get_opt(credentials.name)
         .await
         .map_err(kube_error(format!("reading Secret {}", credentials.name)))?;
     let Some(secret) = secret else {
         return Ok(problem(
             "CredentialsMissing",
-            format!("S3 credentials Secret {} does not exist", credentials.name),
+            format!(
+                "{} Secret {} does not exist",
+                credentials.what, credentials.name
+            ),
         ));
     };
-    for key in [
-        &credentials.access_key_id_key,
-        &credentials.secret_access_key_key,
-    ] {
-        if keys::secret_value_len(&secret, key).is_none() {
-            return Ok(StorageSettings {
-                credentials: Some(secret),
-                ..problem(
-                    "CredentialsMissing",
-                    format!(
-                        "S3 credentials Secret {} has no key {key}",
-                        credentials.name
-                    ),
-                )
-            });
-        }
+    if let Some(key) = credentials
+        .keys
+        .iter()
+        .find(|key| keys::secret_value_len(&secret, key).is_none())
+    {
+        return Ok(StorageSettings {
+            credentials: Some(secret),
+            ..problem(
+                "CredentialsMissing",
+                format!(
+                    "{} Secret {} has no key {key}",
+                    credentials.what, credentials.name
+                ),
+            )
+        });
     }
     Ok(StorageSettings {
         credentials: Some(secret),
@@ -112,10 +111,7 @@ pub(super) async fn observe_storage(
     if let Some(problem) = claim.and_then(storage::claim_problem) {
         return Ok(problem);
     }
-    let described = match &registry.spec.storage.s3 {
-        Some(s3) => format!("bucket {}", s3.bucket),
-        None => format!("volume claim {}", resources::data_claim_name(registry)),
-    };
+    let described = resources::storage_description(registry);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pods = pods
         .list(&ListParams::default().labels(&resources::selector_string(registry)))

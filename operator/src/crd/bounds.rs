@@ -47,6 +47,10 @@ pub const ADDRESS: u32 = 64;
 pub const MEDIA_TYPE: u32 = 255;
 /// A prefix for every key of a bucket (S3 keys take at most 1024 bytes).
 pub const KEY_PREFIX: u32 = 512;
+/// An Entra ID tenant or client id (a GUID, or a tenant's domain name).
+pub const AZURE_ID: u32 = 253;
+/// An email address, such as a Google service account's.
+pub const EMAIL: u32 = 254;
 
 /// A schemars transform for a map: at most `ENTRIES` entries, whose values bound themselves.
 pub fn map<const ENTRIES: u32>(schema: &mut schemars::Schema) {

@@ -40,7 +40,10 @@ pub use policies::{ImmutableTags, Policies};
 pub use proxy::{Proxy, Upstream};
 pub use scaling::Autoscaling;
 pub use status::{GarbageCollectionRun, GcResult, RegistryStatus};
-pub use storage::{FilesystemStorage, S3Credentials, S3Storage, Storage};
+pub use storage::{
+    AzureClientSecret, AzureStorage, AzureWorkloadIdentity, FilesystemStorage, GcsStorage,
+    GkeWorkloadIdentity, S3Credentials, S3Storage, Storage,
+};
 pub use ui::Ui;
 
 /// The `openAPIV3Schema` of the `Registry` CRD, as the API server reads it.
@@ -94,8 +97,8 @@ pub const GROUP: &str = "stowage.dev";
     )
 )]
 #[x_kube(validation = kube::core::Rule::new(
-    "has(self.storage.s3) || (self.replicas <= 1 && (!has(self.autoscaling) || self.autoscaling.maxReplicas <= 1))"
-).message("more than one replica needs shared storage: use storage.s3"))]
+    "!has(self.storage.filesystem) || (self.replicas <= 1 && (!has(self.autoscaling) || self.autoscaling.maxReplicas <= 1))"
+).message("more than one replica needs shared storage: use storage.s3, azure or gcs"))]
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.autoscaling) || !has(oldSelf.autoscaling) || self.replicas == oldSelf.replicas"
 ).message(
@@ -128,7 +131,7 @@ pub struct RegistrySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<Autoscaling>,
 
-    /// Where images are stored: exactly one of `filesystem` or `s3`.
+    /// Where images are stored: exactly one of `filesystem`, `s3`, `azure` or `gcs`.
     pub storage: Storage,
 
     /// The key that signs upload state, so that any replica can continue any upload.
@@ -175,7 +178,8 @@ pub struct RegistrySpec {
     #[serde(default)]
     pub scheduling: Scheduling,
 
-    /// Annotations for the ServiceAccount, such as an IAM role for S3 access.
+    /// Annotations for the ServiceAccount, such as an IAM role for S3 access. The workload
+    /// identity settings of `storage.azure` and `storage.gcs` add their own.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = bounds::string_map::<{ bounds::ANNOTATIONS }, { bounds::ANNOTATION_VALUE }>)]
     pub service_account_annotations: BTreeMap<String, String>,

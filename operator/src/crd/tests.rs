@@ -124,32 +124,43 @@ fn access_rules_and_tls_are_checked_on_apply() {
     assert!(broken(with("tls", json!({"issuerRef": {"name": "ca"}})), None).is_empty());
 }
 
+fn azure() -> Value {
+    json!({"account": "registrydata", "container": "images"})
+}
+
+fn gcs() -> Value {
+    json!({"bucket": "images"})
+}
+
 #[test]
 fn exactly_one_storage_kind() {
-    assert_eq!(
-        broken(json!({"storage": {"s3": {"bucket": "images"}}}), None),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        broken(json!({"storage": {"filesystem": {}}}), None),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        broken(json!({"storage": {}}), None),
-        ["set exactly one storage kind: filesystem or s3"]
-    );
-    assert_eq!(
-        broken(
-            json!({"storage": {"filesystem": {}, "s3": {"bucket": "images"}}}),
-            None
-        ),
-        ["set exactly one storage kind: filesystem or s3"]
-    );
+    for kind in [
+        json!({"s3": {"bucket": "images"}}),
+        json!({"filesystem": {}}),
+        json!({"azure": azure()}),
+        json!({"gcs": gcs()}),
+    ] {
+        assert_eq!(
+            broken(json!({"storage": kind}), None),
+            Vec::<String>::new(),
+            "{kind}"
+        );
+    }
+    let message = ["set exactly one storage kind: filesystem, s3, azure or gcs"];
+    for kinds in [
+        json!({}),
+        json!({"filesystem": {}, "s3": {"bucket": "images"}}),
+        json!({"azure": azure(), "gcs": gcs()}),
+        json!({"s3": {"bucket": "images"}, "gcs": gcs()}),
+        json!({"filesystem": {}, "azure": azure()}),
+    ] {
+        assert_eq!(broken(json!({"storage": kinds}), None), message, "{kinds}");
+    }
 }
 
 #[test]
 fn more_than_one_replica_needs_shared_storage() {
-    let message = ["more than one replica needs shared storage: use storage.s3"];
+    let message = ["more than one replica needs shared storage: use storage.s3, azure or gcs"];
     assert_eq!(
         broken(json!({"replicas": 2, "storage": {"filesystem": {}}}), None),
         message
@@ -163,13 +174,74 @@ fn more_than_one_replica_needs_shared_storage() {
     );
     assert!(broken(json!({"replicas": 1, "storage": {"filesystem": {}}}), None).is_empty());
     assert!(broken(json!({"replicas": 0, "storage": {"filesystem": {}}}), None).is_empty());
-    assert!(
+    for shared in [
+        json!({"s3": {"bucket": "images"}}),
+        json!({"azure": azure()}),
+        json!({"gcs": gcs()}),
+    ] {
+        assert!(
+            broken(json!({"replicas": 5, "storage": shared}), None).is_empty(),
+            "{shared}"
+        );
+    }
+}
+
+#[test]
+fn one_way_to_sign_in_to_each_cloud() {
+    let secret = json!({"name": "azure-storage"});
+    let with = |extra: Value| {
+        let mut azure = azure();
+        azure
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"replicas": 3, "storage": {"azure": azure}})
+    };
+    for one in [
+        json!({}),
+        json!({"accessKeySecret": secret}),
+        json!({"sasTokenSecret": secret}),
+        json!({"clientSecret": {"tenantId": "t", "clientId": "c", "secret": secret}}),
+        json!({"workloadIdentity": {"clientId": "c"}}),
+    ] {
+        assert!(broken(with(one.clone()), None).is_empty(), "{one}");
+    }
+    assert_eq!(
         broken(
-            json!({"replicas": 5, "storage": {"s3": {"bucket": "images"}}}),
+            with(json!({"accessKeySecret": secret, "workloadIdentity": {"clientId": "c"}})),
             None
-        )
-        .is_empty()
+        ),
+        [
+            "set at most one way to sign in: accessKeySecret, sasTokenSecret, clientSecret or workloadIdentity"
+        ]
     );
+    let gcs = |extra: Value| {
+        let mut gcs = gcs();
+        gcs.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"storage": {"gcs": gcs}})
+    };
+    let key = json!({"name": "gcs-key"});
+    let identity = json!({"serviceAccount": "registry@p.iam.gserviceaccount.com"});
+    for one in [
+        json!({"anonymous": false}),
+        json!({"credentialsSecret": key, "anonymous": false}),
+        json!({"workloadIdentity": identity, "anonymous": false}),
+        json!({"anonymous": true}),
+    ] {
+        assert!(broken(gcs(one.clone()), None).is_empty(), "{one}");
+    }
+    for two in [
+        json!({"credentialsSecret": key, "anonymous": true}),
+        json!({"credentialsSecret": key, "workloadIdentity": identity, "anonymous": false}),
+    ] {
+        assert_eq!(
+            broken(gcs(two.clone()), None),
+            ["set at most one way to sign in: credentialsSecret, workloadIdentity or anonymous"],
+            "{two}"
+        );
+    }
 }
 
 #[test]
@@ -221,6 +293,36 @@ fn the_bucket_and_prefix_are_immutable() {
             json!({"storage": {"s3": {"bucket": "images", "rootPrefix": "b"}}}),
             Some(old)
         ),
+        ["rootPrefix is immutable"]
+    );
+}
+
+#[test]
+fn cloud_containers_and_prefixes_are_immutable() {
+    let azure = |account: &str, container: &str, prefix: &str| json!({"storage": {"azure": {"account": account, "container": container, "rootPrefix": prefix}}});
+    let old = azure("registrydata", "images", "a");
+    assert!(broken(azure("registrydata", "images", "a"), Some(old.clone())).is_empty());
+    assert_eq!(
+        broken(azure("otheraccount", "images", "a"), Some(old.clone())),
+        ["account is immutable"]
+    );
+    assert_eq!(
+        broken(azure("registrydata", "others", "a"), Some(old.clone())),
+        ["container is immutable"]
+    );
+    assert_eq!(
+        broken(azure("registrydata", "images", "b"), Some(old)),
+        ["rootPrefix is immutable"]
+    );
+    let gcs = |bucket: &str, prefix: &str| json!({"storage": {"gcs": {"bucket": bucket, "rootPrefix": prefix}}});
+    let old = gcs("images", "a");
+    assert!(broken(gcs("images", "a"), Some(old.clone())).is_empty());
+    assert_eq!(
+        broken(gcs("other", "a"), Some(old.clone())),
+        ["bucket is immutable"]
+    );
+    assert_eq!(
+        broken(gcs("images", "b"), Some(old)),
         ["rootPrefix is immutable"]
     );
 }

@@ -7,7 +7,7 @@ use toml::{Table, Value};
 
 use super::access::{ClusterFacts, auth_table, tls_table};
 use super::keys::{CURRENT_KEY, PREVIOUS_KEY};
-use super::pod::{DATA_PATH, METRICS_PORT, SERVER_PORT, UPLOAD_KEY_PATH};
+use super::pod::{METRICS_PORT, SERVER_PORT, UPLOAD_KEY_PATH};
 use super::{SERVER_COMPONENT, owned_meta};
 use crate::crd::Registry;
 
@@ -24,21 +24,8 @@ pub fn server_config(registry: &Registry, facts: &ClusterFacts) -> String {
     };
     set("listen", format!("0.0.0.0:{SERVER_PORT}").into());
     set("metrics-listen", format!("0.0.0.0:{METRICS_PORT}").into());
-    if let Some(s3) = &spec.storage.s3 {
-        set("storage", "s3".into());
-        set("s3-bucket", s3.bucket.clone().into());
-        set("s3-region", s3.region.clone().into());
-        if let Some(endpoint) = &s3.endpoint {
-            set("s3-endpoint", endpoint.clone().into());
-        }
-        set("s3-path-style", s3.path_style.into());
-        if !s3.root_prefix.is_empty() {
-            set("s3-root-prefix", s3.root_prefix.clone().into());
-        }
-        set("s3-redirect", s3.redirect.into());
-    } else {
-        set("storage", "filesystem".into());
-        set("fs-root", DATA_PATH.into());
+    for (key, value) in super::storage::storage_settings(registry) {
+        set(&key, value);
     }
     set(
         "upload-secret-file",
@@ -179,7 +166,10 @@ mod tests {
     fn filesystem_storage_points_at_the_volume() {
         let config = parsed(&server_config(&fs_registry(), &ClusterFacts::default()));
         assert_eq!(config["storage"].as_str(), Some("filesystem"));
-        assert_eq!(config["fs-root"].as_str(), Some(DATA_PATH));
+        assert_eq!(
+            config["fs-root"].as_str(),
+            Some(crate::resources::DATA_PATH)
+        );
         assert!(!config.contains_key("s3-bucket"));
     }
 

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
-use super::pod::{config_args, pod_spec, stowage_container};
+use super::pod::{config_args, pod_labels, pod_spec, stowage_container};
 use super::{Inputs, labels, owned_meta, server_selector};
 use crate::crd::Registry;
 
@@ -68,7 +68,7 @@ pub fn cron_job(registry: &Registry, inputs: &Inputs, task: Task) -> CronJob {
     let mut container = stowage_container(registry, inputs, task.command(), args);
     container.termination_message_policy = Some("FallbackToLogsOnError".to_owned());
 
-    let pod_labels = labels(registry, task.command());
+    let job_labels = labels(registry, task.command());
     CronJob {
         metadata: owned_meta(registry, task.cron_job_name(registry), task.command()),
         spec: Some(CronJobSpec {
@@ -80,14 +80,14 @@ pub fn cron_job(registry: &Registry, inputs: &Inputs, task: Task) -> CronJob {
             failed_jobs_history_limit: Some(3),
             job_template: JobTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels.clone()),
+                    labels: Some(job_labels),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(JobSpec {
                     backoff_limit: Some(2),
                     template: PodTemplateSpec {
                         metadata: Some(ObjectMeta {
-                            labels: Some(pod_labels),
+                            labels: Some(pod_labels(registry, task.command())),
                             annotations: Some(
                                 [(
                                     super::CHECKSUM_ANNOTATION.to_owned(),

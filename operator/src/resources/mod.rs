@@ -41,7 +41,10 @@ pub use pod::{DATA_PATH, METRICS_PORT, SERVER_PORT, UPLOAD_KEY_PATH};
 pub use proxy::{proxy_secrets, proxy_table, proxy_volumes};
 pub use scaling::{horizontal_pod_autoscaler, pod_disruption_budget};
 pub use service::{endpoint, service, service_account};
-pub use storage::{data_claim_name, persistent_volume_claim};
+pub use storage::{
+    CredentialsSecret, credentials_secret, data_claim_name, persistent_volume_claim,
+    storage_description,
+};
 pub use workload::{
     CHECKSUM_ANNOTATION, REPLICAS_HANDOVER_MANAGER, deployment, replicas_handover,
     replicas_owned_by_others,

@@ -1,17 +1,19 @@
 //! What every Stowage pod shares, whether it serves or runs `gc` and `purge-uploads`: the image,
-//! the config and key volumes, the S3 credentials and a locked-down security context.
+//! the config and key volumes, the storage credentials and a locked-down security context.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use kube::ResourceExt;
 
 use super::Inputs;
 use super::config::{CONFIG_FILE, config_map_name};
 use super::keys::upload_key_secret_name;
-use super::storage::data_claim_name;
+use super::storage::{credentials_env, credentials_volume, data_claim_name, identity_labels};
 use crate::crd::Registry;
 
 /// The port the server listens on inside the pod.
@@ -68,6 +70,7 @@ pub(super) fn stowage_container(
             ..VolumeMount::default()
         });
     }
+    mounts.extend(credentials_volume(registry).map(|(_, mount)| mount));
     Container {
         name: name.to_owned(),
         image: Some(inputs.image.clone()),
@@ -76,7 +79,7 @@ pub(super) fn stowage_container(
             .image_pull_policy
             .map(|p| p.as_str().to_owned()),
         args: Some(args),
-        env: Some(env(registry)),
+        env: Some(credentials_env(registry)),
         volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -92,36 +95,12 @@ pub(super) fn stowage_container(
     }
 }
 
-/// The S3 access key, from the credentials Secret; nothing else travels in the environment.
-fn env(registry: &Registry) -> Vec<EnvVar> {
-    let Some(credentials) = registry
-        .spec
-        .storage
-        .s3
-        .as_ref()
-        .and_then(|s3| s3.credentials_secret.as_ref())
-    else {
-        return Vec::new();
-    };
-    let from_secret = |name: &str, key: &str| EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: credentials.name.clone(),
-                key: key.to_owned(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
-    vec![
-        from_secret("STOWAGE_S3_ACCESS_KEY_ID", &credentials.access_key_id_key),
-        from_secret(
-            "STOWAGE_S3_SECRET_ACCESS_KEY",
-            &credentials.secret_access_key_key,
-        ),
-    ]
+/// The labels of a Stowage pod of `component`: the objects' own, and what workload identity
+/// asks of pods.
+pub(super) fn pod_labels(registry: &Registry, component: &str) -> BTreeMap<String, String> {
+    let mut labels = super::labels(registry, component);
+    labels.extend(identity_labels(registry));
+    labels
 }
 
 /// The volumes [`stowage_container`] mounts.
@@ -160,6 +139,7 @@ fn volumes(registry: &Registry) -> Vec<Volume> {
             ..Volume::default()
         });
     }
+    volumes.extend(credentials_volume(registry).map(|(volume, _)| volume));
     volumes
 }
 

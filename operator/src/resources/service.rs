@@ -59,11 +59,14 @@ pub fn endpoint(registry: &Registry) -> String {
     )
 }
 
-/// The pods' identity; annotations let a cloud grant it S3 access (IRSA, workload identity).
+/// The pods' identity; annotations let a cloud grant it storage access (IRSA, workload
+/// identity), and the storage's workload identity settings add their own over the user's.
 pub fn service_account(registry: &Registry) -> ServiceAccount {
     let mut metadata = owned_meta(registry, registry.name_any(), SERVER_COMPONENT);
-    if !registry.spec.service_account_annotations.is_empty() {
-        metadata.annotations = Some(registry.spec.service_account_annotations.clone());
+    let mut annotations = registry.spec.service_account_annotations.clone();
+    annotations.extend(super::storage::identity_annotations(registry));
+    if !annotations.is_empty() {
+        metadata.annotations = Some(annotations);
     }
     ServiceAccount {
         metadata,

@@ -9,8 +9,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::access::server_volumes;
-use super::pod::{config_args, pod_spec, stowage_container};
-use super::{Inputs, SERVER_COMPONENT, labels, owned_meta, server_selector};
+use super::pod::{config_args, pod_labels, pod_spec, stowage_container};
+use super::{Inputs, SERVER_COMPONENT, owned_meta, server_selector};
 use crate::crd::Registry;
 
 /// The pod template annotation carrying [`Inputs::checksum`].
@@ -99,7 +99,7 @@ pub fn deployment(registry: &Registry, inputs: &Inputs) -> Deployment {
             revision_history_limit: Some(5),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(registry, SERVER_COMPONENT)),
+                    labels: Some(pod_labels(registry, SERVER_COMPONENT)),
                     annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),

@@ -1,4 +1,7 @@
-//! `spec.storage`: where the registry keeps blobs and manifests, a volume or an S3 bucket.
+//! `spec.storage`: where the registry keeps blobs and manifests, a volume, an S3 bucket, an
+//! Azure blob container or a GCS bucket.
+
+mod clouds;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::KubeSchema;
@@ -7,10 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{bounds, yes};
 
+pub use clouds::{
+    AzureClientSecret, AzureStorage, AzureWorkloadIdentity, GcsStorage, GkeWorkloadIdentity,
+};
+
 /// Where the registry keeps blobs and manifests.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = kube::core::Rule::new("has(self.filesystem) != has(self.s3)")
-    .message("set exactly one storage kind: filesystem or s3"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "(has(self.filesystem) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.azure) ? 1 : 0) + \
+     (has(self.gcs) ? 1 : 0) == 1"
+).message("set exactly one storage kind: filesystem, s3, azure or gcs"))]
 pub struct Storage {
     /// A PersistentVolumeClaim: simple, but only for a single replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -19,6 +28,21 @@ pub struct Storage {
     /// An S3 bucket shared by every replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Storage>,
+
+    /// An Azure Blob Storage container shared by every replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStorage>,
+
+    /// A Google Cloud Storage bucket shared by every replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsStorage>,
+}
+
+impl Storage {
+    /// Whether every replica sees the same storage (anything but a volume).
+    pub fn is_shared(&self) -> bool {
+        self.filesystem.is_none()
+    }
 }
 
 /// A volume claimed for the registry's data.

@@ -5,8 +5,8 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::ResourceExt;
 
-use super::{SERVER_COMPONENT, owned_meta};
 use crate::crd::Registry;
+use crate::resources::{SERVER_COMPONENT, owned_meta};
 
 /// The claim the pods mount: the user's existing one, or `<name>-data`.
 pub fn data_claim_name(registry: &Registry) -> String {
@@ -47,8 +47,8 @@ pub fn persistent_volume_claim(registry: &Registry) -> Option<PersistentVolumeCl
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::{fs_registry, registry, s3_registry};
     use super::*;
+    use crate::resources::fixtures::{fs_registry, registry, s3_registry};
 
     #[test]
     fn a_claim_is_made_for_filesystem_storage_only() {
