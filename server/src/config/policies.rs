@@ -10,7 +10,7 @@
 use serde::Deserialize;
 
 use super::ConfigError;
-use crate::policies::{ImmutableTags, Policies};
+use crate::policies::{ImmutableTags, Policies, Retention};
 
 /// The `[policies]` table.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -45,6 +45,6 @@ impl PolicySettings {
                     .map_err(|err| ConfigError::Invalid(err.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Policies::new(rules))
+        Ok(Policies::new(rules, Retention::default()))
     }
 }
