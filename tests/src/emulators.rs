@@ -174,12 +174,22 @@ impl Emulator {
 
     /// Starts fake-gcs-server (in memory) with the bucket [`BUCKET`].
     pub fn fake_gcs(dir: &Path) -> (Self, GcsEndpoint) {
+        Self::fake_gcs_keeping(dir, false)
+    }
+
+    /// Starts fake-gcs-server keeping objects in files under `dir`, for more data than fits in
+    /// memory (the benchmarks' gigabytes).
+    pub fn fake_gcs_on_disk(dir: &Path) -> (Self, GcsEndpoint) {
+        Self::fake_gcs_keeping(dir, true)
+    }
+
+    fn fake_gcs_keeping(dir: &Path, on_disk: bool) -> (Self, GcsEndpoint) {
         let bin = fake_gcs_binary();
         let port = free_port();
         let data = dir.join("fake-gcs");
         fs::create_dir_all(&data).unwrap();
         let host = format!("127.0.0.1:{port}");
-        let command = [
+        let mut command: Vec<String> = [
             bin.to_str().unwrap(),
             "-scheme",
             "http",
@@ -187,8 +197,6 @@ impl Emulator {
             "127.0.0.1",
             "-port",
             &port.to_string(),
-            "-backend",
-            "memory",
             "-public-host",
             &host,
             "-external-url",
@@ -198,6 +206,18 @@ impl Emulator {
         ]
         .map(str::to_owned)
         .to_vec();
+        if on_disk {
+            let objects = data.join("objects");
+            fs::create_dir_all(&objects).unwrap();
+            command.extend([
+                "-backend".to_owned(),
+                "filesystem".to_owned(),
+                "-filesystem-root".to_owned(),
+                objects.to_str().unwrap().to_owned(),
+            ]);
+        } else {
+            command.extend(["-backend".to_owned(), "memory".to_owned()]);
+        }
         let mut emulator = Self {
             child: None,
             dir: data,
