@@ -1,7 +1,8 @@
-//! The command line: `stowage serve`, `gc` and `purge-uploads`. Settings are resolved in
+//! The command line: `stowage serve`, `gc`, `purge-uploads`, `retention` and `copy`. Settings are resolved in
 //! [`crate::config`], the server started in [`crate::serve`], reports printed by
 //! [`crate::report`].
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigError, ServeArgs};
+use crate::oci::Digest;
+use crate::registry::Registry;
 use crate::report::{OutputFormat, print_report};
 use crate::telemetry::LogFormat;
 use crate::{gc, storage, telemetry};
@@ -29,6 +32,8 @@ pub enum Command {
     Gc(GcArgs),
     /// Delete upload sessions that were started long ago and never finished.
     PurgeUploads(PurgeArgs),
+    /// Delete the tags and manifests the retention rules (`[[policies.retention]]`) let go.
+    Retention(RetentionArgs),
     /// Copy images between registries and OCI image layouts, sending only what is missing.
     Copy(crate::copy::CopyArgs),
 }
@@ -88,6 +93,45 @@ pub struct PurgeArgs {
     pub storage: ServeArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// List what would be deleted, and why; delete nothing.
+    #[arg(long, env = "STOWAGE_RETENTION_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// A file of image digests workloads run, one per line (`sha256:…`, or an image reference
+    /// ending in `@sha256:…`, as pods report them): these stay whatever the rules say.
+    #[arg(long, env = "STOWAGE_RETENTION_IN_USE_FILE")]
+    pub in_use_file: Option<PathBuf>,
+
+    /// Report format.
+    #[arg(long, default_value = "text")]
+    pub output: OutputFormat,
+
+    /// Also write the counts as one line of JSON to this file, such as `/dev/termination-log`
+    /// in a Kubernetes Job.
+    #[arg(long, env = "STOWAGE_REPORT_FILE")]
+    pub report_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub storage: ServeArgs,
+}
+
+/// The digests in `text`: one a line, bare or at the end of an image reference; blank lines
+/// and `#` comments skipped.
+fn digests_in_use(text: &str) -> Result<HashSet<Digest>, ConfigError> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let digest = line.rsplit_once('@').map_or(line, |(_, digest)| digest);
+            digest.parse().map_err(|_| {
+                ConfigError::Invalid(format!("--in-use-file: {line:?} names no digest"))
+            })
+        })
+        .collect()
+}
+
 impl Cli {
     /// Runs the chosen subcommand to completion. `copy` sets its own exit codes, one per kind
     /// of failure; the others fail with 1.
@@ -103,6 +147,7 @@ impl Cli {
             Command::Serve(args) => Service::Serve(args),
             Command::Gc(args) => Service::Gc(args),
             Command::PurgeUploads(args) => Service::PurgeUploads(args),
+            Command::Retention(args) => Service::Retention(args),
         };
         match run_service(service).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -119,6 +164,7 @@ enum Service {
     Serve(ServeArgs),
     Gc(GcArgs),
     PurgeUploads(PurgeArgs),
+    Retention(RetentionArgs),
 }
 
 async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -167,6 +213,36 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
                 older_than: args.older_than,
             };
             let report = gc::purge_uploads(storage::open(&config.storage).await?, &options).await?;
+            print_report(&report, args.output, args.report_file.as_deref())
+        }
+        Service::Retention(args) => {
+            let in_use = match &args.in_use_file {
+                Some(path) => {
+                    let text =
+                        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    digests_in_use(&text)?
+                }
+                None => HashSet::new(),
+            };
+            let config = args.storage.resolve_for_maintenance()?;
+            let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
+            let retention = config.policies.retention();
+            if retention.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "no retention rules: add [[policies.retention]] tables to the config file"
+                        .into(),
+                )
+                .into());
+            }
+            let registry = Registry::new(storage::open(&config.storage).await?, config.limits);
+            let options = gc::RetentionOptions {
+                dry_run: args.dry_run,
+                in_use,
+            };
+            let report = gc::apply_retention(&registry, retention, &options).await?;
             print_report(&report, args.output, args.report_file.as_deref())
         }
     }

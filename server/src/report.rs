@@ -1,5 +1,5 @@
-//! How the commands print what they did: `gc` and `purge-uploads` their reports, and the
-//! choice of text or JSON that `copy` shares.
+//! How the commands print what they did: `gc`, `purge-uploads` and `retention` their reports,
+//! and the choice of text or JSON that `copy` shares.
 
 use std::path::Path;
 
@@ -12,9 +12,69 @@ pub enum OutputFormat {
     Json,
 }
 
+/// A maintenance command's report: everything in JSON, a summary line in text, and on a dry
+/// run the items it would delete.
+pub trait CommandReport: serde::Serialize {
+    fn dry_run(&self) -> bool;
+    /// One line per item deleted, or that would be.
+    fn items(&self) -> Vec<String>;
+    fn summary(&self) -> String;
+}
+
+impl CommandReport for gc::Report {
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    fn items(&self) -> Vec<String> {
+        self.deleted.clone()
+    }
+
+    fn summary(&self) -> String {
+        Self::summary(self)
+    }
+}
+
+impl CommandReport for gc::RetentionReport {
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    fn items(&self) -> Vec<String> {
+        self.deleted
+            .iter()
+            .map(|deletion| format!("{}: {}", deletion.what, deletion.why))
+            .collect()
+    }
+
+    fn summary(&self) -> String {
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        let skipped = if self.skipped_changed > 0 {
+            format!(
+                ", leaving {} pushed again since the decision",
+                self.skipped_changed
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{verb} {} tags and {} manifests in {} repositories{skipped}, in {:.2}s; gc reclaims \
+             their blobs",
+            self.tags_deleted,
+            self.manifests_deleted,
+            self.repositories_checked,
+            self.duration_seconds
+        )
+    }
+}
+
 /// Prints `report` as `output` asks, and writes its counts to `report_file` if given.
 pub fn print_report(
-    report: &gc::Report,
+    report: &impl CommandReport,
     output: OutputFormat,
     report_file: Option<&Path>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -30,8 +90,8 @@ pub fn print_report(
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string(report)?),
         OutputFormat::Text => {
-            if report.dry_run {
-                for item in &report.deleted {
+            if report.dry_run() {
+                for item in report.items() {
                     println!("{item}");
                 }
             }

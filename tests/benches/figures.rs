@@ -117,7 +117,13 @@ impl Backend<'_> {
 /// transfers run slower there.
 fn emulator_flags(mut flags: Vec<String>) -> Vec<String> {
     flags.extend(
-        ["--storage-timeout", "30s", "--storage-min-throughput", "65536"].map(str::to_owned),
+        [
+            "--storage-timeout",
+            "30s",
+            "--storage-min-throughput",
+            "65536",
+        ]
+        .map(str::to_owned),
     );
     flags
 }

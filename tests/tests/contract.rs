@@ -230,6 +230,7 @@ fn resolve_at(
         Command::Gc(gc) => gc.storage.clone().resolve_for_maintenance(),
         Command::PurgeUploads(purge) => purge.storage.clone().resolve_for_maintenance(),
         Command::Copy(_) => panic!("the operator never runs stowage copy"),
+        Command::Retention(_) => panic!("the operator does not run stowage retention yet"),
     };
     let config = config.unwrap_or_else(|e| panic!("the server refuses the config: {e}"));
     (cli.command, config)
@@ -344,6 +345,7 @@ fn s3_pods_start_with_the_settings_asked_for() {
                 assert!(!purge.dry_run);
             }
             Command::Copy(_) => panic!("the operator never runs stowage copy"),
+            Command::Retention(_) => panic!("the operator does not run stowage retention yet"),
         }
     }
 }

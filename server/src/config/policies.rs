@@ -1,16 +1,33 @@
-//! What the registry keeps no matter who asks: the `[policies]` table of the config file.
+//! What the registry keeps no matter who asks, and what it lets go: the `[policies]` table of
+//! the config file.
 //!
 //! ```toml
 //! [[policies.immutable-tags]]
 //! name = "releases"
 //! repositories = ["team/**"]
 //! tags = ["v*", "release-*"]
+//!
+//! [[policies.retention]]
+//! name = "recent-builds"
+//! repositories = ["team/**"]
+//! tags = ["build-*"]
+//! most-recently-pushed = 10
+//! pushed-within = "30d"            # and: both must hold
+//! untagged-older-than = "7d"
+//!
+//! [[policies.retention]]
+//! name = "releases"
+//! repositories = ["team/**"]
+//! semver = { range = ">=1.0.0", newest-per = "minor", count = 3 }
 //! ```
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
-use crate::policies::{ImmutableTags, Policies, Retention};
+use super::{ConfigError, humantime_serde_opt};
+use crate::policies::retention::{Keep, Line, RuleSpec, SemverKeep};
+use crate::policies::{ImmutableTags, Policies, Retention, RetentionRule};
 
 /// The `[policies]` table.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -18,6 +35,8 @@ use crate::policies::{ImmutableTags, Policies, Retention};
 pub struct PolicySettings {
     #[serde(default)]
     pub immutable_tags: Vec<ImmutableTagsTable>,
+    #[serde(default)]
+    pub retention: Vec<RetentionTable>,
 }
 
 /// One `[[policies.immutable-tags]]` table: tags matching `tags` in repositories matching
@@ -31,9 +50,93 @@ pub struct ImmutableTagsTable {
     pub tags: Vec<String>,
 }
 
+/// One `[[policies.retention]]` table: in repositories matching `repositories`, the tags
+/// matching `tags` (every tag when unset) that meet every condition set are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RetentionTable {
+    /// How reports name the rule; its position when unset.
+    pub name: Option<String>,
+    pub repositories: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub most_recently_pushed: Option<usize>,
+    pub most_recently_pulled: Option<usize>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub pushed_within: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub pulled_within: Option<Duration>,
+    pub semver: Option<SemverTable>,
+    /// Manifests untagged for longer than this go.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub untagged_older_than: Option<Duration>,
+    /// Keep signatures, SBOMs and other referrers when their subject goes.
+    #[serde(default)]
+    pub keep_referrers: bool,
+}
+
+/// `semver = { range = ">=1.0.0", newest-per = "minor", count = 3 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SemverTable {
+    pub range: Option<String>,
+    pub newest_per: LineName,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LineName {
+    Major,
+    Minor,
+}
+
+impl RetentionTable {
+    fn resolve(self, name: String) -> Result<RetentionRule, ConfigError> {
+        let semver = self
+            .semver
+            .map(|semver| {
+                let range = semver
+                    .range
+                    .map(|range| {
+                        range.parse().map_err(|err| {
+                            ConfigError::Invalid(format!(
+                                "retention rule {name:?}: semver range {range:?}: {err}"
+                            ))
+                        })
+                    })
+                    .transpose()?;
+                Ok::<_, ConfigError>(SemverKeep {
+                    range,
+                    newest_per: match semver.newest_per {
+                        LineName::Major => Line::Major,
+                        LineName::Minor => Line::Minor,
+                    },
+                    count: semver.count,
+                })
+            })
+            .transpose()?;
+        RetentionRule::new(RuleSpec {
+            name,
+            repositories: self.repositories,
+            tags: self.tags,
+            keep: Keep {
+                most_recently_pushed: self.most_recently_pushed,
+                most_recently_pulled: self.most_recently_pulled,
+                pushed_within: self.pushed_within,
+                pulled_within: self.pulled_within,
+                semver,
+            },
+            untagged_older_than: self.untagged_older_than,
+            keep_referrers: self.keep_referrers,
+        })
+        .map_err(|err| ConfigError::Invalid(err.to_string()))
+    }
+}
+
 impl PolicySettings {
     pub fn resolve(self) -> Result<Policies, ConfigError> {
-        let rules = self
+        let immutable = self
             .immutable_tags
             .into_iter()
             .enumerate()
@@ -45,6 +148,108 @@ impl PolicySettings {
                     .map_err(|err| ConfigError::Invalid(err.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Policies::new(rules, Retention::default()))
+        let retention = self
+            .retention
+            .into_iter()
+            .enumerate()
+            .map(|(n, table)| {
+                let name = table
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("retention #{}", n + 1));
+                table.resolve(name)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policies::new(immutable, Retention::new(retention)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::policies::retention::{Facts, Tag};
+
+    fn resolved(text: &str) -> Result<Policies, ConfigError> {
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let settings: PolicySettings = table["policies"]
+            .clone()
+            .try_into()
+            .map_err(|err: toml::de::Error| ConfigError::Invalid(err.to_string()))?;
+        settings.resolve()
+    }
+
+    #[test]
+    fn retention_tables_become_rules() {
+        let policies = resolved(
+            r#"
+            [[policies.retention]]
+            repositories = ["team/**"]
+            most-recently-pushed = 1
+            pushed-within = "30d"
+            semver = { range = ">=1.0.0", newest-per = "minor", count = 3 }
+            untagged-older-than = "7d"
+            keep-referrers = true
+            "#,
+        )
+        .unwrap();
+        let retention = policies.retention();
+        assert!(retention.covers("team/app") && !retention.covers("other/app"));
+        let now = SystemTime::now();
+        let tag = |name: &str, hex: char, pushed: SystemTime| Tag {
+            name: name.to_owned(),
+            digest: format!("sha256:{}", hex.to_string().repeat(64))
+                .parse()
+                .unwrap(),
+            pushed,
+        };
+        let hour_ago = now - std::time::Duration::from_secs(3600);
+        let facts = Facts {
+            tags: vec![tag("v1.0.0", 'a', now), tag("latest", 'b', hour_ago)],
+            manifests: Vec::new(),
+        };
+        let verdict = retention.decide("team/app", &facts, &HashSet::new(), now);
+        let gone: Vec<&str> = verdict.tags.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            gone,
+            ["latest"],
+            "the unnamed rule's conditions all apply: `latest` is no version"
+        );
+        let reason = format!("{:?}", verdict.tags[0].1);
+        assert!(
+            reason.contains("retention #1"),
+            "named by position: {reason}"
+        );
+    }
+
+    #[test]
+    fn unusable_retention_tables_are_refused() {
+        for (text, expected) in [
+            (
+                "[[policies.retention]]\nrepositories = [\"a\"]\n",
+                "keep something",
+            ),
+            (
+                "[[policies.retention]]\nrepositories = [\"a\"]\nsemver = { range = \"not a range\", newest-per = \"major\", count = 1 }\n",
+                "semver range",
+            ),
+            (
+                "[[policies.retention]]\nrepositories = [\"a\"]\nmost-recently-pushed = 0\n",
+                "at least 1",
+            ),
+            (
+                "[[policies.retention]]\nrepositories = [\"a\"]\nkeep-last = 3\n",
+                "unknown field",
+            ),
+            (
+                "[[policies.retention]]\nrepositories = [\"a\"]\npushed-within = \"soon\"\n",
+                "",
+            ),
+        ] {
+            let err = resolved(text).expect_err(text);
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+        }
     }
 }

@@ -21,6 +21,7 @@
 
 mod mirrors;
 mod purge;
+mod retention;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::storage::{self, BlobStore, ObjectInfo, layout};
 pub use crate::sweep::{MIN_SWEEP_WAIT, Pending};
 pub use mirrors::MirrorRetention;
 pub use purge::{PurgeOptions, purge_uploads};
+pub use retention::{Deletion, RetentionOptions, RetentionReport, apply_retention};
 
 /// S3 times objects to the second: a manifest rewritten within the second of the first scan
 /// keeps its time, so anything that recent counts as written during the run.

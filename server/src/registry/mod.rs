@@ -9,6 +9,7 @@ mod manifests;
 mod mirror;
 pub mod pulls;
 mod referrers;
+mod retention;
 
 use std::sync::Arc;
 

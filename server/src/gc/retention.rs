@@ -1,0 +1,120 @@
+//! `stowage retention`: applies the retention rules to every repository they cover. Each
+//! deletion is re-checked just before it is made (a tag must still name the digest judged, a
+//! manifest must have no tag), so a push racing the run wins; the bytes are then gc's to
+//! reclaim.
+
+use std::collections::HashSet;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::oci::{Digest, RepositoryName, Tag};
+use crate::policies::Retention;
+use crate::policies::retention::Reason;
+use crate::registry::{self, Page, Registry};
+
+/// How a retention run goes.
+#[derive(Debug, Clone, Default)]
+pub struct RetentionOptions {
+    /// Report what would go; delete nothing.
+    pub dry_run: bool,
+    /// Digests workloads run: whatever the rules say, these stay.
+    pub in_use: HashSet<Digest>,
+}
+
+/// What a run deleted (or, dry, would delete), and why.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetentionReport {
+    pub dry_run: bool,
+    pub repositories_checked: usize,
+    pub tags_deleted: usize,
+    pub manifests_deleted: usize,
+    /// Deletions skipped because a push changed the repository after the decision.
+    pub skipped_changed: usize,
+    pub duration_seconds: f64,
+    /// `tag <repository>:<tag>` and `manifest <repository>@<digest>`, each with its reason.
+    pub deleted: Vec<Deletion>,
+}
+
+/// One deletion and the rule behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deletion {
+    pub what: String,
+    pub why: String,
+}
+
+fn why(reason: &Reason) -> String {
+    match reason {
+        Reason::NotKept { rules } if rules.is_empty() => {
+            "no rule covering the repository looks at this tag".to_owned()
+        }
+        Reason::NotKept { rules } => format!("not kept by {}", rules.join(", ")),
+        Reason::Untagged => "its last tag goes".to_owned(),
+        Reason::UntaggedTooLong { rule } => format!("untagged for longer than {rule} allows"),
+        Reason::SubjectGoes { subject } => format!("its subject {subject} goes"),
+        Reason::IndexGoes { index } => format!("the index {index} listing it goes"),
+    }
+}
+
+/// Applies `retention` to every repository of `registry` it covers.
+pub async fn apply_retention(
+    registry: &Registry,
+    retention: &Retention,
+    options: &RetentionOptions,
+) -> registry::Result<RetentionReport> {
+    let started = Instant::now();
+    let mut report = RetentionReport {
+        dry_run: options.dry_run,
+        ..RetentionReport::default()
+    };
+    let (names, _) = registry.catalog(&Page::default(), &|_| true).await?;
+    for name in names.iter().filter(|name| retention.covers(name)) {
+        let Ok(repository) = name.parse::<RepositoryName>() else {
+            continue;
+        };
+        report.repositories_checked += 1;
+        let facts = registry.retention_facts(&repository).await?;
+        let verdict = retention.decide(name, &facts, &options.in_use, SystemTime::now());
+        for (tag, reason) in &verdict.tags {
+            let Ok(parsed) = tag.parse::<Tag>() else {
+                continue;
+            };
+            let digest = facts
+                .tags
+                .iter()
+                .find(|t| &t.name == tag)
+                .map(|t| t.digest.clone())
+                .expect("a verdict names tags of its facts");
+            if !options.dry_run
+                && !registry
+                    .delete_tag_if_at(&repository, &parsed, &digest)
+                    .await?
+            {
+                report.skipped_changed += 1;
+                continue;
+            }
+            report.tags_deleted += 1;
+            report.deleted.push(Deletion {
+                what: format!("tag {name}:{tag}"),
+                why: why(reason),
+            });
+        }
+        for (digest, reason) in &verdict.manifests {
+            if !options.dry_run
+                && !registry
+                    .delete_manifest_if_untagged(&repository, digest)
+                    .await?
+            {
+                report.skipped_changed += 1;
+                continue;
+            }
+            report.manifests_deleted += 1;
+            report.deleted.push(Deletion {
+                what: format!("manifest {name}@{digest}"),
+                why: why(reason),
+            });
+        }
+    }
+    report.duration_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
