@@ -38,6 +38,19 @@ pub enum Command {
     Copy(crate::copy::CopyArgs),
 }
 
+/// How a maintenance command reports what it did.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Report format.
+    #[arg(long, default_value = "text")]
+    pub output: OutputFormat,
+
+    /// Also write the counts as one line of JSON to this file, such as `/dev/termination-log`
+    /// in a Kubernetes Job.
+    #[arg(long, env = "STOWAGE_REPORT_FILE")]
+    pub report_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct GcArgs {
     /// List what would be deleted; delete nothing.
@@ -57,14 +70,8 @@ pub struct GcArgs {
     #[arg(long, env = "STOWAGE_GC_SWEEP_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub sweep_wait: Duration,
 
-    /// Report format.
-    #[arg(long, default_value = "text")]
-    pub output: OutputFormat,
-
-    /// Also write the counts as one line of JSON to this file, such as `/dev/termination-log`
-    /// in a Kubernetes Job.
-    #[arg(long, env = "STOWAGE_REPORT_FILE")]
-    pub report_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: ReportArgs,
 
     #[command(flatten)]
     pub storage: ServeArgs,
@@ -80,14 +87,8 @@ pub struct PurgeArgs {
     #[arg(long, env = "STOWAGE_PURGE_OLDER_THAN", default_value = "168h", value_parser = humantime::parse_duration)]
     pub older_than: Duration,
 
-    /// Report format.
-    #[arg(long, default_value = "text")]
-    pub output: OutputFormat,
-
-    /// Also write the counts as one line of JSON to this file, such as `/dev/termination-log`
-    /// in a Kubernetes Job.
-    #[arg(long, env = "STOWAGE_REPORT_FILE")]
-    pub report_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: ReportArgs,
 
     #[command(flatten)]
     pub storage: ServeArgs,
@@ -104,14 +105,8 @@ pub struct RetentionArgs {
     #[arg(long, env = "STOWAGE_RETENTION_IN_USE_FILE")]
     pub in_use_file: Option<PathBuf>,
 
-    /// Report format.
-    #[arg(long, default_value = "text")]
-    pub output: OutputFormat,
-
-    /// Also write the counts as one line of JSON to this file, such as `/dev/termination-log`
-    /// in a Kubernetes Job.
-    #[arg(long, env = "STOWAGE_REPORT_FILE")]
-    pub report_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: ReportArgs,
 
     #[command(flatten)]
     pub storage: ServeArgs,
@@ -203,7 +198,11 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
                     }),
             };
             let report = gc::run_once(storage::open(&config.storage).await?, &options).await?;
-            print_report(&report, args.output, args.report_file.as_deref())
+            print_report(
+                &report,
+                args.report.output,
+                args.report.report_file.as_deref(),
+            )
         }
         Service::PurgeUploads(args) => {
             let config = args.storage.resolve_for_maintenance()?;
@@ -213,7 +212,11 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
                 older_than: args.older_than,
             };
             let report = gc::purge_uploads(storage::open(&config.storage).await?, &options).await?;
-            print_report(&report, args.output, args.report_file.as_deref())
+            print_report(
+                &report,
+                args.report.output,
+                args.report.report_file.as_deref(),
+            )
         }
         Service::Retention(args) => {
             let in_use = match &args.in_use_file {
@@ -243,7 +246,11 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
                 in_use,
             };
             let report = gc::apply_retention(&registry, retention, &options).await?;
-            print_report(&report, args.output, args.report_file.as_deref())
+            print_report(
+                &report,
+                args.report.output,
+                args.report.report_file.as_deref(),
+            )
         }
     }
 }

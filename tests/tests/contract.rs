@@ -336,7 +336,7 @@ fn s3_pods_start_with_the_settings_asked_for() {
                 assert!(gc.delete_untagged);
                 assert!(!gc.dry_run);
                 assert_eq!(
-                    gc.report_file.as_deref(),
+                    gc.report.report_file.as_deref(),
                     Some(Path::new("/dev/termination-log"))
                 );
             }

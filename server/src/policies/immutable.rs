@@ -4,7 +4,6 @@
 use globset::GlobMatcher;
 
 use super::Error;
-use crate::oci::pattern::glob;
 
 /// One immutable-tags rule: tags matching `tags` in repositories matching `repositories`.
 #[derive(Debug, Clone)]
@@ -29,12 +28,7 @@ impl ImmutableTags {
                 "name at least one repository pattern and one tag pattern".to_owned(),
             ));
         }
-        let compile = |patterns: &[String]| {
-            patterns
-                .iter()
-                .map(|pattern| glob(pattern).map_err(|err| invalid(format!("{pattern:?}: {err}"))))
-                .collect::<Result<Vec<_>, _>>()
-        };
+        let compile = |patterns: &[String]| super::compile(patterns, invalid);
         Ok(Self {
             name: name.to_owned(),
             repositories: compile(repositories)?,

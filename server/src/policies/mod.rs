@@ -15,6 +15,20 @@ pub struct Policies {
     retention: Retention,
 }
 
+/// Compiles a rule's glob patterns: `*` stays within a path segment, `**` crosses them, as in
+/// the access policy's rules; `invalid` says what is wrong with one.
+fn compile(
+    patterns: &[String],
+    invalid: impl Fn(String) -> Error,
+) -> Result<Vec<globset::GlobMatcher>, Error> {
+    patterns
+        .iter()
+        .map(|pattern| {
+            crate::oci::pattern::glob(pattern).map_err(|err| invalid(format!("{pattern:?}: {err}")))
+        })
+        .collect()
+}
+
 /// A rule that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

@@ -55,7 +55,7 @@ fn stowage_gc(root: &Path, flags: &[&str]) -> Value {
 }
 
 /// As `stowage_gc`, on the storage `storage` (its flags) names.
-fn stowage_gc_on(storage: &[String], flags: &[&str]) -> Value {
+pub(crate) fn stowage_gc_on(storage: &[String], flags: &[&str]) -> Value {
     let summary_dir = tempfile::tempdir().unwrap();
     let summary_path = summary_dir.path().join("termination-log");
     let output = run(Command::new(stowage_bin())

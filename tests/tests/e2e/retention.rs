@@ -140,18 +140,7 @@ fn retention_keeps_the_newest_and_what_runs(storage: &[String]) {
     assert_eq!(again["tags_deleted"], 0, "{again}");
 
     // gc reclaims v0's bytes, and nothing an image kept needs.
-    let gc = run(Command::new(stowage_bin())
-        .args([
-            "gc",
-            "--output",
-            "json",
-            "--grace-period",
-            "0s",
-            "--sweep-wait",
-            "10s",
-        ])
-        .args(&flags));
-    let gc: Value = serde_json::from_slice(&gc.stdout).unwrap();
+    let gc = crate::gc::stowage_gc_on(&flags, &["--sweep-wait", "10s"]);
     assert!(gc["bytes_freed"].as_u64().unwrap() > 0, "{gc}");
     let gone = gc["deleted"].to_string();
     assert!(

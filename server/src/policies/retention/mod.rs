@@ -21,7 +21,6 @@ use globset::GlobMatcher;
 
 use super::Error;
 use crate::oci::Digest;
-use crate::oci::pattern::glob;
 
 /// What a rule needs of a tag to keep it; every condition set must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,12 +99,7 @@ impl RetentionRule {
         {
             return Err(invalid("counts must be at least 1".to_owned()));
         }
-        let compile = |patterns: &[String]| {
-            patterns
-                .iter()
-                .map(|pattern| glob(pattern).map_err(|err| invalid(format!("{pattern:?}: {err}"))))
-                .collect::<Result<Vec<_>, _>>()
-        };
+        let compile = |patterns: &[String]| super::compile(patterns, invalid);
         Ok(Self {
             repositories: compile(&spec.repositories)?,
             tags: compile(&spec.tags)?,
