@@ -232,8 +232,7 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
             };
             let config = args.storage.resolve_for_maintenance()?;
             let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
-            let retention = config.policies.retention();
-            if retention.is_empty() {
+            if config.policies.retention().is_empty() {
                 return Err(ConfigError::Invalid(
                     "no retention rules: add [[policies.retention]] tables to the config file"
                         .into(),
@@ -245,7 +244,7 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
                 dry_run: args.dry_run,
                 in_use,
             };
-            let report = gc::apply_retention(&registry, retention, &options).await?;
+            let report = gc::apply_retention(&registry, &config.policies, &options).await?;
             print_report(
                 &report,
                 args.report.output,

@@ -225,6 +225,59 @@ mod tests {
     }
 
     #[test]
+    fn retention_never_deletes_an_immutable_tag() {
+        let policies = resolved(
+            r#"
+            [[policies.immutable-tags]]
+            repositories = ["team/**"]
+            tags = ["v*"]
+            [[policies.retention]]
+            repositories = ["team/**"]
+            tags = ["latest"]
+            "#,
+        )
+        .unwrap();
+        let now = SystemTime::now();
+        let digest = |hex: char| -> crate::oci::Digest {
+            format!("sha256:{}", hex.to_string().repeat(64))
+                .parse()
+                .unwrap()
+        };
+        let facts = Facts {
+            tags: vec![
+                Tag {
+                    name: "v1".to_owned(),
+                    digest: digest('a'),
+                    pushed: now,
+                },
+                Tag {
+                    name: "build-7".to_owned(),
+                    digest: digest('b'),
+                    pushed: now,
+                },
+            ],
+            manifests: ['a', 'b']
+                .map(|hex| crate::policies::retention::Manifest {
+                    digest: digest(hex),
+                    pushed: now,
+                    last_pulled: None,
+                    children: Vec::new(),
+                    subject: None,
+                })
+                .to_vec(),
+        };
+        let verdict = policies.retention_verdict("team/app", &facts, &HashSet::new(), now);
+        let tags: Vec<&str> = verdict.tags.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(tags, ["build-7"], "v1 is immutable");
+        let manifests: Vec<_> = verdict.manifests.iter().map(|(d, _)| d.clone()).collect();
+        assert_eq!(manifests, [digest('b')]);
+        let unprotected = policies
+            .retention()
+            .decide("team/app", &facts, &HashSet::new(), now);
+        assert_eq!(unprotected.tags.len(), 2, "the rules alone would take v1");
+    }
+
+    #[test]
     fn unusable_retention_tables_are_refused() {
         for (text, expected) in [
             (

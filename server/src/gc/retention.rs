@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 
 use crate::oci::{Digest, RepositoryName, Tag};
-use crate::policies::Retention;
+use crate::policies::Policies;
 use crate::policies::retention::Reason;
 use crate::registry::{self, Page, Registry};
 
@@ -56,10 +56,11 @@ fn why(reason: &Reason) -> String {
     }
 }
 
-/// Applies `retention` to every repository of `registry` it covers.
+/// Applies the retention rules of `policies` to every repository of `registry` they cover,
+/// keeping the tags its immutable-tags rules protect.
 pub async fn apply_retention(
     registry: &Registry,
-    retention: &Retention,
+    policies: &Policies,
     options: &RetentionOptions,
 ) -> registry::Result<RetentionReport> {
     let started = Instant::now();
@@ -68,13 +69,14 @@ pub async fn apply_retention(
         ..RetentionReport::default()
     };
     let (names, _) = registry.catalog(&Page::default(), &|_| true).await?;
+    let retention = policies.retention();
     for name in names.iter().filter(|name| retention.covers(name)) {
         let Ok(repository) = name.parse::<RepositoryName>() else {
             continue;
         };
         report.repositories_checked += 1;
         let facts = registry.retention_facts(&repository).await?;
-        let verdict = retention.decide(name, &facts, &options.in_use, SystemTime::now());
+        let verdict = policies.retention_verdict(name, &facts, &options.in_use, SystemTime::now());
         for (tag, reason) in &verdict.tags {
             let Ok(parsed) = tag.parse::<Tag>() else {
                 continue;

@@ -53,6 +53,20 @@ impl Policies {
         &self.retention
     }
 
+    /// What retention removes from `repository`: what the rules let go, but never a tag an
+    /// immutable-tags rule protects (nor, so, the manifest it names).
+    pub fn retention_verdict(
+        &self,
+        repository: &str,
+        facts: &retention::Facts,
+        in_use: &std::collections::HashSet<crate::oci::Digest>,
+        now: std::time::SystemTime,
+    ) -> retention::Verdict {
+        let protected = |tag: &str| self.immutable(repository, tag).is_some();
+        self.retention
+            .decide_protecting(repository, facts, in_use, &protected, now)
+    }
+
     /// The first rule that makes `tag` of `repository` immutable.
     pub fn immutable(&self, repository: &str, tag: &str) -> Option<&ImmutableTags> {
         self.immutable

@@ -301,6 +301,18 @@ impl Retention {
         in_use: &HashSet<Digest>,
         now: SystemTime,
     ) -> Verdict {
+        self.decide_protecting(repository, facts, in_use, &|_| false, now)
+    }
+
+    /// As [`Self::decide`], keeping also the tags `protected` names (immutable tags).
+    pub fn decide_protecting(
+        &self,
+        repository: &str,
+        facts: &Facts,
+        in_use: &HashSet<Digest>,
+        protected: &dyn Fn(&str) -> bool,
+        now: SystemTime,
+    ) -> Verdict {
         let rules: Vec<&RetentionRule> = self
             .rules
             .iter()
@@ -326,7 +338,10 @@ impl Retention {
         let mut verdict = Verdict::default();
         let mut needed = BTreeSet::new();
         for tag in tags {
-            if kept_by_rules.contains(tag.name.as_str()) || runs(&tag.digest) {
+            if kept_by_rules.contains(tag.name.as_str())
+                || runs(&tag.digest)
+                || protected(&tag.name)
+            {
                 needed.insert(tag.digest.clone());
             } else {
                 let looked = rules
