@@ -78,15 +78,11 @@ pub async fn apply_retention(
         let facts = registry.retention_facts(&repository).await?;
         let verdict = policies.retention_verdict(name, &facts, &options.in_use, SystemTime::now());
         for (tag, reason) in &verdict.tags {
-            let Ok(parsed) = tag.parse::<Tag>() else {
+            let judged = facts.tags.iter().find(|t| &t.name == tag);
+            let (Ok(parsed), Some(judged)) = (tag.parse::<Tag>(), judged) else {
                 continue;
             };
-            let digest = facts
-                .tags
-                .iter()
-                .find(|t| &t.name == tag)
-                .map(|t| t.digest.clone())
-                .expect("a verdict names tags of its facts");
+            let digest = judged.digest.clone();
             if !options.dry_run
                 && !registry
                     .delete_tag_if_at(&repository, &parsed, &digest)
