@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -93,6 +94,10 @@ pub struct PurgeArgs {
     #[command(flatten)]
     pub storage: ServeArgs,
 }
+
+/// How long `stowage retention` waits to deliver its events before it leaves them to the
+/// serving replicas.
+const EVENTS_DRAIN: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 pub struct RetentionArgs {
@@ -239,12 +244,27 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
                 )
                 .into());
             }
-            let registry = Registry::new(storage::open(&config.storage).await?, config.limits);
+            let store = storage::open(&config.storage).await?;
+            let events = crate::events::Notifier::start(
+                &config.notifications,
+                Arc::clone(&store),
+                gc::RETENTION_ACTOR.to_owned(),
+                "http",
+                None,
+            )?;
+            let registry = Registry::new(store, config.limits);
             let options = gc::RetentionOptions {
                 dry_run: args.dry_run,
                 in_use,
+                events: events.clone(),
             };
             let report = gc::apply_retention(&registry, &config.policies, &options).await?;
+            if let Some(events) = events {
+                // What is not delivered by then, a serving replica takes over from the outbox.
+                events
+                    .drain(tokio::time::Instant::now() + EVENTS_DRAIN)
+                    .await;
+            }
             print_report(
                 &report,
                 args.report.output,

@@ -53,17 +53,15 @@ impl AppState {
         let Some(notifier) = &self.events else {
             return Ok(());
         };
-        let event = Event {
-            id: uuid::Uuid::new_v4().to_string(),
-            timestamp: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        let event = Event::now(
             action,
             target,
-            request: origin.request.clone(),
-            actor: Actor {
+            origin.request.clone(),
+            Actor {
                 name: origin.actor.clone(),
             },
-            source: notifier.source(),
-        };
+            notifier.source(),
+        );
         if action == Action::Pull {
             let notifier = Arc::clone(notifier);
             tokio::spawn(async move {

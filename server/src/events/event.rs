@@ -40,6 +40,27 @@ pub struct Event {
     pub source: Source,
 }
 
+impl Event {
+    /// An event happening now, with a fresh id.
+    pub fn now(
+        action: Action,
+        target: Target,
+        request: RequestInfo,
+        actor: Actor,
+        source: Source,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            timestamp: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+            action,
+            target,
+            request,
+            actor,
+            source,
+        }
+    }
+}
+
 /// What the event is about.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

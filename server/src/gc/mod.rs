@@ -37,7 +37,9 @@ use crate::storage::{self, BlobStore, ObjectInfo, layout};
 pub use crate::sweep::{MIN_SWEEP_WAIT, Pending};
 pub use mirrors::MirrorRetention;
 pub use purge::{PurgeOptions, purge_uploads};
-pub use retention::{Deletion, RetentionOptions, RetentionReport, apply_retention};
+pub use retention::{
+    ACTOR as RETENTION_ACTOR, Deletion, RetentionOptions, RetentionReport, apply_retention,
+};
 
 /// S3 times objects to the second: a manifest rewritten within the second of the first scan
 /// keeps its time, so anything that recent counts as written during the run.

@@ -1,17 +1,23 @@
 //! `stowage retention`: applies the retention rules to every repository they cover. Each
 //! deletion is re-checked just before it is made (a tag must still name the digest judged, a
 //! manifest must have no tag), so a push racing the run wins; the bytes are then gc's to
-//! reclaim.
+//! reclaim. Each deletion is announced to the webhooks as an API delete is, by the actor
+//! [`ACTOR`].
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::events::{Action, Actor, Event, Notifier, RequestInfo, Target};
 use crate::oci::{Digest, RepositoryName, Tag};
 use crate::policies::Policies;
 use crate::policies::retention::Reason;
 use crate::registry::{self, Page, Registry};
+
+/// Who the delete events of a retention run name.
+pub const ACTOR: &str = "stowage-retention";
 
 /// How a retention run goes.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +26,26 @@ pub struct RetentionOptions {
     pub dry_run: bool,
     /// Digests workloads run: whatever the rules say, these stay.
     pub in_use: HashSet<Digest>,
+    /// Where deletions are announced, when webhooks are configured.
+    pub events: Option<Arc<Notifier>>,
+}
+
+/// Records the delete of `target` for the webhooks, as the API does for a client's delete.
+async fn announce(options: &RetentionOptions, target: Target) -> registry::Result<()> {
+    let Some(notifier) = &options.events else {
+        return Ok(());
+    };
+    let actor = Actor {
+        name: Some(ACTOR.to_owned()),
+    };
+    let event = Event::now(
+        Action::Delete,
+        target,
+        RequestInfo::default(),
+        actor,
+        notifier.source(),
+    );
+    Ok(notifier.record(&event).await?)
 }
 
 /// What a run deleted (or, dry, would delete), and why.
@@ -91,6 +117,14 @@ pub async fn apply_retention(
                 report.skipped_changed += 1;
                 continue;
             }
+            if !options.dry_run {
+                let target = Target {
+                    repository: name.clone(),
+                    tag: Some(tag.clone()),
+                    ..Target::default()
+                };
+                announce(options, target).await?;
+            }
             report.tags_deleted += 1;
             report.deleted.push(Deletion {
                 what: format!("tag {name}:{tag}"),
@@ -105,6 +139,14 @@ pub async fn apply_retention(
             {
                 report.skipped_changed += 1;
                 continue;
+            }
+            if !options.dry_run {
+                let target = Target {
+                    repository: name.clone(),
+                    digest: Some(digest.to_string()),
+                    ..Target::default()
+                };
+                announce(options, target).await?;
             }
             report.manifests_deleted += 1;
             report.deleted.push(Deletion {

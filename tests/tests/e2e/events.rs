@@ -17,14 +17,14 @@ const SIGNING_KEY: &str = "an-e2e-webhook-key";
 
 /// A webhook receiver: keeps every event it accepts, and answers 503 while `down`.
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     events: Arc<Mutex<Vec<Value>>>,
     posts: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
     down: Arc<AtomicBool>,
 }
 
 impl Receiver {
-    async fn start() -> (Self, String) {
+    pub(crate) async fn start() -> (Self, String) {
         let receiver = Self::default();
         let state = receiver.clone();
         let app = axum::Router::new().route(
@@ -54,7 +54,11 @@ impl Receiver {
     }
 
     /// Waits until `wanted` holds for the events received, up to `within`.
-    async fn until(&self, within: Duration, wanted: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub(crate) async fn until(
+        &self,
+        within: Duration,
+        wanted: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + within;
         loop {
             let events = self.events();
@@ -78,7 +82,7 @@ fn find<'a>(events: &'a [Value], action: &str, test: impl Fn(&Value) -> bool) ->
 }
 
 /// A config file sending events to `url`, signed; `takeover` for events other replicas left.
-fn config(dir: &std::path::Path, url: &str, takeover: &str) -> std::path::PathBuf {
+pub(crate) fn config(dir: &std::path::Path, url: &str, takeover: &str) -> std::path::PathBuf {
     let key = dir.join("signing.key");
     std::fs::write(&key, format!("{SIGNING_KEY}\n")).unwrap();
     let path = dir.join("events.toml");

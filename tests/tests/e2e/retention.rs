@@ -172,3 +172,73 @@ fn retention_on_s3() {
     let s3 = S3Endpoint::from_env();
     retention_keeps_the_newest_and_what_runs(&s3.stowage_flags(&crate::s3::unique("retention")));
 }
+
+/// Retention's deletions reach the webhooks, as an API delete's do, named as retention's.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletions_reach_the_webhooks() {
+    let (receiver, url) = crate::events::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = crate::events::config(dir.path(), &url, "1h");
+    let config = dir.path().join("stowage.toml");
+    std::fs::write(
+        &config,
+        format!("{}\n{POLICIES}", std::fs::read_to_string(&events).unwrap()),
+    )
+    .unwrap();
+    let flags = vec![
+        "--fs-root".to_owned(),
+        dir.path().join("data").to_str().unwrap().to_owned(),
+        "--config".to_owned(),
+        config.to_str().unwrap().to_owned(),
+    ];
+    let stowage = Stowage::start_args(&flags);
+    let mut layout = Layout::new(&dir.path().join("layout"));
+    let mut oldest = String::new();
+    for n in 0..3 {
+        let content = format!("release {n}");
+        let image = layout.image("amd64", &[&[("release.txt", content.as_bytes())]]);
+        let tag = format!("v{n}");
+        layout.tag(&tag, &image);
+        skopeo(&[
+            "copy",
+            "--dest-tls-verify=false",
+            &layout.reference(&tag),
+            &format!("docker://{}/team/app:{tag}", stowage.address),
+        ]);
+        if n == 0 {
+            oldest = image.digest;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let report = tokio::task::spawn_blocking(move || retention(&flags, &[]))
+        .await
+        .unwrap();
+    assert_eq!(report["tags_deleted"], 1, "{report}");
+    let by_retention = |events: &[Value]| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["action"] == "delete" && e["actor"]["name"] == "stowage-retention")
+            .map(|e| e["target"].clone())
+            .collect()
+    };
+    let events = receiver
+        .until(std::time::Duration::from_secs(20), |events| {
+            by_retention(events).len() >= 2
+        })
+        .await;
+    let targets = by_retention(&events);
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["repository"] == "team/app" && t["tag"] == "v0"),
+        "{targets:?}"
+    );
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["repository"] == "team/app" && t["digest"] == oldest.as_str()),
+        "{targets:?}"
+    );
+    assert_eq!(targets.len(), 2, "nothing else was deleted: {targets:?}");
+}
