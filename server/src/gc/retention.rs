@@ -82,6 +82,31 @@ fn why(reason: &Reason) -> String {
     }
 }
 
+/// Settles one deletion: when `made` (or, dry, would be), announced and listed with its
+/// reason; otherwise counted as left because a push changed it since the decision. Whether it
+/// was made.
+async fn settle(
+    report: &mut RetentionReport,
+    options: &RetentionOptions,
+    made: bool,
+    target: Target,
+    what: String,
+    reason: &Reason,
+) -> registry::Result<bool> {
+    if !made {
+        report.skipped_changed += 1;
+        return Ok(false);
+    }
+    if !options.dry_run {
+        announce(options, target).await?;
+    }
+    report.deleted.push(Deletion {
+        what,
+        why: why(reason),
+    });
+    Ok(true)
+}
+
 /// Applies the retention rules of `policies` to every repository of `registry` they cover,
 /// keeping the tags its immutable-tags rules protect.
 pub async fn apply_retention(
@@ -108,51 +133,34 @@ pub async fn apply_retention(
             let (Ok(parsed), Some(judged)) = (tag.parse::<Tag>(), judged) else {
                 continue;
             };
-            let digest = judged.digest.clone();
-            if !options.dry_run
-                && !registry
-                    .delete_tag_if_at(&repository, &parsed, &digest)
-                    .await?
-            {
-                report.skipped_changed += 1;
-                continue;
+            let made = options.dry_run
+                || registry
+                    .delete_tag_if_at(&repository, &parsed, &judged.digest)
+                    .await?;
+            let target = Target {
+                repository: name.clone(),
+                tag: Some(tag.clone()),
+                ..Target::default()
+            };
+            let what = format!("tag {name}:{tag}");
+            if settle(&mut report, options, made, target, what, reason).await? {
+                report.tags_deleted += 1;
             }
-            if !options.dry_run {
-                let target = Target {
-                    repository: name.clone(),
-                    tag: Some(tag.clone()),
-                    ..Target::default()
-                };
-                announce(options, target).await?;
-            }
-            report.tags_deleted += 1;
-            report.deleted.push(Deletion {
-                what: format!("tag {name}:{tag}"),
-                why: why(reason),
-            });
         }
         for (digest, reason) in &verdict.manifests {
-            if !options.dry_run
-                && !registry
+            let made = options.dry_run
+                || registry
                     .delete_manifest_if_untagged(&repository, digest)
-                    .await?
-            {
-                report.skipped_changed += 1;
-                continue;
+                    .await?;
+            let target = Target {
+                repository: name.clone(),
+                digest: Some(digest.to_string()),
+                ..Target::default()
+            };
+            let what = format!("manifest {name}@{digest}");
+            if settle(&mut report, options, made, target, what, reason).await? {
+                report.manifests_deleted += 1;
             }
-            if !options.dry_run {
-                let target = Target {
-                    repository: name.clone(),
-                    digest: Some(digest.to_string()),
-                    ..Target::default()
-                };
-                announce(options, target).await?;
-            }
-            report.manifests_deleted += 1;
-            report.deleted.push(Deletion {
-                what: format!("manifest {name}@{digest}"),
-                why: why(reason),
-            });
         }
     }
     report.duration_seconds = started.elapsed().as_secs_f64();

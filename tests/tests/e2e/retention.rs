@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use stowage_e2e::garage::S3Endpoint;
@@ -24,6 +25,31 @@ fn retention(storage: &[String], flags: &[&str]) -> Value {
         .args(storage)
         .args(flags));
     serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Pushes `count` releases of team/app with skopeo (`v0` oldest), `pause` apart; their digests.
+fn push_releases(
+    layout: &mut Layout,
+    stowage: &Stowage,
+    count: usize,
+    pause: Duration,
+) -> Vec<String> {
+    (0..count)
+        .map(|n| {
+            let content = format!("release {n}");
+            let image = layout.image("amd64", &[&[("release.txt", content.as_bytes())]]);
+            let tag = format!("v{n}");
+            layout.tag(&tag, &image);
+            skopeo(&[
+                "copy",
+                "--dest-tls-verify=false",
+                &layout.reference(&tag),
+                &format!("docker://{}/team/app:{tag}", stowage.address),
+            ]);
+            std::thread::sleep(pause);
+            image.digest
+        })
+        .collect()
 }
 
 /// Whether skopeo finds `reference`.
@@ -57,22 +83,8 @@ fn retention_keeps_the_newest_and_what_runs(storage: &[String]) {
     let stowage = Stowage::start_args(&flags);
 
     let mut layout = Layout::new(&dir.path().join("layout"));
-    let mut digests = Vec::new();
-    for n in 0..4 {
-        let content = format!("release {n}");
-        let image = layout.image("amd64", &[&[("release.txt", content.as_bytes())]]);
-        let tag = format!("v{n}");
-        layout.tag(&tag, &image);
-        skopeo(&[
-            "copy",
-            "--dest-tls-verify=false",
-            &layout.reference(&tag),
-            &format!("docker://{}/team/app:{tag}", stowage.address),
-        ]);
-        digests.push(image.digest);
-        // Push times are told apart to the second on S3.
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-    }
+    // Push times are told apart to the second on S3.
+    let digests = push_releases(&mut layout, &stowage, 4, Duration::from_millis(1100));
     skopeo(&[
         "copy",
         "--dest-tls-verify=false",
@@ -193,23 +205,7 @@ async fn retention_deletions_reach_the_webhooks() {
     ];
     let stowage = Stowage::start_args(&flags);
     let mut layout = Layout::new(&dir.path().join("layout"));
-    let mut oldest = String::new();
-    for n in 0..3 {
-        let content = format!("release {n}");
-        let image = layout.image("amd64", &[&[("release.txt", content.as_bytes())]]);
-        let tag = format!("v{n}");
-        layout.tag(&tag, &image);
-        skopeo(&[
-            "copy",
-            "--dest-tls-verify=false",
-            &layout.reference(&tag),
-            &format!("docker://{}/team/app:{tag}", stowage.address),
-        ]);
-        if n == 0 {
-            oldest = image.digest;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let oldest = push_releases(&mut layout, &stowage, 3, Duration::from_millis(20)).remove(0);
 
     let report = tokio::task::spawn_blocking(move || retention(&flags, &[]))
         .await
@@ -223,7 +219,7 @@ async fn retention_deletions_reach_the_webhooks() {
             .collect()
     };
     let events = receiver
-        .until(std::time::Duration::from_secs(20), |events| {
+        .until(Duration::from_secs(20), |events| {
             by_retention(events).len() >= 2
         })
         .await;
