@@ -246,12 +246,11 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
             }
             let store = storage::open(&config.storage).await?;
             let events = crate::events::Notifier::start(
-                &config.notifications,
+                crate::events::webhooks(&config.notifications, None)?,
                 Arc::clone(&store),
                 gc::RETENTION_ACTOR.to_owned(),
                 "http",
-                None,
-            )?;
+            );
             let registry = Registry::new(store, config.limits);
             let options = gc::RetentionOptions {
                 dry_run: args.dry_run,

@@ -16,7 +16,7 @@
 //! | 7 | `ui` | the web interface: pages over the API's state and rules |
 //! | 6 | `api`, `report` | the HTTP API: routing, access checks, the one mapping of errors to responses; what the commands print |
 //! | 5 | `proxy`, `gc` | the pull-through cache; garbage collection and upload purging |
-//! | 4 | `registry`, `auth`, `events` | repositories, manifests and blobs; who may do what; webhooks |
+//! | 4 | `registry`, `auth`, `events`, `transfer` | repositories, manifests and blobs; who may do what; webhooks; copying images between registries and layouts |
 //! | 3 | `metrics`, `upload`, `sweep`, `client` | Prometheus metrics; upload sessions and their tokens; what gc announces it will delete; a client of other registries |
 //! | 2 | `limits`, `manifest`, `policies`, `routes`, `storage`, `tls` | overload limits; manifest parsing; immutable tags; route templates; the storage backends; certificates |
 //! | 1 | `oci`, `idle`, `reload`, `telemetry` | the spec's vocabulary (names, digests, paths, error codes); small tools below everything |
@@ -45,6 +45,7 @@ pub mod storage;
 pub mod sweep;
 pub mod telemetry;
 pub mod tls;
+pub mod transfer;
 pub mod ui;
 pub mod upload;
 

@@ -1,22 +1,5 @@
 //! `stowage copy`: images between registries and OCI image layouts, sending only what the
-//! destination lacks.
-//!
-//! [`plan`] walks the source's image graph; every blob the destination does not hold is then
-//! mounted (same registry), or streamed with bounded memory and verified against its digest
-//! on the way ([`upload`] resumes interrupted uploads); manifests are stored last, children
-//! first, and a layout's `index.json` is written at the very end. The client side of the
-//! protocol (credentials, the token flow) is [`crate::client`].
-
-mod endpoint;
-mod ends;
-mod error;
-mod layout;
-mod manifest;
-mod plan;
-mod progress;
-mod registry;
-mod staging;
-mod upload;
+//! destination lacks. The command line and its summary; the engine is [`crate::transfer`].
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -25,23 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
-use futures::{StreamExt, TryStreamExt};
-
-pub use endpoint::Endpoint;
-pub use error::CopyError;
-pub use manifest::PlatformFilter;
-pub use progress::Summary;
 
 use crate::client::{ClientOptions, Credentials, RegistryClient};
 use crate::report::OutputFormat;
-use endpoint::LayoutReference;
-use ends::{BlobOutcome, Destination, Naming, Source, Wanted};
-use layout::{LayoutDestination, LayoutSource};
-use manifest::Descriptor;
-use plan::Selection;
-use progress::{Display, Meter, Progress};
-use registry::RegistryRepository;
-use upload::Uploads;
+use crate::transfer::{
+    self, CopyError, Destination, Display, Endpoint, LayoutDestination, LayoutReference,
+    LayoutSource, Naming, PlatformFilter, Progress, RegistryRepository, ResumeDir, Selection,
+    Source, Summary, Uploads, Wanted,
+};
 
 /// `stowage copy SOURCE DESTINATION`.
 #[derive(Debug, Args)]
@@ -242,7 +216,6 @@ pub async fn copy(args: &CopyArgs, progress: &Arc<Progress>) -> Result<Summary, 
                 .collect()
         }
     };
-    let mount_from = mount_source(source.as_ref(), destination.as_ref());
     let selection = Selection {
         platform: args.platform.clone(),
         referrers: args.referrers,
@@ -251,24 +224,15 @@ pub async fn copy(args: &CopyArgs, progress: &Arc<Progress>) -> Result<Summary, 
     let mut labels = Vec::new();
     for image in images {
         progress.say(&format!("Copying {} to {destination_end}", image.label));
-        let plan = plan::plan(source.as_ref(), &image.wanted, image.naming, &selection).await?;
-        futures::stream::iter(&plan.blobs)
-            .map(|blob| {
-                copy_blob(
-                    blob,
-                    source.as_ref(),
-                    destination.as_ref(),
-                    mount_from.as_deref(),
-                    progress,
-                )
-            })
-            .buffer_unordered(usize::from(args.jobs))
-            .try_collect::<()>()
-            .await?;
-        for (manifest, naming) in &plan.manifests {
-            destination.put_manifest(manifest, naming).await?;
-            progress.manifest_done(&manifest.descriptor);
-        }
+        let plan = transfer::plan(source.as_ref(), &image.wanted, image.naming, &selection).await?;
+        transfer::copy_plan(
+            &plan,
+            source.as_ref(),
+            destination.as_ref(),
+            usize::from(args.jobs),
+            progress,
+        )
+        .await?;
         labels.push(image.label);
     }
     destination.commit().await?;
@@ -363,7 +327,11 @@ async fn open_destination(
             let client = client_for(host, &given, args.dest_tls_verify, args)?;
             let uploads = Uploads {
                 chunk_size: args.chunk_size,
-                resume_dir: args.resume_dir.clone().or_else(default_resume_dir),
+                resume: args
+                    .resume_dir
+                    .clone()
+                    .or_else(default_resume_dir)
+                    .map(|dir| Arc::new(ResumeDir(dir)) as _),
             };
             Box::new(RegistryRepository::destination(
                 client,
@@ -442,39 +410,6 @@ fn default_resume_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
     Some(cache.join("stowage/uploads"))
-}
-
-/// The source repository to mount from, when both ends are repositories of one registry.
-fn mount_source(source: &dyn Source, destination: &dyn Destination) -> Option<String> {
-    let (source_host, source_repository) = source.registry_repository()?;
-    let (destination_host, destination_repository) = destination.registry_repository()?;
-    (Endpoint::api_host(source_host) == Endpoint::api_host(destination_host)
-        && source_repository != destination_repository)
-        .then(|| source_repository.to_owned())
-}
-
-async fn copy_blob(
-    blob: &Descriptor,
-    source: &dyn Source,
-    destination: &dyn Destination,
-    mount_from: Option<&str>,
-    progress: &Progress,
-) -> Result<(), CopyError> {
-    if destination.has_blob(blob).await? {
-        progress.blob_done(blob, &Meter::silent(), BlobOutcome::Present);
-        return Ok(());
-    }
-    let meter = progress.blob(blob);
-    match destination.put_blob(blob, source, mount_from, &meter).await {
-        Ok(outcome) => {
-            progress.blob_done(blob, &meter, outcome);
-            Ok(())
-        }
-        Err(err) => {
-            progress.blob_failed(&meter);
-            Err(err)
-        }
-    }
 }
 
 #[cfg(test)]

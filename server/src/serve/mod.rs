@@ -151,8 +151,10 @@ async fn build(
     let upload_key = keys.current().clone();
     let uploads = Uploads::new(Arc::clone(&store), keys, config.upload_token_ttl);
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+    let outlets = crate::events::webhooks(&config.notifications, metrics.as_ref())
+        .map_err(SetupError::Events)?;
     let events = crate::events::Notifier::start(
-        &config.notifications,
+        outlets,
         Arc::clone(&store),
         format!("{host}:{}", config.listen.port()),
         if config.tls.is_some() {
@@ -160,9 +162,7 @@ async fn build(
         } else {
             "http"
         },
-        metrics.as_ref(),
-    )
-    .map_err(SetupError::Events)?;
+    );
     let proxy = crate::proxy::Proxy::new(&config.proxy, config.reload_interval, metrics.clone())
         .map_err(SetupError::Proxy)?;
     let state = AppState {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use crate::client::ClientError;
 
-/// Every way `stowage copy` fails.
+/// Every way a copy fails.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     /// The command line does not describe a copy that can be made.
@@ -22,6 +22,9 @@ pub enum CopyError {
     /// Content does not match its digest or size: the source is corrupt or lying.
     #[error("{0}")]
     Verification(String),
+    /// A registry answered that it cannot serve now (a `5xx` or `429`): worth trying again.
+    #[error("{0}")]
+    Unavailable(String),
     /// A registry answered with an error, or something it sent makes no sense.
     #[error("{0}")]
     Registry(String),
@@ -40,11 +43,16 @@ impl CopyError {
             Self::Usage(_) => 2,
             Self::NotFound(_) => 3,
             Self::Unauthorized(_) => 4,
-            Self::Network(_) => 5,
+            Self::Network(_) | Self::Unavailable(_) => 5,
             Self::Verification(_) => 6,
             Self::Registry(_) | Self::Layout(_) => 1,
             Self::Interrupted => 130,
         })
+    }
+
+    /// Whether the same request may succeed later: the registry was unreachable or busy.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Network(_) | Self::Unavailable(_))
     }
 
     /// A layout's file operation failing on `path`.
@@ -61,6 +69,9 @@ impl From<ClientError> for CopyError {
             ClientError::Unauthorized { .. } => Self::Unauthorized(err.to_string()),
             ClientError::NotFound { what } => Self::NotFound(what),
             ClientError::Verification(message) => Self::Verification(message),
+            ClientError::Status { status, .. } if status == 429 || status >= 500 => {
+                Self::Unavailable(err.to_string())
+            }
             ClientError::Status { .. } | ClientError::Protocol { .. } => {
                 Self::Registry(err.to_string())
             }

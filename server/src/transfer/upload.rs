@@ -7,8 +7,10 @@
 //! the registry's offset instead of starting over.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode, Url, header};
@@ -29,12 +31,12 @@ const RESUMES: u32 = 5;
 const CHUNK_MIN_LENGTH: &str = "oci-chunk-min-length";
 
 /// How blobs are uploaded.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Uploads {
     /// The chunk size asked for; `None` for the default.
     pub chunk_size: Option<u64>,
     /// Where interrupted uploads are recorded; `None` to record nothing.
-    pub resume_dir: Option<PathBuf>,
+    pub resume: Option<Arc<dyn ResumeRecords>>,
 }
 
 /// What a mount request did.
@@ -79,7 +81,7 @@ pub async fn upload(
 ) -> Result<BlobOutcome, CopyError> {
     let record = Record::for_blob(repository, descriptor);
     let resumed = match (&record, started.is_none()) {
-        (Some(record), true) => match record.load() {
+        (Some(record), true) => match record.load().await {
             Some(saved) => status(repository, &saved).await.ok().flatten(),
             None => None,
         },
@@ -115,7 +117,7 @@ pub async fn upload(
                 // The source is corrupt or gone: nothing of it may become a blob.
                 cancel(repository, &location).await;
                 if let Some(record) = &record {
-                    record.forget();
+                    record.forget().await;
                 }
                 return Err(err);
             }
@@ -126,7 +128,7 @@ pub async fn upload(
                 offset += length;
                 sent += length;
                 if let Some(record) = &record {
-                    record.save(&location, offset);
+                    record.save(&location, offset).await;
                 }
             }
             Err(Chunk::Interrupted(err)) if resumes < RESUMES => {
@@ -146,7 +148,7 @@ pub async fn upload(
     }
     finish(repository, descriptor, &location, Bytes::new()).await?;
     if let Some(record) = &record {
-        record.forget();
+        record.forget().await;
     }
     Ok(BlobOutcome::Sent { bytes: sent })
 }
@@ -204,7 +206,7 @@ async fn patch(
         .await;
     let response = match sent {
         Ok(response) => response,
-        Err(err @ CopyError::Network(_)) => return Err(Chunk::Interrupted(err)),
+        Err(err) if err.is_transient() => return Err(Chunk::Interrupted(err)),
         Err(err) => return Err(Chunk::Refused(err)),
     };
     let status = response.status();
@@ -350,51 +352,91 @@ impl ChunkReader {
     }
 }
 
-/// The resume file of one blob's upload into one repository.
-struct Record {
-    path: PathBuf,
+/// Where interrupted uploads are recorded, so a later attempt resumes them: files for
+/// `stowage copy` ([`ResumeDir`]), the registry's own storage for replication, where any
+/// replica resumes what another began. A record holds an upload's location, its capability:
+/// keep it private. Recording is best effort: without a record a blob starts over, nothing
+/// worse.
+#[async_trait]
+pub trait ResumeRecords: Send + Sync {
+    /// The location saved under `key`, if any.
+    async fn load(&self, key: &str) -> Option<Url>;
+    async fn save(&self, key: &str, location: &Url, offset: u64);
+    async fn forget(&self, key: &str);
 }
 
+/// What a record holds.
 #[derive(Serialize, Deserialize)]
-struct Saved {
-    location: String,
-    offset: u64,
+pub struct Saved {
+    pub location: String,
+    pub offset: u64,
 }
 
-impl Record {
-    fn for_blob(repository: &RegistryRepository, descriptor: &Descriptor) -> Option<Self> {
-        let dir = repository.uploads().resume_dir.as_ref()?;
+/// Records as files in a directory, readable by their owner only.
+#[derive(Debug, Clone)]
+pub struct ResumeDir(pub PathBuf);
+
+#[async_trait]
+impl ResumeRecords for ResumeDir {
+    async fn load(&self, key: &str) -> Option<Url> {
+        let text = std::fs::read(self.path(key)).ok()?;
+        let saved: Saved = serde_json::from_slice(&text).ok()?;
+        Url::parse(&saved.location).ok()
+    }
+
+    async fn save(&self, key: &str, location: &Url, offset: u64) {
+        let saved = Saved {
+            location: location.to_string(),
+            offset,
+        };
+        let path = self.path(key);
+        if let Err(err) = write_private(&path, &saved) {
+            tracing::debug!(path = %path.display(), %err, "cannot record the upload for resuming");
+        }
+    }
+
+    async fn forget(&self, key: &str) {
+        let _ = std::fs::remove_file(self.path(key));
+    }
+}
+
+impl ResumeDir {
+    fn path(&self, key: &str) -> PathBuf {
+        self.0.join(format!("{key}.json"))
+    }
+}
+
+/// The record of one blob's upload into one repository.
+struct Record<'a> {
+    records: &'a dyn ResumeRecords,
+    key: String,
+}
+
+impl<'a> Record<'a> {
+    fn for_blob(repository: &'a RegistryRepository, descriptor: &Descriptor) -> Option<Self> {
+        let records = repository.uploads().resume.as_deref()?;
         let key = Sha256::digest(format!(
             "{}/{}@{}",
             repository.client().host(),
             repository.repository(),
             descriptor.digest
         ));
-        let name: String = key.iter().map(|b| format!("{b:02x}")).collect();
         Some(Self {
-            path: dir.join(format!("{name}.json")),
+            records,
+            key: key.iter().map(|b| format!("{b:02x}")).collect(),
         })
     }
 
-    fn load(&self) -> Option<Url> {
-        let text = std::fs::read(&self.path).ok()?;
-        let saved: Saved = serde_json::from_slice(&text).ok()?;
-        Url::parse(&saved.location).ok()
+    async fn load(&self) -> Option<Url> {
+        self.records.load(&self.key).await
     }
 
-    /// Best effort: without a record, a later run starts the blob over, nothing worse.
-    fn save(&self, location: &Url, offset: u64) {
-        let saved = Saved {
-            location: location.to_string(),
-            offset,
-        };
-        if let Err(err) = write_private(&self.path, &saved) {
-            tracing::debug!(path = %self.path.display(), %err, "cannot record the upload for resuming");
-        }
+    async fn save(&self, location: &Url, offset: u64) {
+        self.records.save(&self.key, location, offset).await;
     }
 
-    fn forget(&self) {
-        let _ = std::fs::remove_file(&self.path);
+    async fn forget(&self) {
+        self.records.forget(&self.key).await;
     }
 }
 
