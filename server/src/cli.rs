@@ -1,4 +1,4 @@
-//! The command line: `stowage serve`, `gc`, `purge-uploads`, `retention` and `copy`. Settings are resolved in
+//! The command line: `stowage serve`, `gc`, `purge-uploads`, `retention`, `replicate` and `copy`. Settings are resolved in
 //! [`crate::config`], the server started in [`crate::serve`], reports printed by
 //! [`crate::report`].
 
@@ -35,6 +35,9 @@ pub enum Command {
     PurgeUploads(PurgeArgs),
     /// Delete the tags and manifests the retention rules (`[[policies.retention]]`) let go.
     Retention(RetentionArgs),
+    /// Compare the replication rules' destinations (`[[replication]]`) with this registry and
+    /// send what is missing; with `--once`, one pass and a report, else for as long as it runs.
+    Replicate(ReplicateArgs),
     /// Copy images between registries and OCI image layouts, sending only what is missing.
     Copy(crate::copy::CopyArgs),
 }
@@ -117,6 +120,28 @@ pub struct RetentionArgs {
     pub storage: ServeArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct ReplicateArgs {
+    /// Reconcile every rule once, print the report and exit; without it, deliver the rules'
+    /// events and reconcile on their schedules until stopped, as a replica would.
+    #[arg(long)]
+    pub once: bool,
+
+    /// With `--once`: report what would be sent or deleted, and why; send nothing.
+    #[arg(long, env = "STOWAGE_REPLICATE_DRY_RUN", requires = "once")]
+    pub dry_run: bool,
+
+    /// Only these rules (by name; repeat for several).
+    #[arg(long = "rule", value_name = "NAME")]
+    pub rules: Vec<String>,
+
+    #[command(flatten)]
+    pub report: ReportArgs,
+
+    #[command(flatten)]
+    pub storage: ServeArgs,
+}
+
 /// The digests in `text`: one a line, bare or at the end of an image reference; blank lines
 /// and `#` comments skipped.
 fn digests_in_use(text: &str) -> Result<HashSet<Digest>, ConfigError> {
@@ -148,6 +173,7 @@ impl Cli {
             Command::Gc(args) => Service::Gc(args),
             Command::PurgeUploads(args) => Service::PurgeUploads(args),
             Command::Retention(args) => Service::Retention(args),
+            Command::Replicate(args) => Service::Replicate(args),
         };
         match run_service(service).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -165,6 +191,7 @@ enum Service {
     Gc(GcArgs),
     PurgeUploads(PurgeArgs),
     Retention(RetentionArgs),
+    Replicate(ReplicateArgs),
 }
 
 async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -245,13 +272,17 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
                 .into());
             }
             let store = storage::open(&config.storage).await?;
+            let registry = Registry::new(Arc::clone(&store), config.limits);
+            // Deletions go to webhooks, and to the registries that replicate deletes.
+            let mut outlets = crate::events::webhooks(&config.notifications, None)?;
+            let rules = crate::replication::rules(&config.replication)?;
+            outlets.extend(crate::replication::outlets(&rules, &registry, None));
             let events = crate::events::Notifier::start(
-                crate::events::webhooks(&config.notifications, None)?,
-                Arc::clone(&store),
+                outlets,
+                store,
                 gc::RETENTION_ACTOR.to_owned(),
                 "http",
             );
-            let registry = Registry::new(store, config.limits);
             let options = gc::RetentionOptions {
                 dry_run: args.dry_run,
                 in_use,
@@ -270,5 +301,58 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
                 args.report.report_file.as_deref(),
             )
         }
+        Service::Replicate(args) => replicate(args).await,
     }
+}
+
+/// `stowage replicate`.
+async fn replicate(args: ReplicateArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let config = args.storage.resolve_for_maintenance()?;
+    let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
+    let mut rules = crate::replication::rules(&config.replication)?;
+    if let Some(unknown) = args
+        .rules
+        .iter()
+        .find(|name| !rules.iter().any(|rule| rule.name() == name.as_str()))
+    {
+        return Err(
+            ConfigError::Invalid(format!("no replication rule is named {unknown:?}")).into(),
+        );
+    }
+    if !args.rules.is_empty() {
+        rules.retain(|rule| args.rules.iter().any(|name| name == rule.name()));
+    }
+    if rules.is_empty() {
+        return Err(ConfigError::Invalid(
+            "no replication rules: add [[replication]] tables to the config file".into(),
+        )
+        .into());
+    }
+    let store = storage::open(&config.storage).await?;
+    let registry = Registry::new(Arc::clone(&store), config.limits);
+    if !args.once {
+        let outlets = crate::replication::outlets(&rules, &registry, None);
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+        let events = crate::events::Notifier::start(outlets, store, host, "http");
+        tokio::select! {
+            () = crate::replication::reconcile_on_schedule(rules, registry) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        drop(events);
+        return Ok(());
+    }
+    let mut report = crate::report::ReplicationReport {
+        dry_run: args.dry_run,
+        rules: Vec::new(),
+    };
+    for rule in &rules {
+        report
+            .rules
+            .push(crate::replication::reconcile(rule, &registry, args.dry_run).await?);
+    }
+    print_report(
+        &report,
+        args.report.output,
+        args.report.report_file.as_deref(),
+    )
 }

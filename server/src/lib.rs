@@ -15,7 +15,7 @@
 //! | 8 | `serve`, `copy` | the server's start-up and shutdown; `stowage copy` |
 //! | 7 | `ui` | the web interface: pages over the API's state and rules |
 //! | 6 | `api`, `report` | the HTTP API: routing, access checks, the one mapping of errors to responses; what the commands print |
-//! | 5 | `proxy`, `gc` | the pull-through cache; garbage collection and upload purging |
+//! | 5 | `proxy`, `gc`, `replication` | the pull-through cache; garbage collection and upload purging; images copied to other registries |
 //! | 4 | `registry`, `auth`, `events`, `transfer` | repositories, manifests and blobs; who may do what; webhooks; copying images between registries and layouts |
 //! | 3 | `metrics`, `upload`, `sweep`, `client` | Prometheus metrics; upload sessions and their tokens; what gc announces it will delete; a client of other registries |
 //! | 2 | `limits`, `manifest`, `policies`, `routes`, `storage`, `tls` | overload limits; manifest parsing; immutable tags; route templates; the storage backends; certificates |
@@ -38,6 +38,7 @@ pub mod policies;
 pub mod proxy;
 pub mod registry;
 pub mod reload;
+pub mod replication;
 pub mod report;
 pub mod routes;
 pub mod serve;

@@ -68,6 +68,13 @@ struct ProxyLabels {
     outcome: &'static str,
 }
 
+/// `rule` is a configured replication rule's name: as bounded as the config file.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicationLabels {
+    rule: String,
+    outcome: &'static str,
+}
+
 /// `endpoint` is a configured endpoint name: as bounded as the config file.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
@@ -109,6 +116,7 @@ pub struct Metrics {
     events_failed: Family<EndpointLabels, Counter>,
     event_retries: Family<EndpointLabels, Counter>,
     blob_cache: Family<CacheLabels, Counter>,
+    replication: Family<ReplicationLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -219,6 +227,14 @@ impl Default for Metrics {
              (hit, revalidated, miss, stale, upstream_error)",
             proxy.clone(),
         );
+        let replication = Family::<ReplicationLabels, Counter>::default();
+        registry.register(
+            "replication_work",
+            "Replication work done per rule, by outcome (copied, deleted, skipped: nothing to \
+             do; retried: the destination was unreachable or busy; refused: for good). A \
+             rule's lag is events_oldest_pending_seconds of its outbox, endpoint=\"<rule>\"",
+            replication.clone(),
+        );
         let events_pending = Family::<EndpointLabels, Gauge>::default();
         registry.register(
             "events_pending",
@@ -287,6 +303,7 @@ impl Default for Metrics {
             events_failed,
             event_retries,
             blob_cache,
+            replication,
         }
     }
 }
@@ -317,6 +334,16 @@ impl Metrics {
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts one piece of a replication rule's work.
+    pub fn replication_outcome(&self, rule: &str, outcome: &'static str) {
+        self.replication
+            .get_or_create(&ReplicationLabels {
+                rule: rule.to_owned(),
+                outcome,
+            })
             .inc();
     }
 

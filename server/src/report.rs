@@ -72,6 +72,68 @@ impl CommandReport for gc::RetentionReport {
     }
 }
 
+/// What `stowage replicate --once` did, rule by rule.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationReport {
+    pub dry_run: bool,
+    pub rules: Vec<crate::replication::Reconciled>,
+}
+
+impl CommandReport for ReplicationReport {
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    fn items(&self) -> Vec<String> {
+        let mut items = Vec::new();
+        for rule in &self.rules {
+            let lines = [("send", &rule.copied), ("delete", &rule.deleted)];
+            for (verb, changes) in lines {
+                for change in changes {
+                    items.push(format!(
+                        "{}: {verb} {}: {}",
+                        rule.rule, change.image, change.reason
+                    ));
+                }
+            }
+        }
+        items
+    }
+
+    fn summary(&self) -> String {
+        let (sent, deleted) = if self.dry_run {
+            ("would send", "would delete")
+        } else {
+            ("sent", "deleted")
+        };
+        self.rules
+            .iter()
+            .map(|rule| {
+                let refused = rule
+                    .refused
+                    .iter()
+                    .map(|change| format!("; refused {}: {}", change.image, change.reason))
+                    .collect::<String>();
+                format!(
+                    "{}: {sent} {} and {deleted} {} of {} tags in {} repositories to {}, in \
+                     {:.2}s; {} events pending, the oldest {:.0}s old{refused}",
+                    rule.rule,
+                    rule.copied.len(),
+                    rule.deleted.len(),
+                    rule.tags_checked,
+                    rule.repositories,
+                    rule.destination,
+                    rule.seconds,
+                    rule.pending_events,
+                    rule.oldest_pending_seconds,
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 /// Prints `report` as `output` asks, and writes its counts to `report_file` if given.
 pub fn print_report(
     report: &impl CommandReport,

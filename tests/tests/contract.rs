@@ -231,6 +231,7 @@ fn resolve_at(
         Command::PurgeUploads(purge) => purge.storage.clone().resolve_for_maintenance(),
         Command::Copy(_) => panic!("the operator never runs stowage copy"),
         Command::Retention(_) => panic!("the operator does not run stowage retention yet"),
+        Command::Replicate(_) => panic!("the operator does not run stowage replicate yet"),
     };
     let config = config.unwrap_or_else(|e| panic!("the server refuses the config: {e}"));
     (cli.command, config)
@@ -346,6 +347,7 @@ fn s3_pods_start_with_the_settings_asked_for() {
             }
             Command::Copy(_) => panic!("the operator never runs stowage copy"),
             Command::Retention(_) => panic!("the operator does not run stowage retention yet"),
+            Command::Replicate(_) => panic!("the operator does not run stowage replicate yet"),
         }
     }
 }
@@ -602,15 +604,11 @@ fn notification_endpoints_load_in_the_server() {
         let store: std::sync::Arc<dyn stowage::storage::BlobStore> =
             std::sync::Arc::new(stowage::storage::MemoryStore::default());
         let started = runtime.block_on(async {
-            stowage::events::Notifier::start(
-                &config.notifications,
-                store,
-                "pod:5000".into(),
-                "http",
-                None,
-            )
+            let outlets = stowage::events::webhooks(&config.notifications, None)
+                .expect("the server takes its endpoints");
+            stowage::events::Notifier::start(outlets, store, "pod:5000".into(), "http")
         });
-        assert!(started.expect("the server takes its endpoints").is_some());
+        assert!(started.is_some());
     }
     assert!(served);
 }

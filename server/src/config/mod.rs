@@ -9,6 +9,7 @@ mod cloud;
 mod notifications;
 mod policies;
 mod proxy;
+mod replication;
 mod resolve;
 mod secret;
 mod settings;
@@ -24,6 +25,7 @@ pub use cloud::{AzureSettings, GcsSettings};
 pub use notifications::NotificationSettings;
 pub use policies::PolicySettings;
 pub use proxy::ProxySettings;
+pub use replication::ReplicationTable;
 pub use settings::{Settings, StorageKind};
 
 #[derive(Debug, Clone, Args)]

@@ -161,6 +161,7 @@ impl ServeArgs {
             // gc needs the prefixes too, for the cache's retention.
             proxy: s.proxy.resolve()?,
             notifications: s.notifications.resolve()?,
+            replication: super::replication::resolve(s.replication)?,
             policies: std::sync::Arc::new(s.policies.resolve()?),
             blob_cache,
             auth,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::humantime_serde_opt;
 use super::{
     AuthSettings, AzureSettings, CacheSettings, GcsSettings, NotificationSettings, PolicySettings,
-    ProxySettings, TlsSettings,
+    ProxySettings, ReplicationTable, TlsSettings,
 };
 use crate::telemetry::LogFormat;
 
@@ -301,6 +301,11 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub policies: PolicySettings,
+
+    /// Replication to other registries (the `[[replication]]` tables of the config file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub replication: Vec<ReplicationTable>,
 }
 
 impl Settings {
@@ -373,6 +378,7 @@ impl Settings {
             proxy: file.proxy,
             notifications: file.notifications,
             policies: file.policies,
+            replication: file.replication,
         }
     }
 }

@@ -99,7 +99,7 @@ pub struct CopyArgs {
 
     /// Upload blobs larger than this in chunks of this size (default 16MiB, raised to the
     /// registry's `OCI-Chunk-Min-Length`).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = transfer::parse_size)]
     pub chunk_size: Option<u64>,
 
     /// Blobs copied at once.
@@ -107,7 +107,7 @@ pub struct CopyArgs {
     pub jobs: u16,
 
     /// Read at most this many bytes per second from the source (`50MiB`).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = transfer::parse_size)]
     pub limit_rate: Option<u64>,
 
     /// Where interrupted uploads are recorded so a second run resumes them (default
@@ -126,29 +126,6 @@ pub struct CopyArgs {
     /// The summary's format: a line of text, or JSON on standard output.
     #[arg(long, default_value = "text")]
     pub output: OutputFormat,
-}
-
-/// `16MiB`, `512k`, `1G` or plain bytes.
-pub fn parse_size(value: &str) -> Result<u64, String> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} is not a size"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return Err(format!("{value:?}: the unit is one of B, KiB, MiB, GiB")),
-    };
-    number
-        .checked_mul(1 << shift)
-        .filter(|size| *size > 0)
-        .ok_or_else(|| format!("{value:?} is out of range"))
 }
 
 /// Runs the copy, prints its summary, and gives the exit code its outcome calls for.
@@ -230,6 +207,7 @@ pub async fn copy(args: &CopyArgs, progress: &Arc<Progress>) -> Result<Summary, 
             source.as_ref(),
             destination.as_ref(),
             usize::from(args.jobs),
+            transfer::Manifests::All,
             progress,
         )
         .await?;
@@ -410,20 +388,4 @@ fn default_resume_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
     Some(cache.join("stowage/uploads"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_size("512k"), Ok(512 << 10));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("99999999999999999999G").is_err());
-    }
 }

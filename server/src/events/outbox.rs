@@ -139,7 +139,10 @@ impl Outlet {
             if owner(name) == Some(instance) {
                 due.push(name);
             } else if age(name) > self.pacing.takeover_after {
-                if self.claimed_elsewhere(store, &outbox, name, instance, now).await {
+                if self
+                    .claimed_elsewhere(store, &outbox, name, instance, now)
+                    .await
+                {
                     continue;
                 }
                 due.push(name);

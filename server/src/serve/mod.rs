@@ -73,6 +73,8 @@ pub struct Settings {
     pub notifications: Vec<EndpointSettings>,
     /// Immutable tags.
     pub policies: Arc<crate::policies::Policies>,
+    /// Registries images are replicated to.
+    pub replication: Vec<crate::replication::RuleSettings>,
 }
 
 /// How often what overload refused is logged.
@@ -100,6 +102,8 @@ pub enum SetupError {
     Proxy(String),
     #[error("notifications: {0}")]
     Events(String),
+    #[error(transparent)]
+    Replication(#[from] crate::replication::Error),
 }
 
 /// The application, and what the metrics endpoint reads.
@@ -151,8 +155,23 @@ async fn build(
     let upload_key = keys.current().clone();
     let uploads = Uploads::new(Arc::clone(&store), keys, config.upload_token_ttl);
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
-    let outlets = crate::events::webhooks(&config.notifications, metrics.as_ref())
+    let mut outlets = crate::events::webhooks(&config.notifications, metrics.as_ref())
         .map_err(SetupError::Events)?;
+    let rules = crate::replication::rules(&config.replication)?;
+    outlets.extend(crate::replication::outlets(
+        &rules,
+        &registry,
+        metrics.as_ref(),
+    ));
+    if rules
+        .iter()
+        .any(|rule| rule.settings.reconcile_every.is_some())
+    {
+        tokio::spawn(crate::replication::reconcile_on_schedule(
+            rules,
+            registry.clone(),
+        ));
+    }
     let events = crate::events::Notifier::start(
         outlets,
         Arc::clone(&store),

@@ -93,6 +93,16 @@ pub trait Destination: Send + Sync {
     /// Stores a manifest whose blobs and children are all there already.
     async fn put_manifest(&self, manifest: &Fetched, naming: &Naming) -> Result<(), CopyError>;
 
+    /// Whether `manifest` is already stored as `naming` says (a tag naming exactly it), so
+    /// storing it again can be skipped. Destinations that cannot tell cheaply say no.
+    async fn holds_manifest(
+        &self,
+        _manifest: &Fetched,
+        _naming: &Naming,
+    ) -> Result<bool, CopyError> {
+        Ok(false)
+    }
+
     /// Makes what was stored visible, atomically where the destination can (a layout's
     /// `index.json` is written last).
     async fn commit(&self) -> Result<(), CopyError>;

@@ -30,6 +30,16 @@ pub use progress::{Display, Meter, Progress, Summary};
 pub use registry::RegistryRepository;
 pub use upload::{DEFAULT_CHUNK_SIZE, ResumeDir, ResumeRecords, Saved, Uploads};
 
+/// Which manifests a copy stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manifests {
+    /// Every manifest of the plan (`stowage copy`: one request each, no question asked).
+    All,
+    /// Those the destination does not hold as named yet (replication, which sees the same
+    /// image many times).
+    Missing,
+}
+
 /// Copies the image `plan` describes: every blob the destination lacks, `jobs` at once, then
 /// the manifests, children first. The caller commits the destination.
 pub async fn copy_plan(
@@ -37,15 +47,25 @@ pub async fn copy_plan(
     source: &dyn Source,
     destination: &dyn Destination,
     jobs: usize,
+    manifests: Manifests,
     progress: &Progress,
 ) -> Result<(), CopyError> {
     let mount_from = mount_source(source, destination);
-    futures::stream::iter(&plan.blobs)
+    // Collected first (futures do nothing until polled): a closure mapping a stream of
+    // references would make the future unsendable for want of a higher-ranked lifetime.
+    let copies: Vec<_> = plan
+        .blobs
+        .iter()
         .map(|blob| copy_blob(blob, source, destination, mount_from.as_deref(), progress))
+        .collect();
+    futures::stream::iter(copies)
         .buffer_unordered(jobs.max(1))
         .try_collect::<()>()
         .await?;
     for (manifest, naming) in &plan.manifests {
+        if manifests == Manifests::Missing && destination.holds_manifest(manifest, naming).await? {
+            continue;
+        }
         destination.put_manifest(manifest, naming).await?;
         progress.manifest_done(&manifest.descriptor);
     }
@@ -82,5 +102,44 @@ async fn copy_blob(
             progress.blob_failed(&meter);
             Err(err)
         }
+    }
+}
+
+/// `16MiB`, `512k`, `1G` or plain bytes.
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a size"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("{value:?}: the unit is one of B, KiB, MiB, GiB")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .filter(|size| *size > 0)
+        .ok_or_else(|| format!("{value:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
     }
 }

@@ -350,6 +350,18 @@ impl Destination for RegistryRepository {
         Ok(())
     }
 
+    async fn holds_manifest(&self, manifest: &Fetched, naming: &Naming) -> Result<bool, CopyError> {
+        let reference = match naming {
+            Naming::Tag(tag) => tag.clone(),
+            Naming::Root | Naming::Child => manifest.descriptor.digest.to_string(),
+        };
+        let held = self
+            .client
+            .manifest_digest(&self.repository, &reference)
+            .await?;
+        Ok(held.as_ref() == Some(&manifest.descriptor.digest))
+    }
+
     async fn commit(&self) -> Result<(), CopyError> {
         Ok(())
     }
