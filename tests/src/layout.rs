@@ -41,6 +41,12 @@ impl Layout {
         }
     }
 
+    /// The bytes of blob `digest` (`sha256:…`).
+    pub fn read(&self, digest: &str) -> Vec<u8> {
+        let hex = digest.trim_start_matches("sha256:");
+        fs::read(self.dir.join("blobs/sha256").join(hex)).unwrap()
+    }
+
     fn blob(&self, data: &[u8], media_type: &'static str) -> Written {
         let digest = sha256(data);
         let hex = digest.trim_start_matches("sha256:");
@@ -163,10 +169,12 @@ impl Layout {
         self.blob(&serde_json::to_vec(&index).unwrap(), OCI_INDEX)
     }
 
-    /// Names `manifest` `tag` in the layout's index.json.
+    /// Names `manifest` `tag` in the layout's index.json, instead of what it named before.
     pub fn tag(&mut self, tag: &str, manifest: &Written) {
         let mut d = manifest.descriptor();
         d["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+        self.refs
+            .retain(|r| r["annotations"]["org.opencontainers.image.ref.name"] != tag);
         self.refs.push(d);
         let index = json!({"schemaVersion": 2, "manifests": self.refs});
         fs::write(

@@ -191,38 +191,35 @@ impl Replicator {
             return Ok(Done::Skipped);
         }
         let destination = self.rule.destination(name.as_str(), &self.registry);
-        match delete(&destination, tag.as_str()).await? {
-            Deleted::Yes => Ok(Done::Deleted),
-            Deleted::Absent => Ok(Done::Skipped),
-            // Distribution deletes manifests, not tags: delete what the tag names there,
-            // unless a tag here still names it.
-            Deleted::Unsupported => {
-                let Some(there) = destination
-                    .client()
-                    .manifest_digest(destination.repository(), tag.as_str())
-                    .await?
-                else {
-                    return Ok(Done::Skipped);
-                };
-                let here = current(&self.registry, name, &Reference::Digest(there.clone())).await?;
-                let still_tagged = match here {
-                    Some(_) => !self
-                        .registry
-                        .tags_pointing_at(name, &there)
-                        .await
-                        .map_err(|err| CopyError::Unavailable(err.to_string()))?
-                        .is_empty(),
-                    None => false,
-                };
-                if still_tagged {
-                    return Ok(Done::Skipped);
-                }
-                Ok(match delete(&destination, &there.to_string()).await? {
-                    Deleted::Yes => Done::Deleted,
-                    Deleted::Absent | Deleted::Unsupported => Done::Skipped,
-                })
-            }
+        if matches!(delete(&destination, tag.as_str()).await?, Deleted::Yes) {
+            return Ok(Done::Deleted);
         }
+        // Distribution deletes manifests, not tags (it answers 404 or 405 by tag): delete what
+        // the tag names there, unless a tag here still names it.
+        let Some(there) = destination
+            .client()
+            .manifest_digest(destination.repository(), tag.as_str())
+            .await?
+        else {
+            return Ok(Done::Skipped);
+        };
+        let still_tagged =
+            match current(&self.registry, name, &Reference::Digest(there.clone())).await? {
+                Some(_) => !self
+                    .registry
+                    .tags_pointing_at(name, &there)
+                    .await
+                    .map_err(|err| CopyError::Unavailable(err.to_string()))?
+                    .is_empty(),
+                None => false,
+            };
+        if still_tagged {
+            return Ok(Done::Skipped);
+        }
+        Ok(match delete(&destination, &there.to_string()).await? {
+            Deleted::Yes => Done::Deleted,
+            Deleted::Absent | Deleted::Unsupported => Done::Skipped,
+        })
     }
 
     async fn delete_manifest(

@@ -21,6 +21,7 @@ mod overload;
 mod proxy;
 mod proxy_chain;
 mod replicas;
+mod replication;
 mod retention;
 mod s3;
 mod s3_faults;
