@@ -217,7 +217,7 @@ async fn pushes_tag_moves_referrers_and_deletes_reach_distribution_and_stowage()
     }
     assert_eq!(
         referrers(&other.address, "mirror/team/app", &app.digest).await,
-        [signature.digest.clone()],
+        std::slice::from_ref(&signature.digest),
         "the signature is a referrer there too"
     );
 
