@@ -61,6 +61,15 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Whether `name` is letters, digits, `-` and `_` only, and not empty: a name that also
+/// names a directory in storage (an outbox) and a metrics label.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// Optional durations in the config file, written as humantime strings ("30s", "24h").
 pub(crate) mod humantime_serde_opt {
     use std::time::Duration;

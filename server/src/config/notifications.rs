@@ -73,12 +73,7 @@ impl NotificationSettings {
                         endpoint.name
                     ))
                 };
-                let name_ok = !endpoint.name.is_empty()
-                    && endpoint
-                        .name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-                if !name_ok {
+                if !super::is_plain_name(&endpoint.name) {
                     return Err(invalid("a name is letters, digits, - and _".into()));
                 }
                 if !names.insert(endpoint.name.clone()) {

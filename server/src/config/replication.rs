@@ -69,13 +69,7 @@ pub fn resolve(tables: Vec<ReplicationTable>) -> Result<Vec<RuleSettings>, Confi
             let invalid = |why: String| {
                 ConfigError::Invalid(format!("[[replication]] {:?}: {why}", table.name))
             };
-            let name_ok = !table.name.is_empty()
-                && table.name.len() <= 63
-                && table
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !name_ok {
+            if !(super::is_plain_name(&table.name) && table.name.len() <= 63) {
                 return Err(invalid(
                     "a name is up to 63 letters, digits, - and _".into(),
                 ));

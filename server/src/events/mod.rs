@@ -23,7 +23,7 @@ use bytes::Bytes;
 use reqwest::Url;
 
 pub use event::{Action, Actor, Event, RequestInfo, Source, Target};
-pub use outbox::{Outlet, Pacing, Sink, unix_nanos};
+pub use outbox::{Outlet, Pacing, Sink, pending};
 pub use webhook::{SIGNATURE_HEADER, Webhook, signature};
 
 use crate::metrics::Metrics;

@@ -119,17 +119,9 @@ impl Outlet {
         let outbox = self.outbox();
         let names = list(store, &outbox).await.map_err(|err| err.to_string())?;
         let now = unix_nanos(SystemTime::now());
-        let age = |name: &str| {
-            let written = name
-                .split('-')
-                .next()
-                .and_then(|n| n.parse::<u128>().ok())
-                .unwrap_or(0);
-            Duration::from_nanos(u64::try_from(now.saturating_sub(written)).unwrap_or(u64::MAX))
-        };
+        let age = |name: &str| age_at(name, now);
         if let Some(metrics) = &self.metrics {
-            let oldest = names.first().map_or(Duration::ZERO, |name| age(name));
-            metrics.events_pending(self.name(), names.len(), oldest);
+            metrics.events_pending(self.name(), names.len(), oldest(&names, now));
         }
         let mut due: Vec<&String> = Vec::new();
         for name in &names {
@@ -247,11 +239,34 @@ fn claim_key(outbox: &str, name: &str) -> String {
 }
 
 /// The replica that wrote an outbox entry: `<time>-<replica>-<event id>`.
-pub fn owner(name: &str) -> Option<&str> {
+fn owner(name: &str) -> Option<&str> {
     name.split('-').nth(1)
 }
 
-pub fn unix_nanos(time: SystemTime) -> u128 {
+/// How old the entry `name` is at `now` (Unix nanoseconds).
+fn age_at(name: &str, now: u128) -> Duration {
+    let written = name
+        .split('-')
+        .next()
+        .and_then(|n| n.parse::<u128>().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(u64::try_from(now.saturating_sub(written)).unwrap_or(u64::MAX))
+}
+
+/// The age of the oldest of an outbox's entries, listed in time order.
+fn oldest(names: &[String], now: u128) -> Duration {
+    names
+        .first()
+        .map_or(Duration::ZERO, |name| age_at(name, now))
+}
+
+/// How many entries wait in `outbox`, and how old the oldest is: a sink's lag.
+pub async fn pending(store: &dyn BlobStore, outbox: &str) -> storage::Result<(usize, Duration)> {
+    let names = list(store, outbox).await?;
+    Ok((names.len(), oldest(&names, unix_nanos(SystemTime::now()))))
+}
+
+fn unix_nanos(time: SystemTime) -> u128 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos())
 }

@@ -228,21 +228,12 @@ async fn dry_run_or_copy(
     }
 }
 
-/// How many events wait in `rule`'s outbox, and how old the oldest is.
+/// How many events wait in `rule`'s outbox, and how old the oldest is; none when storage
+/// cannot tell.
 pub async fn pending(rule: &Rule, registry: &Registry) -> (usize, Duration) {
-    let names = registry
-        .store()
-        .list(&rule.outbox())
+    crate::events::pending(registry.store().as_ref(), &rule.outbox())
         .await
-        .unwrap_or_default();
-    let now = crate::events::unix_nanos(SystemTime::now());
-    let oldest = names
-        .first()
-        .and_then(|name| name.split('-').next()?.parse::<u128>().ok())
-        .map_or(Duration::ZERO, |written| {
-            Duration::from_nanos(u64::try_from(now.saturating_sub(written)).unwrap_or(u64::MAX))
-        });
-    (names.len(), oldest)
+        .unwrap_or_default()
 }
 
 /// The last reconciliation of a rule, kept in storage for status pages and the next run.

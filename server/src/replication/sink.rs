@@ -93,8 +93,7 @@ impl Replicator {
     /// Copies what `tag` names now, again if it moved meanwhile.
     async fn copy_tag(&self, name: &RepositoryName, tag: &Tag) -> Result<Done, CopyError> {
         let reference = Reference::Tag(tag.clone());
-        let mut copied = current(&self.registry, name, &reference).await?;
-        let Some(mut digest) = copied.clone() else {
+        let Some(mut digest) = current(&self.registry, name, &reference).await? else {
             return Ok(Done::Skipped);
         };
         for _ in 0..CHASES {
@@ -104,17 +103,11 @@ impl Replicator {
                 Naming::Tag(tag.to_string()),
             )
             .await?;
-            let now = current(&self.registry, name, &reference).await?;
-            if now == copied {
-                return Ok(Done::Copied);
-            }
-            match now {
-                Some(moved) => {
-                    digest = moved.clone();
-                    copied = Some(moved);
-                }
-                // Deleted meanwhile: its delete event, if the rule wants deletes, follows.
-                None => return Ok(Done::Copied),
+            match current(&self.registry, name, &reference).await? {
+                Some(moved) if moved != digest => digest = moved,
+                // Still the same, or deleted meanwhile (its delete event, if the rule wants
+                // deletes, follows).
+                _ => return Ok(Done::Copied),
             }
         }
         Ok(Done::Copied)
@@ -203,23 +196,16 @@ impl Replicator {
         else {
             return Ok(Done::Skipped);
         };
-        let still_tagged =
-            match current(&self.registry, name, &Reference::Digest(there.clone())).await? {
-                Some(_) => !self
-                    .registry
-                    .tags_pointing_at(name, &there)
-                    .await
-                    .map_err(|err| CopyError::Unavailable(err.to_string()))?
-                    .is_empty(),
-                None => false,
-            };
+        let still_tagged = !self
+            .registry
+            .tags_pointing_at(name, &there)
+            .await
+            .map_err(|err| CopyError::Unavailable(err.to_string()))?
+            .is_empty();
         if still_tagged {
             return Ok(Done::Skipped);
         }
-        Ok(match delete(&destination, &there.to_string()).await? {
-            Deleted::Yes => Done::Deleted,
-            Deleted::Absent | Deleted::Unsupported => Done::Skipped,
-        })
+        Ok(delete(&destination, &there.to_string()).await?.into())
     }
 
     async fn delete_manifest(
@@ -234,10 +220,7 @@ impl Replicator {
             return Ok(Done::Skipped);
         }
         let destination = self.rule.destination(name.as_str(), &self.registry);
-        Ok(match delete(&destination, &digest.to_string()).await? {
-            Deleted::Yes => Done::Deleted,
-            Deleted::Absent | Deleted::Unsupported => Done::Skipped,
-        })
+        Ok(delete(&destination, &digest.to_string()).await?.into())
     }
 
     fn count(&self, outcome: &'static str) {
@@ -252,6 +235,15 @@ enum Deleted {
     Absent,
     /// The destination does not delete by this kind of reference.
     Unsupported,
+}
+
+impl From<Deleted> for Done {
+    fn from(deleted: Deleted) -> Self {
+        match deleted {
+            Deleted::Yes => Self::Deleted,
+            Deleted::Absent | Deleted::Unsupported => Self::Skipped,
+        }
+    }
 }
 
 /// `DELETE /v2/<name>/manifests/<reference>` at the destination.

@@ -43,7 +43,7 @@ async fn head(base: &str, repo: &str, digest: &str) -> StatusCode {
         .status()
 }
 
-async fn push_blob(base: &str, repo: &str, blob: &[u8]) -> String {
+pub(crate) async fn push_blob(base: &str, repo: &str, blob: &[u8]) -> String {
     let digest = sha256(blob);
     let response = http()
         .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))

@@ -765,7 +765,7 @@ async fn attach_signature(registry: &str, repository: &str, subject: &Value) -> 
     digest
 }
 
-async fn referrers(registry: &str, repository: &str, digest: &str) -> Vec<String> {
+pub(crate) async fn referrers(registry: &str, repository: &str, digest: &str) -> Vec<String> {
     let index: Value = stowage_e2e::http()
         .get(format!(
             "http://{registry}/v2/{repository}/referrers/{digest}"

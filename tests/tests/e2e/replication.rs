@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::blob_cache::push_blob;
+use crate::copy::referrers;
 use serde_json::{Value, json};
 use stowage_e2e::layout::{Layout, Written};
 use stowage_e2e::{Distribution, Stowage, run, skopeo, stowage_bin};
@@ -85,35 +87,20 @@ fn push(layout: &Layout, tag: &str, address: &str, repository: &str) {
 
 /// Pushes `written` by digest over HTTP, with the blobs it names, as `oras attach` does.
 async fn push_by_digest(address: &str, repository: &str, layout: &Layout, written: &Written) {
-    let http = stowage_e2e::http();
+    let base = format!("http://{address}");
     let manifest: Value = serde_json::from_slice(&layout.read(&written.digest)).unwrap();
     let blobs = std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap());
     for blob in blobs {
-        let digest = blob["digest"].as_str().unwrap();
-        let started = http
-            .post(format!("http://{address}/v2/{repository}/blobs/uploads/"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(started.status(), 202);
-        let location = started.headers()["location"].to_str().unwrap().to_owned();
-        let location = if location.starts_with('/') {
-            format!("http://{address}{location}")
-        } else {
-            location
-        };
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let finished = http
-            .put(format!("{location}{separator}digest={digest}"))
-            .body(layout.read(digest))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(finished.status(), 201, "blob {digest}");
+        push_blob(
+            &base,
+            repository,
+            &layout.read(blob["digest"].as_str().unwrap()),
+        )
+        .await;
     }
-    let stored = http
+    let stored = stowage_e2e::http()
         .put(format!(
-            "http://{address}/v2/{repository}/manifests/{}",
+            "{base}/v2/{repository}/manifests/{}",
             written.digest
         ))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
@@ -124,24 +111,9 @@ async fn push_by_digest(address: &str, repository: &str, layout: &Layout, writte
     assert_eq!(stored.status(), 201);
 }
 
-/// The digests of the referrers of `subject` that `address` lists.
-async fn referrers(address: &str, repository: &str, subject: &str) -> Vec<String> {
-    let index: Value = stowage_e2e::http()
-        .get(format!(
-            "http://{address}/v2/{repository}/referrers/{subject}"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut digests: Vec<String> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["digest"].as_str().unwrap().to_owned())
-        .collect();
+/// The digests of the referrers of `subject` that `address` lists, sorted.
+async fn sorted_referrers(address: &str, repository: &str, subject: &str) -> Vec<String> {
+    let mut digests = referrers(address, repository, subject).await;
     digests.sort();
     digests
 }
@@ -216,7 +188,7 @@ async fn pushes_tag_moves_referrers_and_deletes_reach_distribution_and_stowage()
         .await;
     }
     assert_eq!(
-        referrers(&other.address, "mirror/team/app", &app.digest).await,
+        sorted_referrers(&other.address, "mirror/team/app", &app.digest).await,
         std::slice::from_ref(&signature.digest),
         "the signature is a referrer there too"
     );
@@ -237,7 +209,7 @@ async fn pushes_tag_moves_referrers_and_deletes_reach_distribution_and_stowage()
     let mut both = vec![signature.digest.clone(), sbom.digest.clone()];
     both.sort();
     assert_eq!(
-        referrers(&other.address, "mirror/team/app", &app.digest).await,
+        sorted_referrers(&other.address, "mirror/team/app", &app.digest).await,
         both
     );
 
