@@ -35,7 +35,7 @@ pub fn rules() -> Vec<PolicyRule> {
         rule("", &["serviceaccounts"], &["create", "patch"]),
         // An existing claim is checked; a new one is applied.
         rule("", &["persistentvolumeclaims"], &["get", "create", "patch"]),
-        // The pods of a finished gc Job hold its counts in their termination message, and the
+        // The pods of a finished gc or replication Job hold its counts in their termination message, and the
         // server pods' readiness tells whether they reach storage.
         rule("", &["pods"], &["list"]),
         // An autoscaled Deployment is read to hand its replica count over to the autoscaler.
@@ -44,7 +44,12 @@ pub fn rules() -> Vec<PolicyRule> {
             &["deployments"],
             &["get", "list", "watch", "create", "patch"],
         ),
-        rule("batch", &["cronjobs"], WATCH_AND_APPLY),
+        // The replication CronJob goes when `spec.replication` does.
+        rule(
+            "batch",
+            &["cronjobs"],
+            &["list", "watch", "create", "patch", "delete"],
+        ),
         rule("batch", &["jobs"], WATCH),
         rule(
             "autoscaling",

@@ -894,3 +894,90 @@ async fn a_service_monitor_where_the_prometheus_operator_is_installed() {
             .all(|c| c["type"] != "ServiceMonitorReady")
     );
 }
+
+#[tokio::test]
+async fn replication_runs_its_cronjob_reports_each_rule_and_goes_when_removed() {
+    const CRONJOB: &str = "/apis/batch/v1/namespaces/team-a/cronjobs/images-replicate";
+    let h = Harness::new();
+    let mut spec = s3_spec();
+    spec["replication"] = json!({"rules": [{"name": "dr", "url": "https://dr.example", "credentialsSecret": "dr-push"}]});
+    h.apply_registry(&spec);
+    let error = h.reconcile().await.expect_err("no credentials Secret");
+    assert_eq!(error.reason(), "AuthSecretMissing");
+    assert!(error.to_string().contains("dr-push"), "{error}");
+    h.fake.put(
+        &format!("{NS}/secrets/dr-push"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "dr-push", "namespace": "team-a"},
+               "data": {"username": BASE64.encode("robot"), "password": BASE64.encode("pa55")}}),
+    );
+    h.reconcile().await.expect("reconciles");
+    let cron = h.object(CRONJOB);
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].clone();
+    assert_eq!(args[0], "replicate");
+    assert!(args.as_array().expect("args").contains(&json!("--once")));
+    let mounted = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .any(|v| v["secret"]["secretName"] == "dr-push");
+    assert!(mounted, "the reconciliation reads the credentials: {pod}");
+    assert_eq!(h.condition("Replicated")["reason"], "NotRunYet");
+
+    h.fake.put(
+        "/apis/batch/v1/namespaces/team-a/jobs/images-replicate-29000000",
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "images-replicate-29000000", "namespace": "team-a",
+                "labels": {"stowage.dev/registry": "images", "app.kubernetes.io/component": "replicate"}},
+            "status": {"completionTime": "2026-11-23T03:01:00Z",
+                "conditions": [{"type": "Complete", "status": "True"}]}
+        }),
+    );
+    h.fake.put(
+        &format!("{NS}/pods/images-replicate-29000000-abcde"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "images-replicate-29000000-abcde", "namespace": "team-a",
+                "labels": {"job-name": "images-replicate-29000000"}},
+            "spec": {"containers": [{"name": "replicate"}]},
+            "status": {"containerStatuses": [{"name": "replicate", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "message":
+                    "{\"dryRun\":false,\"rules\":[{\"rule\":\"dr\",\"tagsChecked\":12,\"copied\":1,\"deleted\":0,\"refused\":1,\"firstRefusal\":\"team/app:v1: 403\",\"pendingEvents\":0,\"oldestPendingSeconds\":0}]}"}}}]}
+        }),
+    );
+    h.reconcile().await.expect("reconciles");
+    let replication = &h.object(REGISTRY)["status"]["lastReplication"];
+    assert_eq!(replication["job"], "images-replicate-29000000");
+    assert_eq!(replication["rules"][0]["refused"], 1);
+    let condition = h.condition("Replicated");
+    assert_eq!(
+        (condition["status"].clone(), condition["reason"].clone()),
+        (json!("False"), json!("Refused"))
+    );
+    assert!(
+        h.event_reasons()
+            .contains(&"ReplicationIncomplete".to_owned())
+    );
+
+    let mut spec = spec.clone();
+    spec.as_object_mut().expect("spec").remove("replication");
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+    assert!(
+        h.fake.get(CRONJOB).is_none(),
+        "the CronJob goes with the rules"
+    );
+    assert!(
+        h.object(REGISTRY)["status"]
+            .get("lastReplication")
+            .is_none()
+    );
+    assert!(
+        h.object(REGISTRY)["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .all(|c| c["type"] != "Replicated")
+    );
+}

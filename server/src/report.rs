@@ -19,6 +19,15 @@ pub trait CommandReport: serde::Serialize {
     /// One line per item deleted, or that would be.
     fn items(&self) -> Vec<String>;
     fn summary(&self) -> String;
+    /// What `--report-file` gets: the counts, without the item lists, which could overflow a
+    /// termination message (4 KiB).
+    fn counts(&self) -> serde_json::Result<serde_json::Value> {
+        let mut counts = serde_json::to_value(self)?;
+        if let Some(fields) = counts.as_object_mut() {
+            fields.remove("deleted");
+        }
+        Ok(counts)
+    }
 }
 
 impl CommandReport for gc::Report {
@@ -71,6 +80,9 @@ impl CommandReport for gc::RetentionReport {
         )
     }
 }
+
+/// What a Kubernetes termination message holds, less a margin.
+const TERMINATION_MESSAGE: usize = 4000;
 
 /// What `stowage replicate --once` did, rule by rule.
 #[derive(Debug, serde::Serialize)]
@@ -132,6 +144,46 @@ impl CommandReport for ReplicationReport {
             .collect::<Vec<_>>()
             .join("\n")
     }
+
+    /// Each rule's counts, and the first refusal's reason cut short; with many rules, what the
+    /// status can do without goes first, so the counts stay within a termination message.
+    fn counts(&self) -> serde_json::Result<serde_json::Value> {
+        let rules = self
+            .rules
+            .iter()
+            .map(|rule| {
+                let first_refusal = rule.refused.first().map(|change| {
+                    let text = format!("{}: {}", change.image, change.reason);
+                    text.chars().take(160).collect::<String>()
+                });
+                serde_json::json!({
+                    "rule": rule.rule,
+                    "destination": rule.destination,
+                    "tagsChecked": rule.tags_checked,
+                    "copied": rule.copied.len(),
+                    "deleted": rule.deleted.len(),
+                    "refused": rule.refused.len(),
+                    "firstRefusal": first_refusal,
+                    "pendingEvents": rule.pending_events,
+                    // Whole seconds: the operator's status keeps integers.
+                    "oldestPendingSeconds": rule.oldest_pending_seconds.ceil() as u64,
+                    "seconds": rule.seconds,
+                })
+            })
+            .collect::<Vec<_>>();
+        let mut counts = serde_json::json!({"dryRun": self.dry_run, "rules": rules});
+        for dispensable in ["seconds", "destination", "firstRefusal"] {
+            if counts.to_string().len() <= TERMINATION_MESSAGE {
+                break;
+            }
+            for rule in counts["rules"].as_array_mut().into_iter().flatten() {
+                if let Some(fields) = rule.as_object_mut() {
+                    fields.remove(dispensable);
+                }
+            }
+        }
+        Ok(counts)
+    }
 }
 
 /// Prints `report` as `output` asks, and writes its counts to `report_file` if given.
@@ -141,12 +193,7 @@ pub fn print_report(
     report_file: Option<&Path>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if let Some(path) = report_file {
-        // The counts only: the item list could overflow a termination message (4 KiB).
-        let mut counts = serde_json::to_value(report)?;
-        if let Some(fields) = counts.as_object_mut() {
-            fields.remove("deleted");
-        }
-        std::fs::write(path, counts.to_string())
+        std::fs::write(path, report.counts()?.to_string())
             .map_err(|e| format!("writing the report to {}: {e}", path.display()))?;
     }
     match output {
@@ -161,4 +208,62 @@ pub fn print_report(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::{Change, Reconciled};
+
+    fn rule(index: usize, refusals: usize) -> Reconciled {
+        let change = |n: usize| Change {
+            image: format!("team/service-with-a-long-name-{n}:v1.2.3"),
+            reason: "the destination answered 403 DENIED: the robot account may not push here"
+                .repeat(3),
+        };
+        Reconciled {
+            rule: format!("rule-{index}-{}", "x".repeat(50)),
+            destination: format!("registry-{index}.{}.example", "region".repeat(30)),
+            dry_run: false,
+            repositories: 3,
+            tags_checked: 1000,
+            copied: (0..500).map(change).collect(),
+            deleted: Vec::new(),
+            refused: (0..refusals).map(change).collect(),
+            pending_events: 12,
+            oldest_pending_seconds: 4.2,
+            finished: "2026-12-02T00:00:00Z".to_owned(),
+            seconds: 1.5,
+        }
+    }
+
+    #[test]
+    fn replication_counts_fit_a_termination_message() {
+        let one = ReplicationReport {
+            dry_run: false,
+            rules: vec![rule(0, 2)],
+        };
+        let counts = one.counts().unwrap();
+        let first = &counts["rules"][0];
+        assert_eq!(
+            (first["copied"].as_u64(), first["refused"].as_u64()),
+            (Some(500), Some(2))
+        );
+        assert_eq!(first["oldestPendingSeconds"].as_u64(), Some(5));
+        assert_eq!(first["firstRefusal"].as_str().map(str::len), Some(160));
+        assert!(first["destination"].is_string(), "kept while there is room");
+
+        let many = ReplicationReport {
+            dry_run: false,
+            rules: (0..16).map(|index| rule(index, 100)).collect(),
+        };
+        let counts = many.counts().unwrap();
+        assert!(
+            counts.to_string().len() <= TERMINATION_MESSAGE,
+            "{}",
+            counts.to_string().len()
+        );
+        assert_eq!(counts["rules"].as_array().map(Vec::len), Some(16));
+        assert_eq!(counts["rules"][15]["refused"].as_u64(), Some(100));
+    }
 }

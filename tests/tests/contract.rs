@@ -231,7 +231,7 @@ fn resolve_at(
         Command::PurgeUploads(purge) => purge.storage.clone().resolve_for_maintenance(),
         Command::Copy(_) => panic!("the operator never runs stowage copy"),
         Command::Retention(_) => panic!("the operator does not run stowage retention yet"),
-        Command::Replicate(_) => panic!("the operator does not run stowage replicate yet"),
+        Command::Replicate(replicate) => replicate.storage.clone().resolve_for_maintenance(),
     };
     let config = config.unwrap_or_else(|e| panic!("the server refuses the config: {e}"));
     (cli.command, config)
@@ -243,7 +243,12 @@ fn pods(registry: &Registry, cluster: &Cluster) -> Vec<(String, PodSpec)> {
         "deployment".to_owned(),
         deployment.spec.and_then(|s| s.template.spec).expect("pod"),
     )];
-    for task in Task::ALL {
+    let replication = registry
+        .spec
+        .replication
+        .is_some()
+        .then_some(Task::Replication);
+    for task in Task::ALWAYS.into_iter().chain(replication) {
         let job = resources::cron_job(registry, &cluster.inputs, task);
         let pod = job
             .spec
@@ -347,7 +352,7 @@ fn s3_pods_start_with_the_settings_asked_for() {
             }
             Command::Copy(_) => panic!("the operator never runs stowage copy"),
             Command::Retention(_) => panic!("the operator does not run stowage retention yet"),
-            Command::Replicate(_) => panic!("the operator does not run stowage replicate yet"),
+            Command::Replicate(_) => panic!("no replication was asked for"),
         }
     }
 }
@@ -611,6 +616,66 @@ fn notification_endpoints_load_in_the_server() {
         assert!(started.is_some());
     }
     assert!(served);
+}
+
+#[test]
+fn replication_rules_load_in_the_server_and_the_reconciliation_job() {
+    let registry = registry(json!({
+        "storage": {"s3": {"bucket": "images", "credentialsSecret": {"name": "s3-creds"}}},
+        "replication": {"rules": [{
+            "name": "dr",
+            "url": "https://registry.dr.example",
+            "repositories": ["team/**"],
+            "prefix": "mirror/",
+            "deletes": true,
+            "credentialsSecret": "dr-push",
+            "tls": {"ca": {"name": "dr-ca", "key": "ca.crt"}},
+            "bandwidth": "50MiB",
+            "jobs": 2
+        }], "reconciliation": {"schedule": "*/20 * * * *"}}
+    }));
+    let ca = rcgen::generate_simple_self_signed(vec!["registry.dr.example".to_owned()])
+        .expect("a certificate");
+    let mut cluster = cluster(&registry, false);
+    cluster.secrets.push(secret(
+        "dr-push",
+        &[("username", "replicator"), ("password", "pa55")],
+    ));
+    cluster
+        .secrets
+        .push(secret("dr-ca", &[("ca.crt", &ca.cert.pem())]));
+    let job = resources::cron_job(&registry, &cluster.inputs, Task::Replication);
+    assert_eq!(
+        job.spec.as_ref().map(|s| s.schedule.as_str()),
+        Some("*/20 * * * *")
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut checked = Vec::new();
+    for (what, pod) in pods(&registry, &cluster) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (command, config) = resolve_at(root.path(), &cluster, &pod, &pod.containers[0]);
+        let rule = &config.replication[0];
+        assert_eq!(rule.url.as_str(), "https://registry.dr.example/", "{what}");
+        assert_eq!((rule.prefix.as_str(), rule.deletes), ("mirror/", true));
+        assert_eq!((rule.bandwidth, rule.jobs), (Some(50 << 20), 2));
+        assert_eq!(rule.reconcile_every, None, "{what}: the CronJob reconciles");
+        // The server builds the rule's client from the mounted files: the credentials and
+        // the CA certificate parse.
+        let rules = runtime.block_on(async { stowage::replication::rules(&config.replication) });
+        let rules = rules.unwrap_or_else(|e| panic!("{what}: the server refuses the rule: {e}"));
+        assert_eq!(rules[0].name(), "dr");
+        if let Command::Replicate(replicate) = &command {
+            assert!(replicate.once && !replicate.dry_run, "{what}");
+            assert_eq!(
+                replicate.report.report_file.as_deref(),
+                Some(Path::new("/dev/termination-log"))
+            );
+            assert_eq!(replicate.report.output, stowage::report::OutputFormat::Json);
+        }
+        checked.push(what);
+    }
+    assert!(checked.contains(&"deployment".to_owned()));
+    assert!(checked.contains(&"replicate".to_owned()));
 }
 
 #[test]

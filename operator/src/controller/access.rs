@@ -38,6 +38,7 @@ pub(super) fn secrets(registry: &Registry) -> Vec<String> {
         .chain(resources::tls_secret_name(registry))
         .chain(resources::proxy_secrets(registry))
         .chain(resources::notification_secrets(registry))
+        .chain(resources::replication_secrets(registry))
         .chain(resources::blob_cache_secret(registry))
         .collect()
 }
@@ -65,6 +66,11 @@ pub(super) async fn check_auth_secrets(
             resources::notification_secrets(registry)
                 .into_iter()
                 .map(|name| ("notification secret", name)),
+        )
+        .chain(
+            resources::replication_secrets(registry)
+                .into_iter()
+                .map(|name| ("replication secret", name)),
         )
         .chain(
             resources::blob_cache_secret(registry)

@@ -3,9 +3,10 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -14,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::storage::{check_storage_settings, observe_storage};
 use super::{Context, Error, access, is_not_found, keys, kube_error};
-use crate::crd::Registry;
+use crate::crd::{GarbageCollectionRun, JobResult, Reconciled, Registry};
 use crate::resources::{self, ClusterFacts, FIELD_MANAGER, Inputs, KeyKind, Task};
 use crate::status;
 use crate::storage::StorageCheck;
@@ -27,7 +28,8 @@ pub(super) struct Applied {
     pub(super) tls: Option<status::Check>,
     /// Whether the ServiceMonitor was made, when the spec asks for one.
     pub(super) service_monitor: Option<status::Check>,
-    pub(super) last_gc: Option<crate::crd::GarbageCollectionRun>,
+    pub(super) last_gc: Option<GarbageCollectionRun>,
+    pub(super) last_replication: Option<Reconciled>,
     /// Events worth telling: `(reason, note)`.
     pub(super) events: Vec<(&'static str, String)>,
 }
@@ -99,7 +101,7 @@ pub(super) async fn apply_children(
         Some(pdb) => drop(apply(client, namespace, &pdb).await?),
         None => delete::<PodDisruptionBudget>(client, namespace, &registry.name_any()).await?,
     }
-    for task in Task::ALL {
+    for task in Task::ALWAYS {
         apply(
             client,
             namespace,
@@ -107,7 +109,15 @@ pub(super) async fn apply_children(
         )
         .await?;
     }
+    let replication_job = Task::Replication.cron_job_name(registry);
+    if registry.spec.replication.is_some() {
+        let job = resources::cron_job(registry, &inputs, Task::Replication);
+        apply(client, namespace, &job).await?;
+    } else {
+        delete::<CronJob>(client, namespace, &replication_job).await?;
+    }
     let last_gc = last_garbage_collection(client, registry, namespace).await?;
+    let last_replication = last_replication(client, registry, namespace).await?;
     let storage = match settings.problem {
         Some(problem) => problem,
         None => observe_storage(client, registry, namespace, claim.as_ref()).await?,
@@ -118,6 +128,7 @@ pub(super) async fn apply_children(
         tls,
         service_monitor,
         last_gc,
+        last_replication,
         events,
     })
 }
@@ -228,40 +239,79 @@ fn checksum<'a>(config: &str, secrets: impl Iterator<Item = &'a Secret>) -> Stri
         .collect()
 }
 
-/// The newest finished gc run; the pods of a Job already in the status are not read again.
-async fn last_garbage_collection(
+/// The most recently finished Job of `task`, with its pods, unless it is `known` already (the
+/// same Job with the same result): the status then keeps what it has, and no pods are listed.
+async fn latest_run(
     client: &Client,
     registry: &Registry,
     namespace: &str,
-) -> Result<Option<crate::crd::GarbageCollectionRun>, Error> {
-    let known = registry
-        .status
-        .as_ref()
-        .and_then(|s| s.last_garbage_collection.clone());
+    task: Task,
+    known: Option<(&str, JobResult)>,
+) -> Result<Option<(Job, Option<Time>, JobResult, Vec<Pod>)>, Error> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let selector = format!(
         "{}={},app.kubernetes.io/component={}",
         resources::REGISTRY_LABEL,
         registry.name_any(),
-        Task::GarbageCollection.command()
+        task.command()
     );
     let list = jobs
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(kube_error("listing gc Jobs"))?;
+        .map_err(kube_error(format!("listing {} Jobs", task.command())))?;
     let Some((job, finished_at, result)) = status::latest_finished_job(&list.items) else {
-        return Ok(known);
+        return Ok(None);
     };
-    if known
-        .as_ref()
-        .is_some_and(|k| k.job == job.name_any() && k.result == result)
-    {
-        return Ok(known);
+    if known == Some((job.name_any().as_str(), result)) {
+        return Ok(None);
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pods = pods
         .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
         .await
-        .map_err(kube_error("listing gc pods"))?;
-    Ok(Some(status::gc_run(job, finished_at, result, &pods.items)))
+        .map_err(kube_error(format!("listing {} pods", task.command())))?;
+    Ok(Some((job.clone(), finished_at, result, pods.items)))
+}
+
+/// The last garbage collection: the newest finished gc Job's, or what the status knows.
+async fn last_garbage_collection(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+) -> Result<Option<GarbageCollectionRun>, Error> {
+    let known = registry
+        .status
+        .as_ref()
+        .and_then(|s| s.last_garbage_collection.clone());
+    let key = known.as_ref().map(|k| (k.job.as_str(), k.result));
+    let task = Task::GarbageCollection;
+    Ok(
+        match latest_run(client, registry, namespace, task, key).await? {
+            Some((job, at, result, pods)) => Some(status::gc_run(&job, at, result, &pods)),
+            None => known,
+        },
+    )
+}
+
+/// The last replication reconciliation, while `spec.replication` is set.
+async fn last_replication(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+) -> Result<Option<Reconciled>, Error> {
+    if registry.spec.replication.is_none() {
+        return Ok(None);
+    }
+    let known = registry
+        .status
+        .as_ref()
+        .and_then(|s| s.last_replication.clone());
+    let key = known.as_ref().map(|k| (k.job.as_str(), k.result));
+    let task = Task::Replication;
+    Ok(
+        match latest_run(client, registry, namespace, task, key).await? {
+            Some((job, at, result, pods)) => Some(status::replication_run(&job, at, result, &pods)),
+            None => known,
+        },
+    )
 }

@@ -226,27 +226,28 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
     let namespace = registry.namespace().ok_or(Error::NoNamespace)?;
     let client = context.client.clone();
     let applied = apply_children(&registry, &context, &namespace).await;
-    let (observed_deployment, storage, tls, service_monitor, last_gc, error) = match &applied {
-        Ok(applied) => (
-            Some(&applied.deployment),
-            applied.storage.clone(),
-            applied.tls.clone(),
-            applied.service_monitor.clone(),
-            applied.last_gc.clone(),
-            None,
-        ),
-        Err(error) => (
-            None,
-            StorageCheck::unknown("NotChecked", "not checked: the reconcile failed"),
-            None,
-            None,
-            registry
-                .status
-                .as_ref()
-                .and_then(|s| s.last_garbage_collection.clone()),
-            Some(error.to_string()),
-        ),
-    };
+    let known = registry.status.clone().unwrap_or_default();
+    let (observed_deployment, storage, tls, service_monitor, last_gc, last_replication, error) =
+        match &applied {
+            Ok(applied) => (
+                Some(&applied.deployment),
+                applied.storage.clone(),
+                applied.tls.clone(),
+                applied.service_monitor.clone(),
+                applied.last_gc.clone(),
+                applied.last_replication.clone(),
+                None,
+            ),
+            Err(error) => (
+                None,
+                StorageCheck::unknown("NotChecked", "not checked: the reconcile failed"),
+                None,
+                None,
+                known.last_garbage_collection.clone(),
+                known.last_replication.clone(),
+                Some(error.to_string()),
+            ),
+        };
     let status = status::compute(
         &registry,
         Observed {
@@ -255,6 +256,7 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
             tls: tls.as_ref(),
             service_monitor: service_monitor.as_ref(),
             last_gc,
+            last_replication,
             error,
             now: Time(Timestamp::now()),
         },
@@ -289,6 +291,24 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
             }
             for (reason, note) in applied.events {
                 publish(&context, &registry, EventType::Normal, reason, note).await;
+            }
+            let new_replication = status.last_replication.as_ref().map(|r| &r.job)
+                != known.last_replication.as_ref().map(|r| &r.job);
+            let replicated = status.conditions.iter().find(|c| c.type_ == "Replicated");
+            if let Some(condition) = replicated.filter(|_| new_replication) {
+                let (type_, reason) = if condition.status == "True" {
+                    (EventType::Normal, "Replicated")
+                } else {
+                    (EventType::Warning, "ReplicationIncomplete")
+                };
+                publish(
+                    &context,
+                    &registry,
+                    type_,
+                    reason,
+                    condition.message.clone(),
+                )
+                .await;
             }
             if storage.is_unavailable() {
                 publish(
@@ -348,7 +368,18 @@ async fn write_status(
         return Ok(());
     }
     let api: Api<Registry> = Api::namespaced(client.clone(), namespace);
-    let patch = serde_json::json!({ "status": status });
+    let mut fields = serde_json::to_value(status).unwrap_or_default();
+    // A merge patch keeps what it leaves out: a field the status no longer has (the last
+    // replication, once `spec.replication` is gone) is removed by naming it null.
+    let previous = registry.status.as_ref().map(serde_json::to_value);
+    if let (Some(Ok(serde_json::Value::Object(previous))), Some(now)) =
+        (previous, fields.as_object_mut())
+    {
+        for key in previous.keys() {
+            now.entry(key.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    let patch = serde_json::json!({ "status": fields });
     api.patch_status(
         &registry.name_any(),
         &PatchParams::default(),

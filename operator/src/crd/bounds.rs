@@ -33,6 +33,8 @@ pub const ACCESS_RULES: u32 = 256;
 pub const RULE_ENTRIES: u32 = 64;
 /// Rules of one kind in `spec.policies`.
 pub const POLICY_RULES: u32 = 64;
+/// Replication rules in a Registry.
+pub const REPLICATION_RULES: u32 = 16;
 /// A tag pattern (tags take at most 128 characters).
 pub const TAG_PATTERN: u32 = 256;
 /// Named groups of users.

@@ -14,6 +14,7 @@ mod notifications;
 mod pods;
 mod policies;
 mod proxy;
+mod replication;
 mod scaling;
 mod status;
 mod storage;
@@ -38,8 +39,9 @@ pub use pods::{
 };
 pub use policies::{ImmutableTags, Policies};
 pub use proxy::{Proxy, Upstream};
+pub use replication::{DestinationTls, Reconciliation, Replication, ReplicationRule};
 pub use scaling::Autoscaling;
-pub use status::{GarbageCollectionRun, GcResult, RegistryStatus};
+pub use status::{GarbageCollectionRun, JobResult, Reconciled, ReconciledRule, RegistryStatus};
 pub use storage::{
     AzureClientSecret, AzureStorage, AzureWorkloadIdentity, FilesystemStorage, GcsStorage,
     GkeWorkloadIdentity, S3Credentials, S3Storage, Storage,
@@ -159,6 +161,11 @@ pub struct RegistrySpec {
     /// Webhooks for registry events (push, pull, delete, mount), in CNCF Distribution's format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Notifications>,
+
+    /// Copy what is pushed here (and, if asked, deleted) to other registries, with referrers,
+    /// as it happens and by a scheduled reconciliation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
 
     /// The blob-descriptor cache of the pods, optionally shared in Redis. Unset: each pod keeps
     /// the server's default (100000 facts in memory).

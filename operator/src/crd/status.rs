@@ -35,6 +35,10 @@ pub struct RegistryStatus {
     /// The most recent finished garbage collection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_garbage_collection: Option<GarbageCollectionRun>,
+
+    /// The most recent finished replication reconciliation, rule by rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_replication: Option<Reconciled>,
 }
 
 /// One finished `stowage gc` run.
@@ -47,7 +51,7 @@ pub struct GarbageCollectionRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
     /// Succeeded or Failed.
-    pub result: GcResult,
+    pub result: JobResult,
     // Signed, as Kubernetes knows `int64` and not schemars' `uint64` format.
     #[serde(default)]
     #[schemars(range(min = 0))]
@@ -60,9 +64,56 @@ pub struct GarbageCollectionRun {
     pub manifests_deleted: i64,
 }
 
-/// How a garbage collection ended.
+/// How a maintenance Job (gc, a replication reconciliation) ended.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GcResult {
+pub enum JobResult {
     Succeeded,
     Failed,
+}
+
+/// One finished `stowage replicate --once` run.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Reconciled {
+    /// The Job that ran it.
+    pub job: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Succeeded or Failed.
+    pub result: JobResult,
+    /// What each rule found and did; empty when the run left no report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<ReconciledRule>,
+}
+
+/// What one rule's reconciliation found and did.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconciledRule {
+    pub rule: String,
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub tags_checked: i64,
+    /// Images sent because the destination lacked them or held something else.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub copied: i64,
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub deleted: i64,
+    /// Images the destination refused (a 403, a repository it does not have): not retried.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub refused: i64,
+    /// Why the first refused image was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_refusal: Option<String>,
+    /// Events not yet replicated when the run ended.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub pending_events: i64,
+    /// The lag: how long the oldest of them had waited, in seconds.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub oldest_pending_seconds: i64,
 }

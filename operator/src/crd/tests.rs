@@ -79,6 +79,39 @@ fn notification_endpoints_need_their_own_name_and_a_scheme() {
 }
 
 #[test]
+fn replication_rules_name_a_registry_and_their_own_name() {
+    let spec = |rules: Value| json!({"storage": {"s3": {"bucket": "images"}}, "replication": {"rules": rules}});
+    let dr = json!({"name": "dr", "url": "https://registry.dr.example", "prefix": "mirror/team/"});
+    let edge = json!({"name": "edge", "url": "http://edge:5000/", "bandwidth": "50MiB"});
+    assert!(broken(spec(json!([dr, edge])), None).is_empty());
+    let rules = &schema()["properties"]["spec"]["properties"]["replication"]["properties"]["rules"];
+    assert_eq!(rules["x-kubernetes-list-type"], "map");
+    assert_eq!(rules["x-kubernetes-list-map-keys"], json!(["name"]));
+    let message = "url names a registry, https://host[:port] or http://host[:port], without a \
+                   path: repositories go in prefix";
+    for url in [
+        "registry.dr.example",
+        "https://registry.dr.example/v2/team",
+        "ftp://x:21",
+    ] {
+        assert_eq!(
+            broken(spec(json!([{"name": "dr", "url": url}])), None),
+            [message],
+            "{url}"
+        );
+    }
+    let rule = &rules["items"]["properties"];
+    assert_eq!(rule["jobs"]["default"], 4);
+    assert_eq!(rule["tls"]["default"], json!({"verify": true}));
+    let schedule = &schema()["properties"]["spec"]["properties"]["replication"]["properties"]["reconciliation"]
+        ["default"];
+    assert_eq!(
+        schedule,
+        &json!({"schedule": "17 * * * *", "suspend": false})
+    );
+}
+
+#[test]
 fn proxy_upstreams_need_their_own_prefix_and_a_scheme() {
     let spec = |upstreams: Value| json!({"storage": {"s3": {"bucket": "images"}}, "proxy": {"upstreams": upstreams}});
     let hub = json!({"prefix": "docker.io", "url": "https://registry-1.docker.io"});

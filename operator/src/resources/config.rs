@@ -87,6 +87,9 @@ pub fn server_config(registry: &Registry, facts: &ClusterFacts) -> String {
     if let Some(notifications) = super::notifications::notifications_table(registry) {
         set("notifications", Value::Table(notifications));
     }
+    if let Some(rules) = super::replication::replication_tables(registry) {
+        set("replication", Value::Array(rules));
+    }
     if let Some(cache) = super::cache::blob_cache_table(registry) {
         set("blob-cache", Value::Table(cache));
     }

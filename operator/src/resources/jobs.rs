@@ -1,4 +1,5 @@
-//! The CronJobs that run `stowage gc` and `stowage purge-uploads` on the registry's storage.
+//! The CronJobs that run `stowage gc`, `stowage purge-uploads` and, with `spec.replication`,
+//! `stowage replicate --once` on the registry's storage.
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
@@ -11,21 +12,25 @@ use super::pod::{config_args, pod_labels, pod_spec, stowage_container};
 use super::{Inputs, labels, owned_meta, server_selector};
 use crate::crd::Registry;
 
-/// The two maintenance tasks.
+/// The maintenance tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task {
     GarbageCollection,
     UploadPurging,
+    /// The replication reconciliation; only while `spec.replication` is set.
+    Replication,
 }
 
 impl Task {
-    pub const ALL: [Self; 2] = [Self::GarbageCollection, Self::UploadPurging];
+    /// The tasks every Registry runs.
+    pub const ALWAYS: [Self; 2] = [Self::GarbageCollection, Self::UploadPurging];
 
     /// The subcommand, which is also the component label and the CronJob's name suffix.
     pub fn command(self) -> &'static str {
         match self {
             Self::GarbageCollection => "gc",
             Self::UploadPurging => "purge-uploads",
+            Self::Replication => "replicate",
         }
     }
 
@@ -34,8 +39,8 @@ impl Task {
     }
 }
 
-/// Where `gc` writes its summary: the container's termination message, which the operator reads
-/// into the Registry's status.
+/// Where `gc` and `replicate` write their summaries: the container's termination message, which
+/// the operator reads into the Registry's status.
 pub const REPORT_PATH: &str = "/dev/termination-log";
 
 /// The CronJob running `task`. Runs never overlap, and a suspended task keeps its CronJob (and
@@ -50,12 +55,25 @@ pub fn cron_job(registry: &Registry, inputs: &Inputs, task: Task) -> CronJob {
                 args.push("--delete-untagged".to_owned());
             }
             args.extend(["--report-file".to_owned(), REPORT_PATH.to_owned()]);
-            (&gc.schedule, gc.suspend, args)
+            (gc.schedule.clone(), gc.suspend, args)
         }
         Task::UploadPurging => {
             let purge = &spec.upload_purging;
             let args = vec!["--older-than".to_owned(), purge.max_age.clone()];
-            (&purge.schedule, purge.suspend, args)
+            (purge.schedule.clone(), purge.suspend, args)
+        }
+        Task::Replication => {
+            let reconciliation = spec
+                .replication
+                .as_ref()
+                .map(|r| r.reconciliation.clone())
+                .unwrap_or_default();
+            let args = vec![
+                "--once".to_owned(),
+                "--report-file".to_owned(),
+                REPORT_PATH.to_owned(),
+            ];
+            (reconciliation.schedule, reconciliation.suspend, args)
         }
     };
     args.extend(["--output".to_owned(), "json".to_owned()]);
@@ -72,7 +90,7 @@ pub fn cron_job(registry: &Registry, inputs: &Inputs, task: Task) -> CronJob {
     CronJob {
         metadata: owned_meta(registry, task.cron_job_name(registry), task.command()),
         spec: Some(CronJobSpec {
-            schedule: schedule.clone(),
+            schedule,
             suspend: Some(suspend),
             concurrency_policy: Some("Forbid".to_owned()),
             starting_deadline_seconds: Some(600),

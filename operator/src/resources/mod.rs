@@ -11,6 +11,7 @@ mod monitoring;
 mod notifications;
 mod pod;
 mod proxy;
+mod replication;
 mod scaling;
 mod service;
 mod storage;
@@ -39,6 +40,7 @@ pub use monitoring::{service_monitor, service_monitor_resource};
 pub use notifications::{notification_secrets, notification_volumes, notifications_table};
 pub use pod::{DATA_PATH, METRICS_PORT, SERVER_PORT, UPLOAD_KEY_PATH};
 pub use proxy::{proxy_secrets, proxy_table, proxy_volumes};
+pub use replication::{replication_secrets, replication_tables, replication_volumes};
 pub use scaling::{horizontal_pod_autoscaler, pod_disruption_budget};
 pub use service::{endpoint, service, service_account};
 pub use storage::{

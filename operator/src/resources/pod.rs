@@ -71,6 +71,9 @@ pub(super) fn stowage_container(
         });
     }
     mounts.extend(credentials_volume(registry).map(|(_, mount)| mount));
+    // Every command that reads the config may replicate: the server delivers, the
+    // reconciliation and retention send.
+    mounts.extend(super::replication::replication_volumes(registry).1);
     Container {
         name: name.to_owned(),
         image: Some(inputs.image.clone()),
@@ -140,6 +143,7 @@ fn volumes(registry: &Registry) -> Vec<Volume> {
         });
     }
     volumes.extend(credentials_volume(registry).map(|(volume, _)| volume));
+    volumes.extend(super::replication::replication_volumes(registry).0);
     volumes
 }
 

@@ -8,7 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use serde::Deserialize;
 
-use crate::crd::{GarbageCollectionRun, GcResult, Registry, RegistryStatus};
+use crate::crd::{
+    GarbageCollectionRun, JobResult, Reconciled, ReconciledRule, Registry, RegistryStatus,
+};
 use crate::resources;
 use crate::storage::{Health, StorageCheck};
 
@@ -21,6 +23,8 @@ pub struct Observed<'a> {
     /// Whether the ServiceMonitor was made, when `spec.monitoring.serviceMonitor` asks for one.
     pub service_monitor: Option<&'a Check>,
     pub last_gc: Option<GarbageCollectionRun>,
+    /// The most recent finished replication reconciliation.
+    pub last_replication: Option<Reconciled>,
     /// Why the last reconcile failed, if it did.
     pub error: Option<String>,
     pub now: Time,
@@ -201,10 +205,10 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
         ),
         Some(run) => condition(
             "GarbageCollected",
-            run.result == GcResult::Succeeded,
+            run.result == JobResult::Succeeded,
             match run.result {
-                GcResult::Succeeded => "Succeeded",
-                GcResult::Failed => "Failed",
+                JobResult::Succeeded => "Succeeded",
+                JobResult::Failed => "Failed",
             },
             format!(
                 "job {}: {} blobs and {} manifests deleted, {} bytes freed",
@@ -214,6 +218,30 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
     };
 
     let mut conditions = vec![ready_condition, progressing, degraded, storage, gc];
+    if let Some(replication) = &registry.spec.replication {
+        let (status, reason, message) = match &observed.last_replication {
+            None if replication.reconciliation.suspend => (
+                "Unknown",
+                "Suspended",
+                "the reconciliation is suspended; pushes are replicated as they happen".to_owned(),
+            ),
+            None => (
+                "Unknown",
+                "NotRunYet",
+                "no replication reconciliation has finished yet".to_owned(),
+            ),
+            Some(run) => replicated(run),
+        };
+        conditions.push(make_condition(
+            previous,
+            generation,
+            &observed.now,
+            "Replicated",
+            status,
+            reason,
+            message,
+        ));
+    }
     let optional = [
         ("TlsReady", registry.spec.tls.is_some(), observed.tls),
         (
@@ -239,6 +267,44 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
         selector: resources::selector_string(registry),
         endpoint: Some(resources::endpoint(registry)),
         last_garbage_collection: observed.last_gc,
+        last_replication: observed.last_replication,
+    }
+}
+
+/// The `Replicated` condition for a finished reconciliation: true when it succeeded and no
+/// destination refused anything.
+fn replicated(run: &Reconciled) -> (&'static str, &'static str, String) {
+    if run.result == JobResult::Failed {
+        return ("False", "Failed", format!("job {} failed", run.job));
+    }
+    let rules = run
+        .rules
+        .iter()
+        .map(|rule| {
+            let refusal = rule
+                .first_refusal
+                .as_ref()
+                .map(|why| format!(", first: {why}"))
+                .unwrap_or_default();
+            format!(
+                "{}: {} of {} tags sent, {} deleted, {} refused{refusal}; {} events pending, \
+                 the oldest {}s old",
+                rule.rule,
+                rule.copied,
+                rule.tags_checked,
+                rule.deleted,
+                rule.refused,
+                rule.pending_events,
+                rule.oldest_pending_seconds
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = format!("job {}: {rules}", run.job);
+    if run.rules.iter().any(|rule| rule.refused > 0) {
+        ("False", "Refused", message)
+    } else {
+        ("True", "InStep", message)
     }
 }
 
@@ -279,7 +345,7 @@ struct GcSummary {
 }
 
 /// The most recently finished of `jobs`, with when it finished and whether it succeeded.
-pub fn latest_finished_job(jobs: &[Job]) -> Option<(&Job, Option<Time>, GcResult)> {
+pub fn latest_finished_job(jobs: &[Job]) -> Option<(&Job, Option<Time>, JobResult)> {
     jobs.iter()
         .filter_map(|job| {
             let conditions = job.status.as_ref()?.conditions.as_ref()?;
@@ -287,9 +353,9 @@ pub fn latest_finished_job(jobs: &[Job]) -> Option<(&Job, Option<Time>, GcResult
                 .iter()
                 .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")?;
             let result = if finished.type_ == "Complete" {
-                GcResult::Succeeded
+                JobResult::Succeeded
             } else {
-                GcResult::Failed
+                JobResult::Failed
             };
             let at = job
                 .status
@@ -301,24 +367,28 @@ pub fn latest_finished_job(jobs: &[Job]) -> Option<(&Job, Option<Time>, GcResult
         .max_by(|a, b| a.1.as_ref().map(|t| t.0).cmp(&b.1.as_ref().map(|t| t.0)))
 }
 
+/// The report a finished Job's `container` left in its termination message, from a run that
+/// succeeded (a failed run leaves its log there instead).
+fn job_report(pods: &[Pod], container: &str) -> Option<String> {
+    pods.iter()
+        .filter_map(|pod| pod.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .filter(|status| status.name == container)
+        .filter_map(|status| status.state.as_ref()?.terminated.as_ref())
+        .filter(|terminated| terminated.exit_code == 0)
+        .find_map(|terminated| terminated.message.clone())
+}
+
 /// The run recorded by a finished gc Job, with the counts its pod left in its termination
 /// message (zero when it left none, as a failed run does).
 pub fn gc_run(
     job: &Job,
     finished_at: Option<Time>,
-    result: GcResult,
+    result: JobResult,
     pods: &[Pod],
 ) -> GarbageCollectionRun {
-    let summary = pods
-        .iter()
-        .filter_map(|pod| pod.status.as_ref()?.container_statuses.as_ref())
-        .flatten()
-        .filter(|status| status.name == resources::Task::GarbageCollection.command())
-        .filter_map(|status| status.state.as_ref()?.terminated.as_ref())
-        .filter(|terminated| terminated.exit_code == 0)
-        .find_map(|terminated| {
-            serde_json::from_str::<GcSummary>(terminated.message.as_deref()?).ok()
-        });
+    let summary = job_report(pods, resources::Task::GarbageCollection.command())
+        .and_then(|report| serde_json::from_str::<GcSummary>(&report).ok());
     GarbageCollectionRun {
         job: job.name_any(),
         finished_at,
@@ -326,6 +396,33 @@ pub fn gc_run(
         bytes_freed: summary.as_ref().map_or(0, |s| s.bytes_freed),
         blobs_deleted: summary.as_ref().map_or(0, |s| s.blobs_deleted),
         manifests_deleted: summary.as_ref().map_or(0, |s| s.manifests_deleted),
+    }
+}
+
+/// What `stowage replicate --once --report-file` writes.
+#[derive(Deserialize)]
+struct ReplicationSummary {
+    #[serde(default)]
+    rules: Vec<ReconciledRule>,
+}
+
+/// The run recorded by a finished reconciliation Job, rule by rule from its report (none when
+/// it left none).
+pub fn replication_run(
+    job: &Job,
+    finished_at: Option<Time>,
+    result: JobResult,
+    pods: &[Pod],
+) -> Reconciled {
+    let rules = job_report(pods, resources::Task::Replication.command())
+        .and_then(|report| serde_json::from_str::<ReplicationSummary>(&report).ok())
+        .map(|summary| summary.rules)
+        .unwrap_or_default();
+    Reconciled {
+        job: job.name_any(),
+        finished_at,
+        result,
+        rules,
     }
 }
 

@@ -43,6 +43,7 @@ fn observe<'a>(deployment: Option<&'a Deployment>, storage: &'a StorageCheck) ->
         tls: None,
         service_monitor: None,
         last_gc: None,
+        last_replication: None,
         error: None,
         now: time(0),
     }
@@ -271,7 +272,7 @@ fn the_latest_finished_gc_job_is_reported_with_its_counts() {
     let (latest, at, result) = latest_finished_job(&jobs).expect("a finished job");
     assert_eq!(
         (latest.name_any().as_str(), result),
-        ("images-gc-2", GcResult::Failed)
+        ("images-gc-2", JobResult::Failed)
     );
     assert_eq!(at, Some(time(20)));
 
@@ -279,7 +280,7 @@ fn the_latest_finished_gc_job_is_reported_with_its_counts() {
     let run = gc_run(
         &jobs[0],
         Some(time(10)),
-        GcResult::Succeeded,
+        JobResult::Succeeded,
         &[pod(1, "boom"), pod(0, summary)],
     );
     assert_eq!(run.job, "images-gc-1");
@@ -302,4 +303,119 @@ fn the_latest_finished_gc_job_is_reported_with_its_counts() {
         ("True", "Succeeded")
     );
     assert!(gc.message.contains("123456 bytes freed"));
+}
+
+fn replication_pod(message: &str) -> Pod {
+    let mut pod = pod(0, message);
+    if let Some(statuses) = pod
+        .status
+        .as_mut()
+        .and_then(|s| s.container_statuses.as_mut())
+    {
+        statuses[0].name = "replicate".to_owned();
+    }
+    pod
+}
+
+#[test]
+fn the_replication_reconciliation_reports_each_rule_and_its_refusals() {
+    let storage = StorageCheck::ready("ok");
+    let plain = compute(&s3_registry(), observe(None, &storage));
+    assert!(
+        plain.conditions.iter().all(|c| c.type_ != "Replicated"),
+        "only with spec.replication"
+    );
+    let mut registry = s3_registry();
+    registry.spec.replication = serde_json::from_value(serde_json::json!({
+        "rules": [{"name": "dr", "url": "https://dr.example"}]
+    }))
+    .expect("replication");
+    let waiting = compute(&registry, observe(None, &storage));
+    assert_eq!(condition(&waiting, "Replicated").reason, "NotRunYet");
+
+    let report = r#"{"dryRun":false,"rules":[{"rule":"dr","destination":"dr.example","tagsChecked":40,"copied":3,"deleted":1,"refused":0,"pendingEvents":2,"oldestPendingSeconds":7,"seconds":1.5}]}"#;
+    let run = replication_run(
+        &job("images-replicate-1", 10, true),
+        Some(time(10)),
+        JobResult::Succeeded,
+        &[pod(0, report), replication_pod(report)],
+    );
+    assert_eq!(run.rules.len(), 1, "read from the replicate container only");
+    let rule = &run.rules[0];
+    assert_eq!(
+        (
+            rule.tags_checked,
+            rule.copied,
+            rule.deleted,
+            rule.pending_events,
+            rule.oldest_pending_seconds
+        ),
+        (40, 3, 1, 2, 7)
+    );
+    let status = compute(
+        &registry,
+        Observed {
+            last_replication: Some(run),
+            ..observe(None, &storage)
+        },
+    );
+    let replicated = condition(&status, "Replicated");
+    assert_eq!(
+        (replicated.status.as_str(), replicated.reason.as_str()),
+        ("True", "InStep")
+    );
+    assert!(
+        replicated.message.contains("dr: 3 of 40 tags sent"),
+        "{}",
+        replicated.message
+    );
+    assert!(
+        replicated
+            .message
+            .contains("2 events pending, the oldest 7s old")
+    );
+    assert_eq!(
+        status.last_replication.as_ref().map(|r| r.job.as_str()),
+        Some("images-replicate-1")
+    );
+
+    let refused = r#"{"rules":[{"rule":"dr","copied":0,"refused":2,"firstRefusal":"team/app:v1: 403 DENIED"}]}"#;
+    let run = replication_run(
+        &job("images-replicate-2", 20, true),
+        Some(time(20)),
+        JobResult::Succeeded,
+        &[replication_pod(refused)],
+    );
+    let status = compute(
+        &registry,
+        Observed {
+            last_replication: Some(run),
+            ..observe(None, &storage)
+        },
+    );
+    let replicated = condition(&status, "Replicated");
+    assert_eq!(
+        (replicated.status.as_str(), replicated.reason.as_str()),
+        ("False", "Refused")
+    );
+    assert!(
+        replicated
+            .message
+            .contains("first: team/app:v1: 403 DENIED")
+    );
+
+    let failed = replication_run(
+        &job("images-replicate-3", 30, false),
+        Some(time(30)),
+        JobResult::Failed,
+        &[],
+    );
+    let status = compute(
+        &registry,
+        Observed {
+            last_replication: Some(failed),
+            ..observe(None, &storage)
+        },
+    );
+    assert_eq!(condition(&status, "Replicated").reason, "Failed");
 }

@@ -218,6 +218,106 @@ impl AuthEntry {
     }
 }
 
+/// Where a registry's credentials come from, as a config file names them. Files are read again
+/// when they change, as the kubelet updates a mounted Secret or rotates a projected token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    Anonymous,
+    /// `username` with the password, or a token used as one, in the first line of a file.
+    Password {
+        username: String,
+        password_file: PathBuf,
+    },
+    /// A token sent as `Authorization: Bearer`, with no token flow.
+    Token {
+        token_file: PathBuf,
+    },
+    /// A directory (a mounted Secret) with `username` and `password` files, or a `token` file;
+    /// which it holds is looked at once, when the client starts.
+    Directory(PathBuf),
+}
+
+impl CredentialSource {
+    /// The source a config table's `username`, `password-file`, `token-file` and
+    /// `credentials-dir` name, or why they do not go together.
+    pub fn from_fields(
+        username: Option<String>,
+        password_file: Option<PathBuf>,
+        token_file: Option<PathBuf>,
+        credentials_dir: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        match ((username, password_file, token_file), credentials_dir) {
+            ((None, None, None), None) => Ok(Self::Anonymous),
+            ((None, None, None), Some(dir)) => Ok(Self::Directory(dir)),
+            ((Some(username), Some(password_file), None), None) => Ok(Self::Password {
+                username,
+                password_file,
+            }),
+            ((None, None, Some(token_file)), None) => Ok(Self::Token { token_file }),
+            _ => Err(
+                "credentials are one of: username with password-file, token-file, \
+                      credentials-dir"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The credentials, kept current by checking the files every `interval`.
+    pub fn watch(
+        &self,
+        interval: Duration,
+    ) -> Result<Arc<Watched<Option<Credentials>>>, ClientError> {
+        let config = |err: crate::reload::LoadError| ClientError::Config(err.to_string());
+        match self {
+            Self::Anonymous => Ok(Watched::fixed("registry credentials", None)),
+            Self::Password {
+                username,
+                password_file,
+            } => {
+                Credentials::watch_password_file(username.clone(), password_file.clone(), interval)
+            }
+            Self::Token { token_file } => {
+                Watched::start("registry token", vec![token_file.clone()], interval, bearer)
+                    .map_err(config)
+            }
+            Self::Directory(dir) => {
+                let (token, username, password) = (
+                    dir.join("token"),
+                    dir.join("username"),
+                    dir.join("password"),
+                );
+                if token.exists() {
+                    Watched::start("registry token", vec![token], interval, bearer).map_err(config)
+                } else if username.exists() && password.exists() {
+                    Watched::start(
+                        "registry credentials",
+                        vec![username, password],
+                        interval,
+                        |contents| {
+                            Ok(Some(Credentials::Basic {
+                                username: secret_line(&contents[0])?.to_string(),
+                                password: secret_line(&contents[1])?,
+                            }))
+                        },
+                    )
+                    .map_err(config)
+                } else {
+                    Err(ClientError::Config(format!(
+                        "{} holds neither a token file nor username and password files",
+                        dir.display()
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn bearer(contents: &[Vec<u8>]) -> Result<Option<Credentials>, String> {
+    Ok(Some(Credentials::Bearer {
+        token: secret_line(&contents[0])?,
+    }))
+}
+
 /// A secret file's first line, without its line ending or surrounding blanks.
 pub fn secret_line(contents: &[u8]) -> Result<Zeroizing<String>, String> {
     let text = std::str::from_utf8(contents).map_err(|_| "not UTF-8".to_owned())?;

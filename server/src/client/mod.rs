@@ -23,7 +23,7 @@ use crate::reload::Watched;
 
 pub use challenge::Challenge;
 pub use content::{BlobHead, FetchedManifest, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, read_capped};
-pub use credentials::{Credentials, secret_line};
+pub use credentials::{CredentialSource, Credentials, secret_line};
 
 /// Why talking to a registry failed. Each kind maps to its own exit code in `stowage copy`.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,8 @@ pub enum ClientError {
 pub struct ClientOptions {
     /// Verify certificates; when off, plain HTTP is also tried, as skopeo does.
     pub tls_verify: bool,
+    /// Certificates (PEM) trusted besides the system's, for a registry with a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
     /// What to present; a file-backed value takes effect as the file changes.
     pub credentials: Arc<Watched<Option<Credentials>>>,
     /// The longest wait for the next bytes of a response before giving up on it.
@@ -75,6 +77,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             tls_verify: true,
+            ca_file: None,
             credentials: Watched::fixed("registry credentials", None),
             read_timeout: Duration::from_secs(60),
             deadline: None,
@@ -144,12 +147,22 @@ impl RegistryClient {
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
         crate::tls::install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("stowage/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(options.read_timeout)
             .danger_accept_invalid_certs(!options.tls_verify)
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(reqwest::redirect::Policy::limited(5));
+        if let Some(path) = &options.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|err| ClientError::Config(format!("{}: {err}", path.display())))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|err| ClientError::Config(format!("{}: {err}", path.display())))?;
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|err| ClientError::Config(format!("HTTP client: {err}")))?;
         Ok(Self {

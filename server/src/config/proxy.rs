@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::humantime_serde_opt;
+use crate::client::CredentialSource;
 use crate::oci::RepositoryName;
 use crate::proxy::{self, UpstreamSettings};
 
@@ -88,32 +89,13 @@ impl ProxySettings {
                     format!("{url} is not an http(s) URL"),
                 ));
             }
-            let files = (
+            let credentials = CredentialSource::from_fields(
                 upstream.username,
                 upstream.password_file,
                 upstream.token_file,
-            );
-            let credentials = match (files, upstream.credentials_dir) {
-                ((None, None, None), None) => proxy::UpstreamCredentials::Anonymous,
-                ((None, None, None), Some(dir)) => proxy::UpstreamCredentials::Directory(dir),
-                ((Some(username), Some(password_file), None), None) => {
-                    proxy::UpstreamCredentials::Password {
-                        username,
-                        password_file,
-                    }
-                }
-                ((None, None, Some(token_file)), None) => {
-                    proxy::UpstreamCredentials::Token { token_file }
-                }
-                _ => {
-                    return Err(invalid(
-                        &upstream.prefix,
-                        "credentials are one of: username with password-file, token-file, \
-                         credentials-dir"
-                            .into(),
-                    ));
-                }
-            };
+                upstream.credentials_dir,
+            )
+            .map_err(|why| invalid(&upstream.prefix, why))?;
             let docker_hub = upstream.docker_hub.unwrap_or_else(|| {
                 matches!(
                     url.host_str(),
@@ -176,7 +158,7 @@ mod tests {
         assert!(!team.docker_hub && !team.serve_stale);
         assert_eq!(
             team.credentials,
-            proxy::UpstreamCredentials::Password {
+            CredentialSource::Password {
                 username: "puller".into(),
                 password_file: "/run/secrets/pw".into()
             }

@@ -8,8 +8,9 @@
 //! tags = ["v*"]                    # every tag when unset
 //! prefix = "mirror/"               # team/app there is mirror/team/app
 //! deletes = true                   # deletes here are deleted there too
-//! username = "replicator"
-//! password-file = "/etc/stowage/dr-password"
+//! username = "replicator"              # or token-file, or credentials-dir (a mounted
+//! password-file = "/etc/stowage/dr-password"  # Secret with username and password, or token)
+//! ca-file = "/etc/stowage/dr-ca.pem"    # trusted besides the system's certificates
 //! bandwidth = "50MiB"              # per second, for the rule's copies together
 //! jobs = 4
 //! reconcile-every = "1h"
@@ -23,6 +24,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::{ConfigError, humantime_serde_opt};
+use crate::client::CredentialSource;
 use crate::events::Pacing;
 use crate::replication::RuleSettings;
 
@@ -42,8 +44,14 @@ pub struct ReplicationTable {
     pub deletes: bool,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// A token sent as `Authorization: Bearer`, with no token flow.
+    pub token_file: Option<PathBuf>,
+    /// A directory (a mounted Secret) with `username` and `password` files, or `token`.
+    pub credentials_dir: Option<PathBuf>,
     /// Verify the destination's certificate [default: true].
     pub tls_verify: Option<bool>,
+    /// Certificates (PEM) to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
     /// `50MiB`: bytes per second.
     pub bandwidth: Option<String>,
     pub jobs: Option<usize>,
@@ -92,9 +100,13 @@ pub fn resolve(tables: Vec<ReplicationTable>) -> Result<Vec<RuleSettings>, Confi
             if !(prefix.is_empty() || prefix.ends_with('/')) {
                 return Err(invalid(format!("prefix {prefix:?} ends with /")));
             }
-            if table.username.is_some() != table.password_file.is_some() {
-                return Err(invalid("username and password-file go together".into()));
-            }
+            let credentials = CredentialSource::from_fields(
+                table.username.clone(),
+                table.password_file.clone(),
+                table.token_file.clone(),
+                table.credentials_dir.clone(),
+            )
+            .map_err(invalid)?;
             let size = |value: &Option<String>, what: &str| {
                 value
                     .as_deref()
@@ -109,9 +121,9 @@ pub fn resolve(tables: Vec<ReplicationTable>) -> Result<Vec<RuleSettings>, Confi
                 repositories: table.repositories.clone(),
                 tags: table.tags.clone(),
                 deletes: table.deletes,
-                username: table.username.clone(),
-                password_file: table.password_file.clone(),
+                credentials,
                 tls_verify: table.tls_verify.unwrap_or(true),
+                ca_file: table.ca_file.clone(),
                 bandwidth: size(&table.bandwidth, "bandwidth")?,
                 jobs: table.jobs.unwrap_or(4).clamp(1, 64),
                 reconcile_every: table.reconcile_every,
@@ -155,6 +167,20 @@ mod tests {
         assert!(rule.tls_verify && !rule.deletes);
         assert_eq!(rule.reconcile_every, Some(Duration::from_secs(3600)));
         assert_eq!(rule.pacing.takeover_after, Duration::from_secs(30));
+        assert_eq!(rule.credentials, CredentialSource::Anonymous);
+        let mounted = parse(
+            "[[replication]]\nname = \"dr\"\nurl = \"https://dr.example\"\n\
+             credentials-dir = \"/etc/stowage/replication/dr\"\nca-file = \"/ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            mounted[0].credentials,
+            CredentialSource::Directory("/etc/stowage/replication/dr".into())
+        );
+        assert_eq!(
+            mounted[0].ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
     }
 
     #[test]
@@ -169,7 +195,7 @@ mod tests {
             ),
             (
                 "name = \"a\"\nurl = \"https://x\"\nusername = \"u\"",
-                "go together",
+                "credentials are one of",
             ),
             (
                 "name = \"a\"\nurl = \"https://x\"\nbandwidth = \"fast\"",

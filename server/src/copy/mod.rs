@@ -371,6 +371,7 @@ fn client_for(
     };
     let options = ClientOptions {
         tls_verify,
+        ca_file: None,
         credentials,
         read_timeout: args.timeout,
         deadline: None,

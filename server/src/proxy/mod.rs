@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 pub use blobs::BlobAnswer;
 pub use manifests::Served;
-pub use upstream::{Upstream, UpstreamCredentials, UpstreamSettings};
+pub use upstream::{Upstream, UpstreamSettings};
 
 use crate::client::ClientError;
 use crate::metrics::Metrics;

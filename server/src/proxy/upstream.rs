@@ -1,40 +1,23 @@
 //! One upstream registry: which repositories it serves, and the client that reaches it.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::client::{ClientOptions, Credentials, RegistryClient, secret_line};
+use crate::client::{ClientOptions, CredentialSource, RegistryClient};
 use crate::oci::RepositoryName;
-use crate::reload::Watched;
 
 /// An upstream, as `config` resolves it.
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
     pub prefix: RepositoryName,
     pub url: Url,
-    pub credentials: UpstreamCredentials,
+    pub credentials: CredentialSource,
     pub tag_ttl: Duration,
     pub serve_stale: bool,
     pub tls_verify: bool,
     pub timeout: Duration,
     pub docker_hub: bool,
-}
-
-/// Where an upstream's credentials come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamCredentials {
-    Anonymous,
-    Password {
-        username: String,
-        password_file: PathBuf,
-    },
-    Token {
-        token_file: PathBuf,
-    },
-    /// `username` and `password`, or `token`, in this directory.
-    Directory(PathBuf),
 }
 
 /// An upstream and its client.
@@ -55,32 +38,13 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Builds the client, loading credential files (and watching them for changes).
     pub fn new(config: UpstreamSettings, reload_interval: Duration) -> Result<Self, String> {
-        let credentials = match &config.credentials {
-            UpstreamCredentials::Anonymous => Watched::fixed("upstream credentials", None),
-            UpstreamCredentials::Password {
-                username,
-                password_file,
-            } => Credentials::watch_password_file(
-                username.clone(),
-                password_file.clone(),
-                reload_interval,
-            )
-            .map_err(|err| err.to_string())?,
-            UpstreamCredentials::Token { token_file } => Watched::start(
-                "upstream token",
-                vec![token_file.clone()],
-                reload_interval,
-                |contents| {
-                    Ok(Some(Credentials::Bearer {
-                        token: secret_line(&contents[0])?,
-                    }))
-                },
-            )
-            .map_err(|err| err.to_string())?,
-            UpstreamCredentials::Directory(dir) => directory_credentials(dir, reload_interval)?,
-        };
+        let credentials = config
+            .credentials
+            .watch(reload_interval)
+            .map_err(|err| err.to_string())?;
         let options = ClientOptions {
             tls_verify: config.tls_verify,
+            ca_file: None,
             credentials,
             read_timeout: config.timeout,
             deadline: Some(config.timeout),
@@ -110,43 +74,6 @@ impl Upstream {
     }
 }
 
-/// Credentials from a mounted Secret: `token`, or `username` and `password`.
-fn directory_credentials(
-    dir: &std::path::Path,
-    reload_interval: Duration,
-) -> Result<std::sync::Arc<Watched<Option<Credentials>>>, String> {
-    let (token, username, password) = (
-        dir.join("token"),
-        dir.join("username"),
-        dir.join("password"),
-    );
-    let watched = if token.exists() {
-        Watched::start("upstream token", vec![token], reload_interval, |contents| {
-            Ok(Some(Credentials::Bearer {
-                token: secret_line(&contents[0])?,
-            }))
-        })
-    } else if username.exists() && password.exists() {
-        Watched::start(
-            "upstream credentials",
-            vec![username, password],
-            reload_interval,
-            |contents| {
-                Ok(Some(Credentials::Basic {
-                    username: secret_line(&contents[0])?.to_string(),
-                    password: secret_line(&contents[1])?,
-                }))
-            },
-        )
-    } else {
-        return Err(format!(
-            "{} holds neither a token file nor username and password files",
-            dir.display()
-        ));
-    };
-    watched.map_err(|err| err.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,7 +84,7 @@ mod tests {
             prefix: prefix.parse().unwrap(),
             docker_hub: url.host_str() == Some("registry-1.docker.io"),
             url,
-            credentials: UpstreamCredentials::Anonymous,
+            credentials: CredentialSource::Anonymous,
             tag_ttl: Duration::from_secs(300),
             serve_stale: true,
             tls_verify: true,

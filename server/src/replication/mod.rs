@@ -32,10 +32,10 @@ use std::time::Duration;
 use globset::GlobMatcher;
 use reqwest::Url;
 
-pub use reconcile::{Reconciled, reconcile, reconcile_on_schedule};
+pub use reconcile::{Change, Reconciled, reconcile, reconcile_on_schedule};
 pub use sink::Replicator;
 
-use crate::client::{ClientOptions, Credentials, RegistryClient};
+use crate::client::{ClientOptions, CredentialSource, RegistryClient};
 use crate::events::{Outlet, Pacing};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -56,11 +56,10 @@ pub struct RuleSettings {
     pub tags: Vec<String>,
     /// Also delete there what is deleted here.
     pub deletes: bool,
-    pub username: Option<String>,
-    /// A file whose first line is the destination's password or token, read again when it
-    /// changes.
-    pub password_file: Option<PathBuf>,
+    pub credentials: CredentialSource,
     pub tls_verify: bool,
+    /// Certificates trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
     /// Bytes per second read for this rule, over all its copies together.
     pub bandwidth: Option<u64>,
     /// Blobs sent at once.
@@ -101,8 +100,8 @@ impl std::fmt::Debug for Rule {
     }
 }
 
-/// How often a password file is checked for a new password (a rotated token).
-const PASSWORD_FILE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often credential files are checked for a new password (a rotated token).
+const CREDENTIALS_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Rule {
     pub fn new(settings: RuleSettings) -> Result<Self, Error> {
@@ -120,18 +119,13 @@ impl Rule {
         };
         let repositories = compile(&settings.repositories)?;
         let tags = compile(&settings.tags)?;
-        let credentials = match (&settings.username, &settings.password_file) {
-            (Some(username), Some(file)) => Credentials::watch_password_file(
-                username.clone(),
-                file.clone(),
-                PASSWORD_FILE_INTERVAL,
-            )
-            .map_err(|err| invalid(err.to_string()))?,
-            (None, None) => crate::reload::Watched::fixed("registry credentials", None),
-            _ => return Err(invalid("username and password-file go together".into())),
-        };
+        let credentials = settings
+            .credentials
+            .watch(CREDENTIALS_INTERVAL)
+            .map_err(|err| invalid(err.to_string()))?;
         let options = ClientOptions {
             tls_verify: settings.tls_verify,
+            ca_file: settings.ca_file.clone(),
             credentials,
             read_timeout: settings.timeout,
             deadline: None,
