@@ -10,6 +10,7 @@
 //! right after a push loses nothing. Delivery is at least once; the event `id` lets receivers
 //! drop duplicates. Pull events are written just after the response, off the pull's path.
 
+pub mod claims;
 pub mod event;
 mod outbox;
 mod webhook;

@@ -5,16 +5,15 @@
 //! `takeover_after` (their writer died, or the sink was down). A delivery that runs longer than
 //! that (a replication sending a large image) claims its entries meanwhile, in
 //! `_stowage/claims/<outbox>/<entry>`, so no other replica takes them over while it works; a
-//! claim not renewed for `takeover_after` is void.
+//! claim not renewed for `takeover_after` is void (see [`super::claims`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::claims::{self, Start, unix_nanos};
 use super::event::Event;
 use crate::metrics::Metrics;
 use crate::storage::{self, BlobStore};
@@ -61,14 +60,6 @@ pub struct Outlet {
     /// Cuts a backoff short: the replica is stopping and wants its entries out.
     hurry: Notify,
     metrics: Option<Arc<Metrics>>,
-}
-
-/// A claim on entries being delivered.
-#[derive(Serialize, Deserialize)]
-struct Claim {
-    instance: String,
-    /// Unix nanoseconds of its last renewal.
-    renewed: u128,
 }
 
 impl Outlet {
@@ -131,10 +122,9 @@ impl Outlet {
             if owner(name) == Some(instance) {
                 due.push(name);
             } else if age(name) > self.pacing.takeover_after {
-                if self
-                    .claimed_elsewhere(store, &outbox, name, instance, now)
-                    .await
-                {
+                let claim = claim_key(&outbox, name);
+                let ttl = self.pacing.takeover_after;
+                if claims::held_elsewhere(store, &claim, instance, ttl).await {
                     continue;
                 }
                 due.push(name);
@@ -164,8 +154,19 @@ impl Outlet {
             }
         }
         if !events.is_empty() {
-            let claimed = self.deliver_claiming(store, &outbox, &due, &events, instance);
-            claimed.await?;
+            // A long delivery claims its entries, so no other replica takes them over.
+            let claims: Vec<String> = due.iter().map(|name| claim_key(&outbox, name)).collect();
+            let renew_every = self.pacing.takeover_after / 3;
+            let delivery = self.sink.deliver(&events);
+            claims::holding(
+                store,
+                &claims,
+                instance,
+                renew_every,
+                Start::IfLong,
+                delivery,
+            )
+            .await?;
         }
         for batch in keys.chunks(storage::DELETE_BATCH) {
             store
@@ -177,60 +178,6 @@ impl Outlet {
             metrics.events_delivered(self.name(), events.len());
         }
         Ok(due.len() == BATCH || names.len() > due.len())
-    }
-
-    /// Hands `events` to the sink; should that take long, claims `names` until it is done.
-    async fn deliver_claiming(
-        &self,
-        store: &dyn BlobStore,
-        outbox: &str,
-        names: &[&String],
-        events: &[Event],
-        instance: &str,
-    ) -> Result<(), String> {
-        let renew_every = self.pacing.takeover_after / 3;
-        let delivery = self.sink.deliver(events);
-        tokio::pin!(delivery);
-        let mut claimed = false;
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut delivery => break outcome,
-                () = tokio::time::sleep(renew_every) => {
-                    claimed = true;
-                    let claim = Claim { instance: instance.to_owned(), renewed: unix_nanos(SystemTime::now()) };
-                    let body = Bytes::from(serde_json::to_vec(&claim).unwrap_or_default());
-                    for name in names {
-                        if let Err(err) = store.put(&claim_key(outbox, name), body.clone()).await {
-                            tracing::warn!(sink = self.name(), %err, "cannot renew a delivery's claim");
-                        }
-                    }
-                }
-            }
-        };
-        if claimed {
-            let keys: Vec<String> = names.iter().map(|name| claim_key(outbox, name)).collect();
-            let _ = store.delete_objects(&keys).await;
-        }
-        outcome
-    }
-
-    /// Whether another replica's live claim holds the entry `name`.
-    async fn claimed_elsewhere(
-        &self,
-        store: &dyn BlobStore,
-        outbox: &str,
-        name: &str,
-        instance: &str,
-        now: u128,
-    ) -> bool {
-        let Ok(body) = storage::read_small(store, &claim_key(outbox, name), 4096).await else {
-            return false;
-        };
-        let Ok(claim) = serde_json::from_slice::<Claim>(&body) else {
-            return false;
-        };
-        claim.instance != instance
-            && now.saturating_sub(claim.renewed) < self.pacing.takeover_after.as_nanos()
     }
 }
 
@@ -264,11 +211,6 @@ fn oldest(names: &[String], now: u128) -> Duration {
 pub async fn pending(store: &dyn BlobStore, outbox: &str) -> storage::Result<(usize, Duration)> {
     let names = list(store, outbox).await?;
     Ok((names.len(), oldest(&names, unix_nanos(SystemTime::now()))))
-}
-
-fn unix_nanos(time: SystemTime) -> u128 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos())
 }
 
 async fn list(store: &dyn BlobStore, outbox: &str) -> storage::Result<Vec<String>> {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::Rule;
 use super::sink::{Done, Replicator};
 use super::source::LocalRepository;
+use crate::events::claims::{self, Start};
 use crate::oci::{Digest, RepositoryName, Tag};
 use crate::registry::{Page, Registry};
 use crate::storage;
@@ -249,52 +250,152 @@ pub async fn last_reconciliation(rule: &Rule, registry: &Registry) -> Option<Rec
     serde_json::from_slice(&body).ok()
 }
 
+/// How long a reconciliation's claim lasts unless renewed; it is renewed three times as often.
+const CLAIM_TTL: Duration = Duration::from_secs(90);
+
 /// Reconciles each rule that asks for it every `reconcile_every`, for as long as the process
-/// lives. Replicas share the schedule: a rule reconciled recently by any of them is left.
+/// lives. Replicas share the schedule: a rule reconciled recently by any of them is left, and
+/// one being reconciled (its claim renewed) is left to that replica.
 pub async fn reconcile_on_schedule(rules: Vec<Arc<Rule>>, registry: Registry) {
+    let instance = uuid::Uuid::new_v4().simple().to_string();
     let tasks = rules
         .into_iter()
         .filter_map(|rule| Some((rule.settings.reconcile_every?, rule)))
         .map(|(every, rule)| {
-            let registry = registry.clone();
+            let (registry, instance) = (registry.clone(), instance.clone());
             tokio::spawn(async move {
                 loop {
                     // Spread replicas out, so that one of them goes first and the others see it.
                     let jitter = Duration::from_millis(rand::random::<u64>() % 5_000);
                     tokio::time::sleep(every.min(Duration::from_secs(60)) + jitter).await;
-                    let due = match last_reconciliation(&rule, &registry).await {
-                        Some(last) => humantime::parse_rfc3339(&last.finished)
-                            .ok()
-                            .and_then(|at| at.elapsed().ok())
-                            .is_none_or(|since| since >= every),
-                        None => true,
-                    };
-                    if !due {
-                        continue;
-                    }
-                    match reconcile(&rule, &registry, false).await {
-                        Ok(report) => {
-                            tracing::info!(
-                                rule = rule.name(),
-                                copied = report.copied.len(),
-                                deleted = report.deleted.len(),
-                                refused = report.refused.len(),
-                                seconds = report.seconds,
-                                "replication reconciled"
-                            );
-                            if let Ok(body) = serde_json::to_vec(&report) {
-                                let _ = registry.store().put(&last_key(&rule), Bytes::from(body)).await;
-                            }
-                        }
-                        Err(err) => {
-                            tracing::warn!(rule = rule.name(), error = %err, "replication reconciliation failed");
-                        }
-                    }
+                    reconcile_if_due(&rule, &registry, every, &instance).await;
                 }
             })
         })
         .collect::<Vec<_>>();
     for task in tasks {
         let _ = task.await;
+    }
+}
+
+/// Reconciles `rule` unless a replica did within `every` or is doing it now.
+async fn reconcile_if_due(rule: &Arc<Rule>, registry: &Registry, every: Duration, instance: &str) {
+    let due = match last_reconciliation(rule, registry).await {
+        Some(last) => humantime::parse_rfc3339(&last.finished)
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_none_or(|since| since >= every),
+        None => true,
+    };
+    let store = registry.store().as_ref();
+    let claim = claim_key(rule);
+    if !due || claims::held_elsewhere(store, &claim, instance, CLAIM_TTL).await {
+        return;
+    }
+    let work = reconcile(rule, registry, false);
+    let claims = [claim];
+    match claims::holding(store, &claims, instance, CLAIM_TTL / 3, Start::Now, work).await {
+        Ok(report) => {
+            tracing::info!(
+                rule = rule.name(),
+                copied = report.copied.len(),
+                deleted = report.deleted.len(),
+                refused = report.refused.len(),
+                seconds = report.seconds,
+                "replication reconciled"
+            );
+            if let Ok(body) = serde_json::to_vec(&report) {
+                let _ = store.put(&last_key(rule), Bytes::from(body)).await;
+            }
+        }
+        Err(err) => {
+            tracing::warn!(rule = rule.name(), error = %err, "replication reconciliation failed");
+        }
+    }
+}
+
+/// The claim of the replica reconciling `rule`.
+fn claim_key(rule: &Rule) -> String {
+    format!("_stowage/claims/{}/reconciliation", rule.state_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::CredentialSource;
+    use crate::events::Pacing;
+    use crate::registry::Limits;
+    use crate::replication::RuleSettings;
+    use crate::storage::{BlobStore, MemoryStore};
+
+    fn rule() -> Arc<Rule> {
+        let settings = RuleSettings {
+            name: "dr".to_owned(),
+            // Nothing listens: an empty registry has nothing to send.
+            url: "http://127.0.0.1:9".parse().unwrap(),
+            prefix: String::new(),
+            repositories: Vec::new(),
+            tags: Vec::new(),
+            deletes: false,
+            credentials: CredentialSource::Anonymous,
+            tls_verify: true,
+            ca_file: None,
+            bandwidth: None,
+            jobs: 1,
+            reconcile_every: Some(Duration::from_secs(3600)),
+            timeout: Duration::from_secs(5),
+            chunk_size: None,
+            pacing: Pacing {
+                backoff: Duration::from_secs(1),
+                takeover_after: Duration::from_secs(30),
+            },
+        };
+        Arc::new(Rule::new(settings).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_rule_another_replica_is_reconciling_is_left_to_it() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let limits = Limits {
+            max_manifest_size: 1 << 20,
+            manifest_cache_bytes: 0,
+        };
+        let registry = Registry::new(Arc::clone(&store), limits);
+        let rule = rule();
+        let every = Duration::from_secs(3600);
+
+        // Another replica holds the claim while this one looks.
+        let claims = [claim_key(&rule)];
+        let other = claims::holding(
+            store.as_ref(),
+            &claims,
+            "other",
+            Duration::from_secs(1),
+            Start::Now,
+            reconcile_if_due(&rule, &registry, every, "this"),
+        );
+        other.await;
+        assert!(
+            last_reconciliation(&rule, &registry).await.is_none(),
+            "left to the claiming replica"
+        );
+
+        reconcile_if_due(&rule, &registry, every, "this").await;
+        let first = last_reconciliation(&rule, &registry).await.expect("ran");
+        assert_eq!(first.repositories, 0);
+        // Marked, so that a second run would show.
+        let marked = Reconciled {
+            repositories: 99,
+            ..first
+        };
+        let body = Bytes::from(serde_json::to_vec(&marked).unwrap());
+        store.put(&last_key(&rule), body).await.unwrap();
+        reconcile_if_due(&rule, &registry, every, "this").await;
+        let again = last_reconciliation(&rule, &registry).await.expect("kept");
+        assert_eq!(again.repositories, 99, "not due again within the hour");
+        assert!(
+            !claims::held_elsewhere(store.as_ref(), &claims[0], "other", CLAIM_TTL).await,
+            "the claim went with the run"
+        );
     }
 }
