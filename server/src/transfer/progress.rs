@@ -226,32 +226,34 @@ impl Meter {
     }
 }
 
-/// A shared rate limit: reading `n` more bytes waits until the total so far fits the rate.
+/// A shared rate limit: reading `n` more bytes waits until they fit the rate after everything
+/// read before. Time spent idle earns nothing: a replication rule quiet for an hour still sends
+/// its next image at the rate, not an hour's worth at once.
 struct Pace {
     bytes_per_second: u64,
-    started: Instant,
-    total: std::sync::Mutex<u64>,
+    /// When the bytes read so far have been paid for.
+    paid_until: std::sync::Mutex<tokio::time::Instant>,
 }
 
 impl Pace {
     fn new(bytes_per_second: u64) -> Self {
         Self {
             bytes_per_second: bytes_per_second.max(1),
-            started: Instant::now(),
-            total: std::sync::Mutex::new(0),
+            paid_until: std::sync::Mutex::new(tokio::time::Instant::now()),
         }
     }
 
     async fn take(&self, n: u64) {
         let due = {
-            let mut total = self
-                .total
+            let mut paid_until = self
+                .paid_until
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            *total += n;
-            Duration::from_secs_f64(*total as f64 / self.bytes_per_second as f64)
+            let cost = Duration::from_secs_f64(n as f64 / self.bytes_per_second as f64);
+            *paid_until = (*paid_until).max(tokio::time::Instant::now()) + cost;
+            *paid_until
         };
-        tokio::time::sleep_until((self.started + due).into()).await;
+        tokio::time::sleep_until(due).await;
     }
 }
 
@@ -278,6 +280,15 @@ mod tests {
             took >= Duration::from_millis(2990) && took < Duration::from_millis(3100),
             "{took:?}"
         );
+
+        // A minute idle earns no burst: the next blob is read at the rate too.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let chunks = futures::stream::iter((0..3).map(|_| Ok(Bytes::from(vec![0u8; 1000]))));
+        let started = tokio::time::Instant::now();
+        let read: Vec<_> = meter.wrap(chunks.boxed()).collect().await;
+        assert_eq!(read.len(), 3);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(2990), "{took:?}");
     }
 
     #[test]
