@@ -1,5 +1,6 @@
 //! Blob uploads to a registry: a cross-repository mount when the blob is in a repository of the
-//! same registry, one `PUT` for a blob up to a chunk, else `PATCH` chunks that resume.
+//! same registry, one `PUT` for a blob up to a chunk, else `PATCH` chunks that resume, the next
+//! chunk read from the source while one is sent.
 //!
 //! A chunked upload records its location and offset in a small file under the resume directory
 //! after every chunk. When a chunk fails, or when a copy killed mid-blob is run again, the
@@ -109,9 +110,16 @@ pub async fn upload(
     let mut resumes = 0;
     meter.set_position(offset);
     let mut reader = ChunkReader::new(meter.wrap(source.blob(descriptor, offset).await?));
+    // The chunk read while the one before it was sent: the source, and the rate limit that
+    // paces it, never wait for the destination. Two chunks at most are held.
+    let mut ahead: Option<Result<Bytes, CopyError>> = None;
     while offset < descriptor.size {
         let length = chunk.min(descriptor.size - offset);
-        let body = match reader.read(length).await {
+        let body = match ahead.take() {
+            Some(read) => read,
+            None => reader.read(length).await,
+        };
+        let body = match body {
             Ok(body) => body,
             Err(err) => {
                 // The source is corrupt or gone: nothing of it may become a blob.
@@ -122,7 +130,18 @@ pub async fn upload(
                 return Err(err);
             }
         };
-        match patch(repository, &location, offset, body).await {
+        let next_length = chunk.min(descriptor.size - offset - length);
+        let sent_chunk = if next_length > 0 {
+            let (sent_chunk, next) = tokio::join!(
+                patch(repository, &location, offset, body),
+                reader.read(next_length)
+            );
+            ahead = Some(next);
+            sent_chunk
+        } else {
+            patch(repository, &location, offset, body).await
+        };
+        match sent_chunk {
             Ok(next) => {
                 location = next;
                 offset += length;
@@ -140,6 +159,7 @@ pub async fn upload(
                 tracing::debug!(digest = %descriptor.digest, offset = registry_offset, "resuming upload");
                 location = now;
                 offset = registry_offset;
+                ahead = None;
                 meter.set_position(offset);
                 reader = ChunkReader::new(meter.wrap(source.blob(descriptor, offset).await?));
             }

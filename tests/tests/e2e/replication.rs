@@ -1,7 +1,9 @@
 //! Replication to CNCF Distribution 2.8.2 and to another Stowage: images, tag moves, referrers
 //! and deletes pushed here with skopeo arrive there bit-identical within seconds; a destination
-//! down for a minute during 50 pushes gets everything once it is back, each blob sent once;
-//! and `stowage replicate --once` repairs a destination that lost tags and a blob.
+//! down for a minute during 50 pushes gets everything once it is back, each blob sent once; a
+//! replica killed mid-image is finished by another that resumes its upload where it stopped; a
+//! rule's bandwidth limit holds within ten percent; and `stowage replicate --once` repairs a
+//! destination that lost tags and a blob.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -87,6 +89,18 @@ fn push(layout: &Layout, tag: &str, address: &str, repository: &str) {
 
 /// Pushes `written` by digest over HTTP, with the blobs it names, as `oras attach` does.
 async fn push_by_digest(address: &str, repository: &str, layout: &Layout, written: &Written) {
+    push_over_http(address, repository, layout, written, &written.digest).await;
+}
+
+/// Pushes `written` as `reference` (a tag or its digest) over HTTP, with the blobs it names
+/// first, each in one request: the bytes stay exactly the layout's.
+async fn push_over_http(
+    address: &str,
+    repository: &str,
+    layout: &Layout,
+    written: &Written,
+    reference: &str,
+) {
     let base = format!("http://{address}");
     let manifest: Value = serde_json::from_slice(&layout.read(&written.digest)).unwrap();
     let blobs = std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap());
@@ -99,10 +113,7 @@ async fn push_by_digest(address: &str, repository: &str, layout: &Layout, writte
         .await;
     }
     let stored = stowage_e2e::http()
-        .put(format!(
-            "{base}/v2/{repository}/manifests/{}",
-            written.digest
-        ))
+        .put(format!("{base}/v2/{repository}/manifests/{reference}"))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(layout.read(&written.digest))
         .send()
@@ -312,6 +323,120 @@ async fn a_destination_down_for_a_minute_gets_every_push_and_each_blob_once() {
     );
     let twice: Vec<_> = uploads.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "blobs uploaded twice: {twice:?}");
+}
+
+/// The upload sessions Distribution took chunks into (`PATCH …/blobs/uploads/<id>`), with how
+/// many chunks each.
+fn chunked_uploads(distribution: &Distribution) -> HashMap<String, usize> {
+    let mut sessions: HashMap<String, usize> = HashMap::new();
+    for (method, path) in distribution.requests() {
+        if method == "PATCH"
+            && let Some((_, rest)) = path.split_once("/blobs/uploads/")
+        {
+            let session = rest.split('?').next().unwrap().to_owned();
+            *sessions.entry(session).or_default() += 1;
+        }
+    }
+    sessions
+}
+
+/// A replica SIGKILLed while it replicates a 200 MiB image: the other replica of the same
+/// storage takes the event over once the first one's claim lapses, and finishes the image by
+/// resuming the upload the first one recorded, not by starting it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_mid_image_is_finished_by_another_resuming_its_upload() {
+    const SIZE: usize = 200 << 20;
+    const CHUNK: usize = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let distribution = Distribution::start(&dir.path().join("distribution"));
+    let rules = rule(
+        "dr",
+        &distribution.address,
+        "bandwidth = \"40MiB\"\nchunk-size = \"8MiB\"\nbackoff = \"1s\"",
+    );
+    let config = dir.path().join("source.toml");
+    std::fs::write(&config, rules).unwrap();
+    let config = config.to_str().unwrap();
+    let root = dir.path().join("source");
+    let mut first = Stowage::start(&root, &["--config", config]);
+    let second = Stowage::start(&root, &["--config", config]);
+
+    let mut layout = Layout::new(&dir.path().join("layout"));
+    let image = layout.raw_image(&[&stowage_e2e::layout::filler(SIZE, 29)]);
+    layout.tag("v1", &image);
+    push_over_http(&first.address, "team/big", &layout, &image, "v1").await;
+
+    // Once a few chunks are in, the replica sending them dies.
+    let started = Instant::now();
+    while chunked_uploads(&distribution).values().sum::<usize>() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the upload did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill();
+    let before: usize = chunked_uploads(&distribution).values().sum();
+    assert!(
+        before < SIZE / CHUNK,
+        "killed before the end: {before} chunks"
+    );
+
+    until(
+        Duration::from_secs(120),
+        &distribution.address,
+        "team/big",
+        "v1",
+        |d| d == Some(image.digest.as_str()),
+    )
+    .await;
+    blobs_are_whole(&distribution.address, "team/big", &image.digest).await;
+    let sessions = chunked_uploads(&distribution);
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one upload session, resumed by the second replica: {sessions:?}"
+    );
+    let chunks: usize = sessions.values().sum();
+    // Every chunk once, give or take the one in flight when the first replica died.
+    assert!(
+        chunks <= SIZE / CHUNK + 1,
+        "{chunks} chunks for {} (killed after {before})",
+        SIZE / CHUNK
+    );
+    drop(second);
+}
+
+/// A rule's bandwidth limit holds within 10%, also for the first image after the rule was idle.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bandwidth_limit_holds_within_ten_percent() {
+    const SIZE: usize = 80 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let distribution = Distribution::start(&dir.path().join("distribution"));
+    let (source, _) = source(
+        dir.path(),
+        &rule("dr", &distribution.address, "bandwidth = \"8MiB\""),
+    );
+    let mut layout = Layout::new(&dir.path().join("layout"));
+    let image = layout.raw_image(&[&stowage_e2e::layout::filler(SIZE, 31)]);
+    layout.tag("v1", &image);
+    // Idle first: time without sending earns no burst.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    push_over_http(&source.address, "team/paced", &layout, &image, "v1").await;
+    let took = until(
+        Duration::from_secs(30),
+        &distribution.address,
+        "team/paced",
+        "v1",
+        |d| d == Some(image.digest.as_str()),
+    )
+    .await;
+    let expected = Duration::from_secs_f64(SIZE as f64 / f64::from(8 << 20));
+    eprintln!("{SIZE} bytes at 8 MiB/s: {took:?}");
+    assert!(
+        took >= expected.mul_f64(0.9) && took <= expected.mul_f64(1.1),
+        "{SIZE} bytes at 8 MiB/s took {took:?}, not {expected:?} ± 10%"
+    );
 }
 
 /// `stowage replicate --once` with `storage` and `config`: its JSON report.
