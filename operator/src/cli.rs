@@ -13,7 +13,7 @@ use clap::{Parser, ValueEnum};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 
-use crate::controller::{self, Context};
+use crate::controller::{self, Context, InUseScope};
 use crate::crd::Registry;
 use crate::metrics::Metrics;
 
@@ -63,6 +63,20 @@ pub struct Cli {
     /// Log filter, such as `info` or `stowage_operator=debug,info`.
     #[arg(long, env = "STOWAGE_OPERATOR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Collect the image digests that pods run in these namespaces (`*`: every namespace), so
+    /// retention never deletes what a workload uses. The operator needs `list` on pods there
+    /// (the chart's `inUseDigests` grants it). Off when empty.
+    #[arg(
+        long,
+        env = "STOWAGE_OPERATOR_IN_USE_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub in_use_namespaces: Vec<String>,
+
+    /// How long a digest stays in use after the last pod running it was seen.
+    #[arg(long, env = "STOWAGE_OPERATOR_IN_USE_KEEP_FOR", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub in_use_keep_for: std::time::Duration,
 
     /// Check the flags and exit, without connecting to the cluster.
     #[arg(long)]
@@ -117,6 +131,24 @@ fn http_router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
 }
 
 impl Cli {
+    /// Where digests in use are collected, if anywhere.
+    fn in_use_scope(&self) -> Option<InUseScope> {
+        let namespaces: Vec<String> = self
+            .in_use_namespaces
+            .iter()
+            .map(|ns| ns.trim().to_owned())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        if namespaces.is_empty() {
+            return None;
+        }
+        let every = namespaces.iter().any(|ns| ns == "*");
+        Some(InUseScope {
+            namespaces: if every { Vec::new() } else { namespaces },
+            keep_for: self.in_use_keep_for,
+        })
+    }
+
     pub async fn run(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if self.check_config {
             tracing_subscriber::EnvFilter::try_new(&self.log_level)?;
@@ -156,7 +188,8 @@ impl Cli {
         }
         let context = Arc::new(
             Context::new(client.clone(), metrics, self.default_image.clone())
-                .with_service_account_issuer(issuer),
+                .with_service_account_issuer(issuer)
+                .with_in_use_digests(self.in_use_scope()),
         );
 
         if !self.leader_election {

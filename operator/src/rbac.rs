@@ -31,12 +31,19 @@ pub fn rules() -> Vec<PolicyRule> {
             &["secrets"],
             &["get", "list", "watch", "create", "patch"],
         ),
-        rule("", &["configmaps", "services"], WATCH_AND_APPLY),
+        rule("", &["services"], WATCH_AND_APPLY),
+        // The in-use digests ConfigMap is read to merge with, and goes with the retention rules.
+        rule(
+            "",
+            &["configmaps"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
         rule("", &["serviceaccounts"], &["create", "patch"]),
         // An existing claim is checked; a new one is applied.
         rule("", &["persistentvolumeclaims"], &["get", "create", "patch"]),
-        // The pods of a finished gc or replication Job hold its counts in their termination message, and the
-        // server pods' readiness tells whether they reach storage.
+        // The pods of a finished gc, replication or retention Job hold its counts in their
+        // termination message, and the server pods' readiness tells whether they reach
+        // storage. With `--in-use-namespaces`, pods there are listed for the digests they run.
         rule("", &["pods"], &["list"]),
         // An autoscaled Deployment is read to hand its replica count over to the autoscaler.
         rule(

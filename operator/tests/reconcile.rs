@@ -16,7 +16,7 @@ use harness::{
 use http::Method;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
-use stowage_operator::controller::{Context, error_policy};
+use stowage_operator::controller::{Context, InUseScope, error_policy};
 use stowage_operator::metrics::Metrics;
 use stowage_operator::rbac;
 use stowage_operator::resources::{FIELD_MANAGER, REPLICAS_HANDOVER_MANAGER};
@@ -124,7 +124,14 @@ async fn create_makes_every_child_and_reports_status() {
 
 #[tokio::test]
 async fn every_request_is_allowed_by_the_generated_rbac() {
-    let h = Harness::new();
+    // Digests in use collected in the Registry's own namespace, which the generated rules
+    // cover (the chart grants other namespaces apart).
+    let h = Harness::with_context(|context| {
+        context.with_in_use_digests(Some(InUseScope {
+            namespaces: vec!["team-a".to_owned()],
+            keep_for: Duration::from_secs(3_600),
+        }))
+    });
     h.apply_registry(&s3_spec());
     h.reconcile().await.expect("reconciles");
     h.deployment_ready(3);
@@ -143,6 +150,15 @@ async fn every_request_is_allowed_by_the_generated_rbac() {
     h.fake
         .put(&format!("{NS}/secrets/accounts"), htpasswd_secret());
     h.apply_registry(&auth_spec());
+    h.reconcile().await.expect("reconciles");
+    // Retention rules, then none: the digests in use are read, written and deleted.
+    let mut retention = s3_spec();
+    retention["policies"] =
+        json!({"retention": [{"name": "all", "repositories": ["**"], "mostRecentlyPushed": 5}]});
+    h.apply_registry(&retention);
+    h.reconcile().await.expect("reconciles");
+    h.reconcile().await.expect("reconciles");
+    h.apply_registry(&s3_spec());
     h.reconcile().await.expect("reconciles");
 
     let rules = rbac::rules();
@@ -980,4 +996,202 @@ async fn replication_runs_its_cronjob_reports_each_rule_and_goes_when_removed() 
             .iter()
             .all(|c| c["type"] != "Replicated")
     );
+}
+
+fn pod(namespace: &str, name: &str, status: &Value) -> (String, Value) {
+    (
+        format!("/api/v1/namespaces/{namespace}/pods/{name}"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"containers": [{"name": "main"}]},
+            "status": status
+        }),
+    )
+}
+
+fn container_status(image_id: &str) -> Value {
+    json!({"name": "main", "image": "x", "imageID": image_id, "ready": true, "restartCount": 0})
+}
+
+fn digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+#[tokio::test]
+async fn retention_keeps_the_digests_pods_run_runs_dry_first_and_reports_each_run() {
+    const CRONJOB: &str = "/apis/batch/v1/namespaces/team-a/cronjobs/images-retention";
+    const IN_USE: &str = "/api/v1/namespaces/team-a/configmaps/images-in-use";
+    let h = Harness::with_context(|context| {
+        context.with_in_use_digests(Some(InUseScope {
+            namespaces: Vec::new(),
+            keep_for: Duration::from_secs(86_400),
+        }))
+    });
+    // Pods in other namespaces, in every phase, with init containers; more than one page.
+    let pods = [
+        pod(
+            "apps",
+            "web-1",
+            &json!({"phase": "Running",
+            "containerStatuses": [container_status(&format!("registry.team-a.svc:5000/team/app@{}", digest('a')))],
+            "initContainerStatuses": [container_status(&format!("docker-pullable://docker.io/library/busybox@{}", digest('b')))]}),
+        ),
+        pod(
+            "jobs",
+            "batch-1",
+            &json!({"phase": "Succeeded",
+            "containerStatuses": [container_status(&digest('c'))]}),
+        ),
+        pod(
+            "apps",
+            "pulling",
+            &json!({"phase": "Pending",
+            "containerStatuses": [container_status("")]}),
+        ),
+    ];
+    for (path, object) in pods {
+        h.fake.put(&path, object);
+    }
+    for n in 0..600 {
+        let image = if n == 599 { digest('e') } else { digest('d') };
+        let (path, object) = pod(
+            "bulk",
+            &format!("worker-{n:03}"),
+            &json!({"phase": "Running",
+            "containerStatuses": [container_status(&format!("team/worker@{image}"))]}),
+        );
+        h.fake.put(&path, object);
+    }
+    // What an earlier collection recorded: one digest seen two days ago, one an hour ago.
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    h.fake.put(IN_USE, json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "images-in-use", "namespace": "team-a"},
+        "data": {"digests": format!("{} {}\n{} {}\n", digest('f'), now - 2 * 86_400, digest('9'), now - 3_600)}
+    }));
+
+    let mut spec = s3_spec();
+    spec["policies"] = json!({"retention": [
+        {"name": "builds", "repositories": ["team/**"], "tags": ["build-*"], "mostRecentlyPushed": 3}
+    ]});
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+
+    let recorded = h.object(IN_USE)["data"]["digests"]
+        .as_str()
+        .expect("digests")
+        .to_owned();
+    let listed: Vec<&str> = recorded
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    let mut expected: Vec<String> = "abcde9".chars().map(digest).collect();
+    expected.sort();
+    assert_eq!(
+        listed, expected,
+        "running, and seen within a day: {recorded}"
+    );
+    let page_requests: Vec<_> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/pods")
+        .collect();
+    assert_eq!(page_requests.len(), 2, "603 pods in pages of 500");
+    assert!(page_requests.iter().all(|r| r.query.contains("limit=500")));
+
+    let cron = h.object(CRONJOB);
+    let template = &cron["spec"]["jobTemplate"];
+    let pod_spec = &template["spec"]["template"]["spec"];
+    let args: Vec<String> =
+        serde_json::from_value(pod_spec["containers"][0]["args"].clone()).expect("args");
+    assert_eq!(args[0], "retention");
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--in-use-file", "/etc/stowage/in-use/digests"]),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--dry-run".to_owned()),
+        "new rules run dry first"
+    );
+    let mounted = pod_spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .any(|v| v["configMap"]["name"] == "images-in-use");
+    assert!(mounted, "{pod_spec}");
+    let rules = template["metadata"]["labels"]["stowage.dev/retention-rules"]
+        .as_str()
+        .expect("the rules' hash")
+        .to_owned();
+
+    // The dry run finishes: the status and an event say what would go, and why.
+    h.fake.put(
+        "/apis/batch/v1/namespaces/team-a/jobs/images-retention-29000000",
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "images-retention-29000000", "namespace": "team-a",
+                "labels": {"stowage.dev/registry": "images", "app.kubernetes.io/component": "retention",
+                           "stowage.dev/retention-rules": rules}},
+            "status": {"completionTime": "2026-12-03T02:01:00Z",
+                "conditions": [{"type": "Complete", "status": "True"}]}
+        }),
+    );
+    let report = json!({"dry_run": true, "repositories_checked": 2, "tags_deleted": 4,
+        "manifests_deleted": 3, "skipped_changed": 0, "duration_seconds": 0.2,
+        "deleted": [{"what": "tag team/app:build-1", "why": "not kept by builds"}]});
+    h.fake.put(
+        &format!("{NS}/pods/images-retention-29000000-abcde"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "images-retention-29000000-abcde", "namespace": "team-a",
+                "labels": {"job-name": "images-retention-29000000"}},
+            "spec": {"containers": [{"name": "retention"}]},
+            "status": {"containerStatuses": [{"name": "retention", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "message": report.to_string()}}}]}
+        }),
+    );
+    h.reconcile().await.expect("reconciles");
+    let last = &h.object(REGISTRY)["status"]["lastRetention"];
+    assert_eq!(last["job"], "images-retention-29000000");
+    assert_eq!(last["dryRun"], true);
+    assert_eq!(
+        (
+            last["tagsDeleted"].clone(),
+            last["manifestsDeleted"].clone()
+        ),
+        (json!(4), json!(3))
+    );
+    assert_eq!(
+        last["deletions"][0],
+        "tag team/app:build-1: not kept by builds"
+    );
+    assert_eq!(last["rules"], rules.as_str());
+    assert!(h.event_reasons().contains(&"RetentionPreviewed".to_owned()));
+    let args = h.object(CRONJOB)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        [0]["args"]
+        .clone();
+    assert!(
+        !args.as_array().expect("args").contains(&json!("--dry-run")),
+        "previewed rules delete on the next run: {args}"
+    );
+
+    // Changed rules run dry again.
+    spec["policies"]["retention"][0]["mostRecentlyPushed"] = json!(5);
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+    let args = h.object(CRONJOB)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        [0]["args"]
+        .clone();
+    assert!(args.as_array().expect("args").contains(&json!("--dry-run")));
+
+    // No rules: the CronJob, the digests and the status field go.
+    spec.as_object_mut().expect("spec").remove("policies");
+    h.apply_registry(&spec);
+    h.reconcile().await.expect("reconciles");
+    assert!(h.fake.get(CRONJOB).is_none());
+    assert!(h.fake.get(IN_USE).is_none());
+    assert!(h.object(REGISTRY)["status"].get("lastRetention").is_none());
 }

@@ -142,12 +142,13 @@ pub struct ReplicateArgs {
     pub storage: ServeArgs,
 }
 
-/// The digests in `text`: one a line, bare or at the end of an image reference; blank lines
-/// and `#` comments skipped.
-fn digests_in_use(text: &str) -> Result<HashSet<Digest>, ConfigError> {
+/// The digests in `text`: one a line, bare or at the end of an image reference, and what
+/// follows it on the line after a space ignored (the operator writes when it last saw each);
+/// blank lines and `#` comments skipped.
+pub fn digests_in_use(text: &str) -> Result<HashSet<Digest>, ConfigError> {
     text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|line| !line.starts_with('#'))
         .map(|line| {
             let digest = line.rsplit_once('@').map_or(line, |(_, digest)| digest);
             digest.parse().map_err(|_| {
@@ -355,4 +356,21 @@ async fn replicate(args: ReplicateArgs) -> Result<(), Box<dyn std::error::Error 
         args.report.output,
         args.report.report_file.as_deref(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_use_files_name_digests_as_pods_and_the_operator_write_them() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let c = format!("sha256:{}", "c".repeat(64));
+        let text = format!("# running\n{a}\n\nregistry.example/team/app@{b}\n  {c} 1764748800\n");
+        let digests = digests_in_use(&text).unwrap();
+        let expected: HashSet<Digest> = [a, b, c].iter().map(|d| d.parse().unwrap()).collect();
+        assert_eq!(digests, expected);
+        assert!(digests_in_use("team/app:v1\n").is_err());
+    }
 }

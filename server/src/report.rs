@@ -79,6 +79,18 @@ impl CommandReport for gc::RetentionReport {
             self.duration_seconds
         )
     }
+
+    /// The counts, and as many of the first deletions as fit a termination message, so the
+    /// operator's status can show what a dry run would delete and why.
+    fn counts(&self) -> serde_json::Result<serde_json::Value> {
+        let mut counts = serde_json::to_value(self)?;
+        let mut listed = self.deleted.len();
+        while counts.to_string().len() > TERMINATION_MESSAGE && listed > 0 {
+            listed /= 2;
+            counts["deleted"] = serde_json::to_value(&self.deleted[..listed])?;
+        }
+        Ok(counts)
+    }
 }
 
 /// What a Kubernetes termination message holds, less a margin.
@@ -265,5 +277,29 @@ mod tests {
         );
         assert_eq!(counts["rules"].as_array().map(Vec::len), Some(16));
         assert_eq!(counts["rules"][15]["refused"].as_u64(), Some(100));
+    }
+
+    #[test]
+    fn retention_counts_keep_the_first_deletions_that_fit() {
+        let deletion = |n: usize| gc::Deletion {
+            what: format!("tag team/app:build-{n}"),
+            why: "not kept by builds".to_owned(),
+        };
+        let report = |deletions: usize| gc::RetentionReport {
+            dry_run: true,
+            repositories_checked: 2,
+            tags_deleted: deletions,
+            deleted: (0..deletions).map(deletion).collect(),
+            ..gc::RetentionReport::default()
+        };
+        let few = report(3).counts().unwrap();
+        assert_eq!(few["deleted"].as_array().map(Vec::len), Some(3));
+        assert_eq!(few["deleted"][0]["why"], "not kept by builds");
+
+        let many = report(5000).counts().unwrap();
+        assert!(many.to_string().len() <= TERMINATION_MESSAGE);
+        let listed = many["deleted"].as_array().map_or(0, Vec::len);
+        assert!(listed >= 20, "what the status shows fits: {listed}");
+        assert_eq!(many["tags_deleted"], 5000, "the counts are whole");
     }
 }

@@ -29,6 +29,8 @@ VALUE_SETS = {
     "defaults": {},
     "namespaced": {"watchNamespace": "team-a"},
     "ha": {"replicaCount": 2},
+    "in-use": {"inUseDigests": {"namespaces": ["team-a", "team-b"], "keepFor": "48h"}},
+    "in-use-everywhere": {"inUseDigests": {"namespaces": ["*"]}},
     "example": {"exampleRegistry": {"enabled": True, "name": "images", "spec": S3_REGISTRY},
                 "serviceMonitor": {"enabled": True}},
 }
@@ -93,6 +95,29 @@ class Chart(unittest.TestCase):
         args = of_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
         self.assertIn("--namespace=team-a", args)
 
+    def test_pods_are_listed_for_digests_in_use_only_where_asked(self):
+        pods_list = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+        objects = render(VALUE_SETS["in-use"])
+        roles = of_kind(objects, "Role")
+        self.assertEqual(sorted(r["metadata"]["namespace"] for r in roles), ["team-a", "team-b"])
+        for role in roles:
+            self.assertEqual(role["rules"], pods_list)
+        bindings = of_kind(objects, "RoleBinding")
+        self.assertEqual(sorted(b["metadata"]["namespace"] for b in bindings), ["team-a", "team-b"])
+        args = of_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        self.assertIn("--in-use-namespaces=team-a,team-b", args)
+        self.assertIn("--in-use-keep-for=48h", args)
+
+        objects = render(VALUE_SETS["in-use-everywhere"])
+        in_use = [r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-in-use")]
+        self.assertEqual([r["rules"] for r in in_use], [pods_list])
+        self.assertEqual(of_kind(objects, "Role"), [])
+        args = of_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        self.assertIn("--in-use-namespaces=*", args)
+
+        args = of_kind(render({}), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        self.assertFalse([a for a in args if a.startswith("--in-use")], "off unless asked")
+
     def test_more_than_one_replica_elects_a_leader(self):
         objects = render(VALUE_SETS["ha"])
         (deployment,) = of_kind(objects, "Deployment")
@@ -126,6 +151,7 @@ class Chart(unittest.TestCase):
         for bad in [{"replicaCount": 0}, {"replicaCount": "two"}, {"logFormat": "xml"},
                     {"image": {"pullPolicy": "Sometimes"}}, {"unknown": True},
                     {"watchNamespace": "Team_A"}, {"metrics": {"port": 70000}},
+                    {"inUseDigests": {"namespaces": ["Team_A"]}}, {"inUseDigests": {"keepFor": "a day"}},
                     {"exampleRegistry": {"enabled": True, "spec": {"replicas": 1}}}]:
             with self.subTest(values=bad):
                 with self.assertRaises(helm.HelmValuesError):

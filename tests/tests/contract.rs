@@ -12,7 +12,7 @@ use stowage::cli::{Cli, Command};
 use stowage::config::ServeConfig;
 use stowage::storage::StorageConfig;
 use stowage_operator::crd::Registry;
-use stowage_operator::resources::{self, ClusterFacts, Inputs, KeyKind, Task};
+use stowage_operator::resources::{self, ClusterFacts, InUseDigests, Inputs, KeyKind, Task};
 
 /// A Registry as the API server hands it over.
 fn registry(spec: serde_json::Value) -> Registry {
@@ -25,6 +25,8 @@ fn registry(spec: serde_json::Value) -> Registry {
 /// What the cluster would hold for `registry`: the config map, the key and S3 credentials.
 struct Cluster {
     config_map: ConfigMap,
+    /// ConfigMaps besides the config, such as the digests in use.
+    other_config_maps: Vec<ConfigMap>,
     secrets: Vec<Secret>,
     inputs: Inputs,
     /// What the `kube-root-ca.crt` ConfigMap holds.
@@ -51,12 +53,15 @@ fn cluster(registry: &Registry, rotating: bool) -> Cluster {
     let config = resources::server_config(registry, &facts);
     Cluster {
         config_map: resources::config_map(registry, config),
+        other_config_maps: Vec::new(),
         secrets: vec![key, credentials],
         cluster_ca: String::new(),
         inputs: Inputs {
             image: "stowage:test".to_owned(),
             has_previous_key: rotating,
             checksum: "c".to_owned(),
+            in_use_digests: InUseDigests::NotCollected,
+            retention_previewed: false,
         },
     }
 }
@@ -136,9 +141,11 @@ fn materialize(
             }
             files
         } else if let Some(map) = &volume.config_map {
-            assert_eq!(Some(&map.name), cluster.config_map.metadata.name.as_ref());
-            cluster
-                .config_map
+            let found = std::iter::once(&cluster.config_map)
+                .chain(&cluster.other_config_maps)
+                .find(|found| found.metadata.name.as_ref() == Some(&map.name));
+            found
+                .unwrap_or_else(|| panic!("no ConfigMap {}", map.name))
                 .data
                 .clone()
                 .expect("data")
@@ -230,7 +237,7 @@ fn resolve_at(
         Command::Gc(gc) => gc.storage.clone().resolve_for_maintenance(),
         Command::PurgeUploads(purge) => purge.storage.clone().resolve_for_maintenance(),
         Command::Copy(_) => panic!("the operator never runs stowage copy"),
-        Command::Retention(_) => panic!("the operator does not run stowage retention yet"),
+        Command::Retention(retention) => retention.storage.clone().resolve_for_maintenance(),
         Command::Replicate(replicate) => replicate.storage.clone().resolve_for_maintenance(),
     };
     let config = config.unwrap_or_else(|e| panic!("the server refuses the config: {e}"));
@@ -248,7 +255,8 @@ fn pods(registry: &Registry, cluster: &Cluster) -> Vec<(String, PodSpec)> {
         .replication
         .is_some()
         .then_some(Task::Replication);
-    for task in Task::ALWAYS.into_iter().chain(replication) {
+    let retention = resources::rules_hash(registry).map(|_| Task::Retention);
+    for task in Task::ALWAYS.into_iter().chain(replication).chain(retention) {
         let job = resources::cron_job(registry, &cluster.inputs, task);
         let pod = job
             .spec
@@ -351,7 +359,7 @@ fn s3_pods_start_with_the_settings_asked_for() {
                 assert!(!purge.dry_run);
             }
             Command::Copy(_) => panic!("the operator never runs stowage copy"),
-            Command::Retention(_) => panic!("the operator does not run stowage retention yet"),
+            Command::Retention(_) => panic!("no retention rules were asked for"),
             Command::Replicate(_) => panic!("no replication was asked for"),
         }
     }
@@ -857,4 +865,61 @@ fn gcs_pods_sign_in_the_way_the_registry_asks() {
             assert_eq!(signed_in, expected, "{what}");
         }
     }
+}
+
+#[test]
+fn retention_rules_load_in_the_server_and_its_job_reads_the_digests_in_use() {
+    let registry = registry(json!({
+        "storage": {"s3": {"bucket": "images", "credentialsSecret": {"name": "s3-creds"}}},
+        "policies": {
+            "immutableTags": [{"name": "releases", "repositories": ["team/**"], "tags": ["v*"]}],
+            "retention": [
+                {"name": "builds", "repositories": ["team/**"], "tags": ["build-*"],
+                 "mostRecentlyPushed": 10, "pushedWithin": "30d", "untaggedOlderThan": "7d"},
+                {"name": "releases", "repositories": ["team/**"],
+                 "semver": {"range": ">=1.0.0", "newestPer": "minor", "count": 3}, "keepReferrers": true}
+            ],
+            "retentionRun": {"schedule": "15 1 * * *"}
+        }
+    }));
+    let mut cluster = cluster(&registry, false);
+    cluster.inputs.in_use_digests = InUseDigests::Collected;
+    let running = format!("sha256:{}", "a".repeat(64));
+    let seen = [(running.clone(), 1_764_748_800)].into();
+    cluster
+        .other_config_maps
+        .push(resources::in_use_config_map(&registry, &seen));
+    let job = resources::cron_job(&registry, &cluster.inputs, Task::Retention);
+    assert_eq!(
+        job.spec.as_ref().map(|s| s.schedule.as_str()),
+        Some("15 1 * * *")
+    );
+    let mut checked = Vec::new();
+    for (what, pod) in pods(&registry, &cluster) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (command, config) = resolve_at(root.path(), &cluster, &pod, &pod.containers[0]);
+        let retention = config.policies.retention();
+        assert!(
+            retention.covers("team/app") && !retention.covers("other/app"),
+            "{what}"
+        );
+        assert!(
+            config.policies.immutable("team/app", "v1").is_some(),
+            "{what}"
+        );
+        if let Command::Retention(args) = &command {
+            assert!(args.dry_run, "rules never run before run dry");
+            let file = args.in_use_file.as_ref().expect("the digests in use");
+            let text = std::fs::read_to_string(file).expect("the mounted digests");
+            let digests = stowage::cli::digests_in_use(&text).expect("the server reads them");
+            assert_eq!(digests.len(), 1);
+            assert!(digests.contains(&running.parse().expect("a digest")));
+            assert_eq!(
+                args.report.report_file.as_deref(),
+                Some(Path::new("/dev/termination-log"))
+            );
+        }
+        checked.push(what);
+    }
+    assert!(checked.contains(&"retention".to_owned()), "{checked:?}");
 }

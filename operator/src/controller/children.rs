@@ -4,7 +4,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::storage::{check_storage_settings, observe_storage};
 use super::{Context, Error, access, is_not_found, keys, kube_error};
-use crate::crd::{GarbageCollectionRun, JobResult, Reconciled, Registry};
-use crate::resources::{self, ClusterFacts, FIELD_MANAGER, Inputs, KeyKind, Task};
+use crate::crd::{GarbageCollectionRun, JobResult, Reconciled, Registry, RetentionOutcome};
+use crate::resources::{self, ClusterFacts, FIELD_MANAGER, InUseDigests, Inputs, KeyKind, Task};
 use crate::status;
 use crate::storage::StorageCheck;
 
@@ -28,10 +28,17 @@ pub(super) struct Applied {
     pub(super) tls: Option<status::Check>,
     /// Whether the ServiceMonitor was made, when the spec asks for one.
     pub(super) service_monitor: Option<status::Check>,
-    pub(super) last_gc: Option<GarbageCollectionRun>,
-    pub(super) last_replication: Option<Reconciled>,
+    pub(super) runs: LastRuns,
     /// Events worth telling: `(reason, note)`.
     pub(super) events: Vec<(&'static str, String)>,
+}
+
+/// The most recent finished run of each maintenance task that reports.
+#[derive(Clone, Default)]
+pub(super) struct LastRuns {
+    pub(super) gc: Option<GarbageCollectionRun>,
+    pub(super) replication: Option<Reconciled>,
+    pub(super) retention: Option<RetentionOutcome>,
 }
 
 pub(super) async fn apply_children(
@@ -67,6 +74,21 @@ pub(super) async fn apply_children(
         ));
     }
     let config = resources::server_config(registry, &facts);
+    let retains = resources::rules_hash(registry).is_some();
+    let in_use_digests = match (&context.in_use, retains) {
+        (Some(scope), true) => {
+            context
+                .in_use_collector
+                .record(client, registry, namespace, scope)
+                .await?
+        }
+        _ => InUseDigests::NotCollected,
+    };
+    let runs = LastRuns {
+        gc: last_garbage_collection(client, registry, namespace).await?,
+        replication: last_replication(client, registry, namespace).await?,
+        retention: last_retention(client, registry, namespace).await?,
+    };
     let secrets_read = std::iter::once(&upload_key.secret)
         .chain(token_key.as_ref().map(|key| &key.secret))
         .chain(settings.credentials.as_ref());
@@ -78,6 +100,8 @@ pub(super) async fn apply_children(
             .unwrap_or_else(|| context.default_image.clone()),
         has_previous_key: upload_key.has_previous,
         checksum: checksum(&config, secrets_read),
+        in_use_digests,
+        retention_previewed: resources::rules_previewed(registry, runs.retention.as_ref()),
     };
     if let Some(policy) = resources::policy_secret(registry) {
         apply(client, namespace, &policy).await?;
@@ -116,8 +140,18 @@ pub(super) async fn apply_children(
     } else {
         delete::<CronJob>(client, namespace, &replication_job).await?;
     }
-    let last_gc = last_garbage_collection(client, registry, namespace).await?;
-    let last_replication = last_replication(client, registry, namespace).await?;
+    let retention_job = Task::Retention.cron_job_name(registry);
+    if retains {
+        let job = resources::cron_job(registry, &inputs, Task::Retention);
+        apply(client, namespace, &job).await?;
+    } else {
+        delete::<CronJob>(client, namespace, &retention_job).await?;
+    }
+    if in_use_digests == InUseDigests::NotCollected {
+        let name = resources::in_use_config_map_name(registry);
+        delete::<ConfigMap>(client, namespace, &name).await?;
+    }
+
     let storage = match settings.problem {
         Some(problem) => problem,
         None => observe_storage(client, registry, namespace, claim.as_ref()).await?,
@@ -127,8 +161,7 @@ pub(super) async fn apply_children(
         storage,
         tls,
         service_monitor,
-        last_gc,
-        last_replication,
+        runs,
         events,
     })
 }
@@ -311,6 +344,29 @@ async fn last_replication(
     Ok(
         match latest_run(client, registry, namespace, task, key).await? {
             Some((job, at, result, pods)) => Some(status::replication_run(&job, at, result, &pods)),
+            None => known,
+        },
+    )
+}
+
+/// The last retention run, while there are retention rules.
+async fn last_retention(
+    client: &Client,
+    registry: &Registry,
+    namespace: &str,
+) -> Result<Option<RetentionOutcome>, Error> {
+    if resources::rules_hash(registry).is_none() {
+        return Ok(None);
+    }
+    let known = registry
+        .status
+        .as_ref()
+        .and_then(|s| s.last_retention.clone());
+    let key = known.as_ref().map(|k| (k.job.as_str(), k.result));
+    let task = Task::Retention;
+    Ok(
+        match latest_run(client, registry, namespace, task, key).await? {
+            Some((job, at, result, pods)) => Some(status::retention_run(&job, at, result, &pods)),
             None => known,
         },
     )

@@ -4,6 +4,7 @@
 
 mod access;
 mod children;
+mod in_use;
 mod keys;
 mod optional;
 mod storage;
@@ -34,6 +35,7 @@ use crate::resources::{self, FIELD_MANAGER, KeyKind};
 use crate::status::{self, Observed};
 use crate::storage::StorageCheck;
 use children::{apply, apply_children};
+pub use in_use::InUseScope;
 
 /// What the reconcile loop shares.
 pub struct Context {
@@ -45,6 +47,9 @@ pub struct Context {
     /// The cluster's service account issuer, for workload identity; see
     /// [`crate::cli::service_account_issuer`].
     pub service_account_issuer: Option<String>,
+    /// Where the digests pods run are collected for retention; nowhere when `None`.
+    pub in_use: Option<InUseScope>,
+    in_use_collector: in_use::Collector,
     /// Consecutive failures per Registry, for the error backoff.
     failures: Mutex<HashMap<ObjectRef<Registry>, u32>>,
 }
@@ -61,6 +66,8 @@ impl Context {
             metrics,
             default_image,
             service_account_issuer: None,
+            in_use: None,
+            in_use_collector: in_use::Collector::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -69,6 +76,13 @@ impl Context {
     #[must_use]
     pub fn with_service_account_issuer(mut self, issuer: Option<String>) -> Self {
         self.service_account_issuer = issuer;
+        self
+    }
+
+    /// Collecting the digests pods run in `scope`, which retention then keeps.
+    #[must_use]
+    pub fn with_in_use_digests(mut self, scope: Option<InUseScope>) -> Self {
+        self.in_use = scope;
         self
     }
 }
@@ -227,27 +241,28 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
     let client = context.client.clone();
     let applied = apply_children(&registry, &context, &namespace).await;
     let known = registry.status.clone().unwrap_or_default();
-    let (observed_deployment, storage, tls, service_monitor, last_gc, last_replication, error) =
-        match &applied {
-            Ok(applied) => (
-                Some(&applied.deployment),
-                applied.storage.clone(),
-                applied.tls.clone(),
-                applied.service_monitor.clone(),
-                applied.last_gc.clone(),
-                applied.last_replication.clone(),
-                None,
-            ),
-            Err(error) => (
-                None,
-                StorageCheck::unknown("NotChecked", "not checked: the reconcile failed"),
-                None,
-                None,
-                known.last_garbage_collection.clone(),
-                known.last_replication.clone(),
-                Some(error.to_string()),
-            ),
-        };
+    let (observed_deployment, storage, tls, service_monitor, runs, error) = match &applied {
+        Ok(applied) => (
+            Some(&applied.deployment),
+            applied.storage.clone(),
+            applied.tls.clone(),
+            applied.service_monitor.clone(),
+            applied.runs.clone(),
+            None,
+        ),
+        Err(error) => (
+            None,
+            StorageCheck::unknown("NotChecked", "not checked: the reconcile failed"),
+            None,
+            None,
+            children::LastRuns {
+                gc: known.last_garbage_collection.clone(),
+                replication: known.last_replication.clone(),
+                retention: known.last_retention.clone(),
+            },
+            Some(error.to_string()),
+        ),
+    };
     let status = status::compute(
         &registry,
         Observed {
@@ -255,8 +270,9 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
             storage: &storage,
             tls: tls.as_ref(),
             service_monitor: service_monitor.as_ref(),
-            last_gc,
-            last_replication,
+            last_gc: runs.gc,
+            last_replication: runs.replication,
+            last_retention: runs.retention,
             error,
             now: Time(Timestamp::now()),
         },
@@ -309,6 +325,17 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
                     condition.message.clone(),
                 )
                 .await;
+            }
+            let new_retention = status.last_retention.as_ref().map(|r| (&r.job, r.result))
+                != known.last_retention.as_ref().map(|r| (&r.job, r.result));
+            if let Some(run) = status.last_retention.as_ref().filter(|_| new_retention) {
+                let (reason, note) = status::retention_event(run);
+                let type_ = if run.result == crate::crd::JobResult::Succeeded {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                };
+                publish(&context, &registry, type_, reason, note).await;
             }
             if storage.is_unavailable() {
                 publish(

@@ -37,11 +37,13 @@ pub use notifications::{Endpoint, EventAction, Notifications, SecretKey};
 pub use pods::{
     Limits, LogLevel, PullPolicy, Scheduling, ServiceSettings, ServiceType, SigningKey,
 };
-pub use policies::{ImmutableTags, Policies};
+pub use policies::{ImmutableTags, Policies, RetentionRule, RetentionRun, SemverKeep, SemverLine};
 pub use proxy::{Proxy, Upstream};
 pub use replication::{DestinationTls, Reconciliation, Replication, ReplicationRule};
 pub use scaling::Autoscaling;
-pub use status::{GarbageCollectionRun, JobResult, Reconciled, ReconciledRule, RegistryStatus};
+pub use status::{
+    GarbageCollectionRun, JobResult, Reconciled, ReconciledRule, RegistryStatus, RetentionOutcome,
+};
 pub use storage::{
     AzureClientSecret, AzureStorage, AzureWorkloadIdentity, FilesystemStorage, GcsStorage,
     GkeWorkloadIdentity, S3Credentials, S3Storage, Storage,

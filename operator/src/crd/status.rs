@@ -39,6 +39,46 @@ pub struct RegistryStatus {
     /// The most recent finished replication reconciliation, rule by rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_replication: Option<Reconciled>,
+
+    /// The most recent finished retention run: what it deleted, or would have, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_retention: Option<RetentionOutcome>,
+}
+
+/// One finished `stowage retention` run.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionOutcome {
+    /// The Job that ran it.
+    pub job: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Succeeded or Failed.
+    pub result: JobResult,
+    /// A hash of the rules it applied: rules that changed since run dry first.
+    #[serde(default)]
+    pub rules: String,
+    /// It only reported what would go.
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub repositories_checked: i64,
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub tags_deleted: i64,
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub manifests_deleted: i64,
+    /// Deletions left undone because a push changed the repository after the decision.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub skipped_changed: i64,
+    /// The first deletions (or, dry, those that would be made), each with the rule or reason
+    /// behind it; `stowage retention --dry-run --output json` lists them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    pub deletions: Vec<String>,
 }
 
 /// One finished `stowage gc` run.

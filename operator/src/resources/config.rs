@@ -9,7 +9,7 @@ use super::access::{ClusterFacts, auth_table, tls_table};
 use super::keys::{CURRENT_KEY, PREVIOUS_KEY};
 use super::pod::{METRICS_PORT, SERVER_PORT, UPLOAD_KEY_PATH};
 use super::{SERVER_COMPONENT, owned_meta};
-use crate::crd::Registry;
+use crate::crd::{Registry, RetentionRule, SemverLine};
 
 /// The ConfigMap key, and the file name in the pods.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -103,14 +103,14 @@ pub fn server_config(registry: &Registry, facts: &ClusterFacts) -> String {
     )
 }
 
-/// The `[policies]` table: immutable tags.
+/// The `[policies]` table: immutable tags and retention rules.
 fn policies_table(registry: &Registry) -> Option<Table> {
     let policies = registry.spec.policies.as_ref()?;
-    if policies.immutable_tags.is_empty() {
+    if policies.immutable_tags.is_empty() && policies.retention.is_empty() {
         return None;
     }
     let strings = |list: &[String]| Value::Array(list.iter().cloned().map(Value::from).collect());
-    let rules = policies
+    let immutable = policies
         .immutable_tags
         .iter()
         .map(|rule| {
@@ -121,9 +121,65 @@ fn policies_table(registry: &Registry) -> Option<Table> {
             Value::Table(table)
         })
         .collect();
+    let retention = policies
+        .retention
+        .iter()
+        .map(|rule| Value::Table(retention_table(rule)))
+        .collect();
     let mut table = Table::new();
-    table.insert("immutable-tags".to_owned(), Value::Array(rules));
+    table.insert("immutable-tags".to_owned(), Value::Array(immutable));
+    table.insert("retention".to_owned(), Value::Array(retention));
     Some(table)
+}
+
+/// One `[[policies.retention]]` table.
+fn retention_table(rule: &RetentionRule) -> Table {
+    let mut table = Table::new();
+    let mut set = |key: &str, value: Value| {
+        table.insert(key.to_owned(), value);
+    };
+    set("name", rule.name.clone().into());
+    let strings = |list: &[String]| Value::Array(list.iter().cloned().map(Value::from).collect());
+    set("repositories", strings(&rule.repositories));
+    if !rule.tags.is_empty() {
+        set("tags", strings(&rule.tags));
+    }
+    let counts = [
+        ("most-recently-pushed", rule.most_recently_pushed),
+        ("most-recently-pulled", rule.most_recently_pulled),
+    ];
+    for (key, count) in counts {
+        if let Some(count) = count {
+            set(key, i64::from(count).into());
+        }
+    }
+    let durations = [
+        ("pushed-within", &rule.pushed_within),
+        ("pulled-within", &rule.pulled_within),
+        ("untagged-older-than", &rule.untagged_older_than),
+    ];
+    for (key, duration) in durations {
+        if let Some(duration) = duration {
+            set(key, duration.clone().into());
+        }
+    }
+    if let Some(semver) = &rule.semver {
+        let mut keep = Table::new();
+        if let Some(range) = &semver.range {
+            keep.insert("range".to_owned(), range.clone().into());
+        }
+        let line = match semver.newest_per {
+            SemverLine::Major => "major",
+            SemverLine::Minor => "minor",
+        };
+        keep.insert("newest-per".to_owned(), line.into());
+        keep.insert("count".to_owned(), i64::from(semver.count).into());
+        set("semver", Value::Table(keep));
+    }
+    if rule.keep_referrers {
+        set("keep-referrers", true.into());
+    }
+    table
 }
 
 /// The ConfigMap holding [`server_config`].

@@ -1,5 +1,6 @@
 //! The CronJobs that run `stowage gc`, `stowage purge-uploads` and, with `spec.replication`,
-//! `stowage replicate --once` on the registry's storage.
+//! `stowage replicate --once`, and with retention rules `stowage retention`, on the registry's
+//! storage.
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
@@ -9,6 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use super::pod::{config_args, pod_labels, pod_spec, stowage_container};
+use super::retention::{
+    IN_USE_KEY, IN_USE_PATH, InUseDigests, RULES_LABEL, in_use_volume, rules_hash,
+};
 use super::{Inputs, labels, owned_meta, server_selector};
 use crate::crd::Registry;
 
@@ -19,6 +23,8 @@ pub enum Task {
     UploadPurging,
     /// The replication reconciliation; only while `spec.replication` is set.
     Replication,
+    /// The retention rules of `spec.policies`; only while there are some.
+    Retention,
 }
 
 impl Task {
@@ -31,6 +37,7 @@ impl Task {
             Self::GarbageCollection => "gc",
             Self::UploadPurging => "purge-uploads",
             Self::Replication => "replicate",
+            Self::Retention => "retention",
         }
     }
 
@@ -75,6 +82,28 @@ pub fn cron_job(registry: &Registry, inputs: &Inputs, task: Task) -> CronJob {
             ];
             (reconciliation.schedule, reconciliation.suspend, args)
         }
+        Task::Retention => {
+            let run = spec
+                .policies
+                .as_ref()
+                .map(|p| p.retention_run.clone())
+                .unwrap_or_default();
+            let mut args = Vec::new();
+            if inputs.in_use_digests != InUseDigests::NotCollected {
+                args.extend([
+                    "--in-use-file".to_owned(),
+                    format!("{IN_USE_PATH}/{IN_USE_KEY}"),
+                ]);
+            }
+            let dry = run.dry_run
+                || !inputs.retention_previewed
+                || inputs.in_use_digests == InUseDigests::TooMany;
+            if dry {
+                args.push("--dry-run".to_owned());
+            }
+            args.extend(["--report-file".to_owned(), REPORT_PATH.to_owned()]);
+            (run.schedule, run.suspend, args)
+        }
     };
     args.extend(["--output".to_owned(), "json".to_owned()]);
     let args = [
@@ -86,7 +115,25 @@ pub fn cron_job(registry: &Registry, inputs: &Inputs, task: Task) -> CronJob {
     let mut container = stowage_container(registry, inputs, task.command(), args);
     container.termination_message_policy = Some("FallbackToLogsOnError".to_owned());
 
-    let job_labels = labels(registry, task.command());
+    let mut job_labels = labels(registry, task.command());
+    let mut pod = PodSpec {
+        restart_policy: Some("Never".to_owned()),
+        affinity: same_node_as_server(registry),
+        ..pod_spec(registry, container)
+    };
+    if task == Task::Retention {
+        if let Some(hash) = rules_hash(registry) {
+            job_labels.insert(RULES_LABEL.to_owned(), hash);
+        }
+        if inputs.in_use_digests != InUseDigests::NotCollected {
+            let (volume, mount) = in_use_volume(registry);
+            pod.volumes.get_or_insert_default().push(volume);
+            pod.containers[0]
+                .volume_mounts
+                .get_or_insert_default()
+                .push(mount);
+        }
+    }
     CronJob {
         metadata: owned_meta(registry, task.cron_job_name(registry), task.command()),
         spec: Some(CronJobSpec {
@@ -115,11 +162,7 @@ pub fn cron_job(registry: &Registry, inputs: &Inputs, task: Task) -> CronJob {
                             ),
                             ..ObjectMeta::default()
                         }),
-                        spec: Some(PodSpec {
-                            restart_policy: Some("Never".to_owned()),
-                            affinity: same_node_as_server(registry),
-                            ..pod_spec(registry, container)
-                        }),
+                        spec: Some(pod),
                     },
                     ..JobSpec::default()
                 }),

@@ -12,6 +12,7 @@ mod notifications;
 mod pod;
 mod proxy;
 mod replication;
+mod retention;
 mod scaling;
 mod service;
 mod storage;
@@ -41,6 +42,10 @@ pub use notifications::{notification_secrets, notification_volumes, notification
 pub use pod::{DATA_PATH, METRICS_PORT, SERVER_PORT, UPLOAD_KEY_PATH};
 pub use proxy::{proxy_secrets, proxy_table, proxy_volumes};
 pub use replication::{replication_secrets, replication_tables, replication_volumes};
+pub use retention::{
+    IN_USE_KEY, IN_USE_PATH, InUseDigests, RULES_LABEL, digest_of_image_id, in_use,
+    in_use_config_map, in_use_config_map_name, last_seen, rules_hash, rules_previewed,
+};
 pub use scaling::{horizontal_pod_autoscaler, pod_disruption_budget};
 pub use service::{endpoint, service, service_account};
 pub use storage::{
@@ -67,6 +72,11 @@ pub struct Inputs {
     pub has_previous_key: bool,
     /// SHA-256 of the config and of every Secret the pods read, so a change rolls the pods.
     pub checksum: String,
+    /// Whether the operator collects the digests pods run into [`in_use_config_map`], which
+    /// the retention job then keeps.
+    pub in_use_digests: InUseDigests,
+    /// The retention rules as they are have run once (dry or not), so the next run deletes.
+    pub retention_previewed: bool,
 }
 
 /// Labels on everything the operator makes for `registry`; `component` tells its parts apart.
@@ -181,6 +191,8 @@ pub(crate) mod fixtures {
             image: "registry.example/stowage:1.2.3".to_owned(),
             has_previous_key: false,
             checksum: "abc123".to_owned(),
+            in_use_digests: super::InUseDigests::NotCollected,
+            retention_previewed: false,
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::crd::{
     GarbageCollectionRun, JobResult, Reconciled, ReconciledRule, Registry, RegistryStatus,
+    RetentionOutcome,
 };
 use crate::resources;
 use crate::storage::{Health, StorageCheck};
@@ -25,6 +26,8 @@ pub struct Observed<'a> {
     pub last_gc: Option<GarbageCollectionRun>,
     /// The most recent finished replication reconciliation.
     pub last_replication: Option<Reconciled>,
+    /// The most recent finished retention run, while there are retention rules.
+    pub last_retention: Option<RetentionOutcome>,
     /// Why the last reconcile failed, if it did.
     pub error: Option<String>,
     pub now: Time,
@@ -268,6 +271,7 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
         endpoint: Some(resources::endpoint(registry)),
         last_garbage_collection: observed.last_gc,
         last_replication: observed.last_replication,
+        last_retention: observed.last_retention,
     }
 }
 
@@ -423,6 +427,101 @@ pub fn replication_run(
         finished_at,
         result,
         rules,
+    }
+}
+
+/// What `stowage retention --report-file` writes.
+#[derive(Deserialize)]
+struct RetentionSummary {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    repositories_checked: i64,
+    #[serde(default)]
+    tags_deleted: i64,
+    #[serde(default)]
+    manifests_deleted: i64,
+    #[serde(default)]
+    skipped_changed: i64,
+    #[serde(default)]
+    deleted: Vec<RetentionDeletion>,
+}
+
+#[derive(Deserialize)]
+struct RetentionDeletion {
+    what: String,
+    why: String,
+}
+
+/// Deletions the status lists at most.
+const RETENTION_DELETIONS: usize = 20;
+
+/// The run recorded by a finished retention Job, from its report; a run that left none (a
+/// failed one) counts as dry, since nothing is known to have been deleted.
+pub fn retention_run(
+    job: &Job,
+    finished_at: Option<Time>,
+    result: JobResult,
+    pods: &[Pod],
+) -> RetentionOutcome {
+    let summary = job_report(pods, resources::Task::Retention.command())
+        .and_then(|report| serde_json::from_str::<RetentionSummary>(&report).ok());
+    let rules = job
+        .labels()
+        .get(resources::RULES_LABEL)
+        .cloned()
+        .unwrap_or_default();
+    RetentionOutcome {
+        job: job.name_any(),
+        finished_at,
+        result,
+        rules,
+        dry_run: summary.as_ref().is_none_or(|s| s.dry_run),
+        repositories_checked: summary.as_ref().map_or(0, |s| s.repositories_checked),
+        tags_deleted: summary.as_ref().map_or(0, |s| s.tags_deleted),
+        manifests_deleted: summary.as_ref().map_or(0, |s| s.manifests_deleted),
+        skipped_changed: summary.as_ref().map_or(0, |s| s.skipped_changed),
+        deletions: summary
+            .iter()
+            .flat_map(|s| &s.deleted)
+            .take(RETENTION_DELETIONS)
+            .map(|d| {
+                format!("{}: {}", d.what, d.why)
+                    .chars()
+                    .take(1024)
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+/// The event a new retention run is told in: `(reason, note)`.
+pub fn retention_event(run: &RetentionOutcome) -> (&'static str, String) {
+    let listed = if run.deletions.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", run.deletions.join("; "))
+    };
+    match (run.result, run.dry_run) {
+        (JobResult::Failed, _) => (
+            "RetentionFailed",
+            format!("retention Job {} failed; see its logs", run.job),
+        ),
+        (JobResult::Succeeded, true) => (
+            "RetentionPreviewed",
+            format!(
+                "would delete {} tags and {} manifests in {} repositories{listed}",
+                run.tags_deleted, run.manifests_deleted, run.repositories_checked
+            ),
+        ),
+        (JobResult::Succeeded, false) => (
+            "RetentionApplied",
+            format!(
+                "deleted {} tags and {} manifests in {} repositories (gc reclaims their \
+                 bytes){listed}",
+                run.tags_deleted, run.manifests_deleted, run.repositories_checked
+            ),
+        ),
     }
 }
 

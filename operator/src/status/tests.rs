@@ -44,6 +44,7 @@ fn observe<'a>(deployment: Option<&'a Deployment>, storage: &'a StorageCheck) ->
         service_monitor: None,
         last_gc: None,
         last_replication: None,
+        last_retention: None,
         error: None,
         now: time(0),
     }

@@ -276,23 +276,48 @@ impl FakeApi {
         match (method.as_str(), &target.name) {
             ("GET", None) => {
                 let selector = label_selector(query);
-                let items: Vec<Value> = state
+                // A list across namespaces (`/api/v1/pods`) holds the kind's objects in all.
+                let across_namespaces = !target.collection.contains("/namespaces/");
+                let in_list = |key: &str| match parse_path(key) {
+                    Some(item) if item.name.is_some() && item.subresource.is_none() => {
+                        item.collection == target.collection
+                            || (across_namespaces
+                                && item.group == target.group
+                                && item.resource == target.resource)
+                    }
+                    _ => false,
+                };
+                let mut items: Vec<(&String, Value)> = state
                     .objects
                     .iter()
-                    .filter(|(key, _)| {
-                        key.strip_prefix(&target.collection)
-                            .is_some_and(|rest| rest.matches('/').count() == 1)
-                    })
-                    .map(|(_, object)| object.clone())
-                    .filter(|object| {
+                    .filter(|(key, _)| in_list(key))
+                    .map(|(key, object)| (key, object.clone()))
+                    .filter(|(_, object)| {
                         selector
                             .iter()
                             .all(|(k, v)| object["metadata"]["labels"][k].as_str() == Some(v))
                     })
                     .collect();
+                items.sort_by(|a, b| a.0.cmp(b.0));
+                // Pages of `limit`, the `continue` token being the offset of the next.
+                let start: usize = query_value(query, "continue")
+                    .and_then(|token| token.parse().ok())
+                    .unwrap_or(0);
+                let limit: usize = query_value(query, "limit")
+                    .and_then(|limit| limit.parse().ok())
+                    .unwrap_or(usize::MAX);
+                let end = start.saturating_add(limit).min(items.len());
+                let page: Vec<Value> = items[start.min(end)..end]
+                    .iter()
+                    .map(|(_, object)| object.clone())
+                    .collect();
+                let mut metadata = json!({"resourceVersion": version});
+                if end < items.len() {
+                    metadata["continue"] = json!(end.to_string());
+                }
                 (
                     StatusCode::OK,
-                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": version}, "items": items}),
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": metadata, "items": page}),
                 )
             }
             ("GET", Some(_)) => match state.objects.get(path) {

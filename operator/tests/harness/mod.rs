@@ -28,12 +28,17 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Self {
+        Self::with_context(|context| context)
+    }
+
+    /// With the operator's context set up by `configure` (as its flags would).
+    pub fn with_context(configure: impl FnOnce(Context) -> Context) -> Self {
         let (client, fake) = FakeApi::start();
-        let context = Arc::new(Context::new(
+        let context = Arc::new(configure(Context::new(
             client,
             Arc::new(Metrics::default()),
             "ghcr.io/stowage/stowage:test".to_owned(),
-        ));
+        )));
         fake.put(
             &format!("{NS}/secrets/s3-creds"),
             json!({
