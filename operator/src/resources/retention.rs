@@ -26,6 +26,11 @@ pub enum InUseDigests {
     TooMany,
 }
 
+/// How stale a running digest's last-seen time may get before it is written again: the
+/// ConfigMap changes only when a digest comes, goes, or gets this old, so writing it does not
+/// wake the controller (which watches it) on every reconcile.
+const REFRESH_EVERY: i64 = 3_600;
+
 /// What a ConfigMap may hold (1 MiB), less a margin for its metadata.
 const CONFIG_MAP_BYTES: usize = 1_000_000;
 
@@ -69,8 +74,8 @@ pub fn last_seen(previous: Option<&ConfigMap>) -> BTreeMap<String, i64> {
         .collect()
 }
 
-/// The digests to keep: those running `now`, and those seen within `keep_for` seconds before,
-/// newest first when they do not all fit.
+/// The digests to keep: those running `now`, and those seen within `keep_for` seconds before
+/// (give or take [`REFRESH_EVERY`]), newest first when they do not all fit.
 pub fn in_use(
     previous: BTreeMap<String, i64>,
     running: impl IntoIterator<Item = String>,
@@ -82,7 +87,10 @@ pub fn in_use(
         .filter(|(_, at)| now.saturating_sub(*at) <= keep_for)
         .collect();
     for digest in running {
-        seen.insert(digest, now);
+        let at = seen.entry(digest).or_insert(now);
+        if now.saturating_sub(*at) >= REFRESH_EVERY {
+            *at = now;
+        }
     }
     let mut newest_first: Vec<(String, i64)> = seen.into_iter().collect();
     newest_first.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -163,6 +171,7 @@ mod tests {
 
     const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const C: &str = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 
     #[test]
     fn image_ids_name_their_digest() {
@@ -181,15 +190,26 @@ mod tests {
     #[test]
     fn digests_stay_for_keep_for_after_their_pods_go() {
         let day = 86_400;
-        let previous = [(A.to_owned(), 1_000), (B.to_owned(), 1_000 + day)].into();
-        // A was last seen more than a day before; B within it; B runs again now.
-        let (kept, state) = in_use(previous, [B.to_owned()], 1_001 + day, day);
+        let now = 10 * day;
+        // A was last seen more than a day ago, B a day ago; C runs now.
+        let previous = [(A.to_owned(), now - day - 1), (B.to_owned(), now - day)].into();
+        let (kept, state) = in_use(previous, [C.to_owned()], now, day);
         assert_eq!(state, InUseDigests::Collected);
-        assert_eq!(kept, [(B.to_owned(), 1_001 + day)].into());
-        let (kept, _) = in_use(kept, [], 1_001 + 2 * day, day);
-        assert_eq!(kept.len(), 1, "seen exactly a day ago still counts");
-        let (kept, _) = in_use(kept, [], 1_002 + 2 * day, day);
-        assert!(kept.is_empty());
+        assert_eq!(
+            kept,
+            [(B.to_owned(), now - day), (C.to_owned(), now)].into()
+        );
+        let (kept, _) = in_use(kept, [], now + 1, day);
+        assert_eq!(kept, [(C.to_owned(), now)].into(), "B's day is over");
+    }
+
+    #[test]
+    fn a_running_digest_is_written_again_only_once_it_is_an_hour_old() {
+        let previous: BTreeMap<String, i64> = [(A.to_owned(), 1_000)].into();
+        let (kept, _) = in_use(previous.clone(), [A.to_owned()], 1_000 + 600, 86_400);
+        assert_eq!(kept, previous, "unchanged, so the ConfigMap is not written");
+        let (kept, _) = in_use(previous, [A.to_owned()], 1_000 + REFRESH_EVERY, 86_400);
+        assert_eq!(kept[A], 1_000 + REFRESH_EVERY);
     }
 
     #[test]
