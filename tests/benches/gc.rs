@@ -2,7 +2,12 @@
 //! (a Garage started here): how long it takes and how many storage requests it makes.
 //!
 //! Each repository holds one tagged image (a manifest, a config and nine layers) and nine blobs
-//! nothing references: 20 blobs a repository, 10,000 in all, of which a run deletes 4,500. Printed, not asserted. Run with `make bench`.
+//! nothing references: 20 blobs a repository, 10,000 in all, of which a run deletes 4,500.
+//!
+//! Then the cost of churn as the registry grows: on the memory backend (listings counted as the
+//! pages S3 answers them in), registries of 10k, 100k and 1M blobs, each after the same churn
+//! (100 images deleted): what one gc run costs. Sizes can be changed with
+//! `STOWAGE_BENCH_GC_SIZES` (blobs, comma-separated). Printed, not asserted. Run with `make bench`.
 
 // A benchmark reports failure by panicking.
 #![allow(clippy::unwrap_used)]
@@ -128,6 +133,116 @@ async fn measure(name: &str, config: StorageConfig) {
     }
 }
 
+/// Images of ten blobs each (a manifest, a config and eight layers), a hundred to a
+/// repository, all tagged.
+async fn populate_images(
+    store: Arc<dyn BlobStore>,
+    images: usize,
+) -> Vec<(usize, RepositoryName, Digest)> {
+    let image = |n: usize| {
+        let store = Arc::clone(&store);
+        async move {
+            let repository: RepositoryName =
+                format!("team{}/app{}", n % 10, n / 100).parse().unwrap();
+            let mut layers = Vec::new();
+            for layer in 0..8 {
+                let digest = put_blob(
+                    store.as_ref(),
+                    &repository,
+                    format!("layer {layer} of image {n}").into_bytes(),
+                )
+                .await;
+                layers.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest.to_string(), "size": 1}));
+            }
+            let config = put_blob(
+                store.as_ref(),
+                &repository,
+                format!("config of image {n}").into_bytes(),
+            )
+            .await;
+            let manifest = serde_json::json!({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 1},
+                "layers": layers,
+            });
+            let body = Bytes::from(manifest.to_string());
+            let digest = Digest::sha256_of(&body);
+            store.put(&layout::blob_data(&digest), body).await.unwrap();
+            store
+                .put(
+                    &layout::revision_link(&repository, &digest),
+                    layout::link_content(&digest),
+                )
+                .await
+                .unwrap();
+            let tag = format!("v{n}").parse().unwrap();
+            store
+                .put(
+                    &layout::tag_current_link(&repository, &tag),
+                    layout::link_content(&digest),
+                )
+                .await
+                .unwrap();
+            (n, repository, digest)
+        }
+    };
+    futures::stream::iter(0..images)
+        .map(image)
+        .buffer_unordered(64)
+        .collect()
+        .await
+}
+
+/// One gc run after 100 images are deleted (their tag and manifest, as the API deletes them),
+/// on registries of growing size.
+async fn churn_series() {
+    let sizes: Vec<usize> = std::env::var("STOWAGE_BENCH_GC_SIZES")
+        .unwrap_or_else(|_| "10000,100000,1000000".to_owned())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    println!(
+        "gc after 100 images deleted, memory backend (listings counted in S3's pages of 1,000)"
+    );
+    println!(
+        "  {:>10} {:>14} {:>12} {:>18} {:>14}",
+        "blobs", "populated (s)", "gc (s)", "storage requests", "blobs deleted"
+    );
+    for blobs in sizes {
+        let store: Arc<dyn BlobStore> = Arc::new(storage::MemoryStore::default());
+        let started = Instant::now();
+        let images = populate_images(Arc::clone(&store), (blobs / 10).max(100)).await;
+        let populated = started.elapsed();
+        for (n, repository, digest) in images.iter().step_by(images.len() / 100).take(100) {
+            let tag = format!("v{n}").parse().unwrap();
+            store
+                .delete(&layout::tag_current_link(repository, &tag))
+                .await
+                .unwrap();
+            store
+                .delete(&layout::revision_link(repository, digest))
+                .await
+                .unwrap();
+        }
+        let options = Options {
+            dry_run: false,
+            delete_untagged: false,
+            grace_period: Duration::ZERO,
+            sweep_wait: Duration::ZERO,
+            mirror_retention: None,
+        };
+        let report = gc::run_once(Arc::clone(&store), &options).await.unwrap();
+        println!(
+            "  {:>10} {:>14.1} {:>12.2} {:>18} {:>14}",
+            images.len() * 10,
+            populated.as_secs_f64(),
+            report.duration_seconds,
+            report.storage_requests,
+            report.blobs_deleted
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let scratch = tempfile::Builder::new()
@@ -160,4 +275,6 @@ async fn main() {
         timeouts: storage::Timeouts::default(),
     };
     measure("S3 (Garage on the same machine)", StorageConfig::S3(config)).await;
+
+    churn_series().await;
 }

@@ -10,6 +10,9 @@ use bytes::Bytes;
 
 use super::{BlobStore, ByteStream, Checkpoint, ObjectInfo, ObjectMeta, Result, WriteState};
 
+/// Keys in one page of an S3 `ListObjectsV2` answer.
+pub const LIST_PAGE: usize = 1000;
+
 /// Wraps a store and counts every call made through it.
 #[derive(Debug)]
 pub struct Counting {
@@ -28,6 +31,14 @@ impl Counting {
     /// Calls made so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// A listing counts as the pages S3 would answer it in ([`LIST_PAGE`] keys each, one at
+    /// least), so a count means the same on every backend: listing a million objects is a
+    /// thousand requests, not one.
+    fn count_pages(&self, listed: usize) {
+        let pages = listed.div_ceil(LIST_PAGE).max(1);
+        self.requests.fetch_add(pages as u64, Ordering::Relaxed);
     }
 
     fn count(&self) -> &dyn BlobStore {
@@ -51,11 +62,15 @@ impl BlobStore for Counting {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        self.count().list(prefix).await
+        let listed = self.inner.list(prefix).await?;
+        self.count_pages(listed.len());
+        Ok(listed)
     }
 
     async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.count().walk(prefix).await
+        let walked = self.inner.walk(prefix).await?;
+        self.count_pages(walked.len());
+        Ok(walked)
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
@@ -104,5 +119,33 @@ impl BlobStore for Counting {
 
     async fn ping(&self) -> Result<()> {
         self.count().ping().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStore;
+
+    #[tokio::test]
+    async fn a_listing_counts_as_the_pages_s3_would_answer() {
+        let counting = Counting::new(Arc::new(MemoryStore::default()));
+        counting.walk("empty/").await.unwrap();
+        assert_eq!(
+            counting.requests(),
+            1,
+            "an empty listing is still a request"
+        );
+        for n in 0..2500 {
+            counting
+                .put(&format!("many/{n:05}"), Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        let before = counting.requests();
+        assert_eq!(counting.walk("many/").await.unwrap().len(), 2500);
+        assert_eq!(counting.requests() - before, 3);
+        counting.list("many/").await.unwrap();
+        assert_eq!(counting.requests() - before, 6);
     }
 }
