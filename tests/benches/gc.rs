@@ -42,18 +42,53 @@ async fn put_blob(store: &dyn BlobStore, repository: &RepositoryName, data: Vec<
     digest
 }
 
-async fn populate_repository(store: Arc<dyn BlobStore>, index: usize) {
-    let repository: RepositoryName = format!("team{}/app{index}", index % 10).parse().unwrap();
-    let mut layers = Vec::new();
-    for layer in 0..LAYERS {
+/// Stores a tagged image in `repository`: `layers` blobs, a config and the manifest naming
+/// them, each with its link; the manifest's digest.
+async fn put_image(
+    store: &dyn BlobStore,
+    repository: &RepositoryName,
+    name: &str,
+    layers: usize,
+    tag: &str,
+) -> Digest {
+    let mut descriptors = Vec::new();
+    for layer in 0..layers {
         let digest = put_blob(
-            store.as_ref(),
-            &repository,
-            format!("layer {layer} of {index}").into_bytes(),
+            store,
+            repository,
+            format!("layer {layer} of {name}").into_bytes(),
         )
         .await;
-        layers.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest.to_string(), "size": 1}));
+        descriptors.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest.to_string(), "size": 1}));
     }
+    let config = put_blob(store, repository, format!("config of {name}").into_bytes()).await;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 1},
+        "layers": descriptors,
+    });
+    let body = Bytes::from(manifest.to_string());
+    let digest = Digest::sha256_of(&body);
+    store.put(&layout::blob_data(&digest), body).await.unwrap();
+    store
+        .put(
+            &layout::revision_link(repository, &digest),
+            layout::link_content(&digest),
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &layout::tag_current_link(repository, &tag.parse().unwrap()),
+            layout::link_content(&digest),
+        )
+        .await
+        .unwrap();
+    digest
+}
+
+async fn populate_repository(store: Arc<dyn BlobStore>, index: usize) {
+    let repository: RepositoryName = format!("team{}/app{index}", index % 10).parse().unwrap();
     for orphan in 0..ORPHANS {
         put_blob(
             store.as_ref(),
@@ -62,35 +97,14 @@ async fn populate_repository(store: Arc<dyn BlobStore>, index: usize) {
         )
         .await;
     }
-    let config = put_blob(
+    put_image(
         store.as_ref(),
         &repository,
-        format!("config of {index}").into_bytes(),
+        &index.to_string(),
+        LAYERS,
+        "latest",
     )
     .await;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 1},
-        "layers": layers,
-    });
-    let body = Bytes::from(manifest.to_string());
-    let digest = Digest::sha256_of(&body);
-    store.put(&layout::blob_data(&digest), body).await.unwrap();
-    store
-        .put(
-            &layout::revision_link(&repository, &digest),
-            layout::link_content(&digest),
-        )
-        .await
-        .unwrap();
-    let tag = "latest".parse().unwrap();
-    store
-        .put(
-            &layout::tag_current_link(&repository, &tag),
-            layout::link_content(&digest),
-        )
-        .await
-        .unwrap();
 }
 
 async fn measure(name: &str, config: StorageConfig) {
@@ -144,45 +158,8 @@ async fn populate_images(
         async move {
             let repository: RepositoryName =
                 format!("team{}/app{}", n % 10, n / 100).parse().unwrap();
-            let mut layers = Vec::new();
-            for layer in 0..8 {
-                let digest = put_blob(
-                    store.as_ref(),
-                    &repository,
-                    format!("layer {layer} of image {n}").into_bytes(),
-                )
-                .await;
-                layers.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest.to_string(), "size": 1}));
-            }
-            let config = put_blob(
-                store.as_ref(),
-                &repository,
-                format!("config of image {n}").into_bytes(),
-            )
-            .await;
-            let manifest = serde_json::json!({
-                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 1},
-                "layers": layers,
-            });
-            let body = Bytes::from(manifest.to_string());
-            let digest = Digest::sha256_of(&body);
-            store.put(&layout::blob_data(&digest), body).await.unwrap();
-            store
-                .put(
-                    &layout::revision_link(&repository, &digest),
-                    layout::link_content(&digest),
-                )
-                .await
-                .unwrap();
-            let tag = format!("v{n}").parse().unwrap();
-            store
-                .put(
-                    &layout::tag_current_link(&repository, &tag),
-                    layout::link_content(&digest),
-                )
-                .await
-                .unwrap();
+            let name = format!("image {n}");
+            let digest = put_image(store.as_ref(), &repository, &name, 8, &format!("v{n}")).await;
             (n, repository, digest)
         }
     };

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::storage::{check_storage_settings, observe_storage};
 use super::{Context, Error, access, is_not_found, keys, kube_error};
-use crate::crd::{GarbageCollectionRun, JobResult, Reconciled, Registry, RetentionOutcome};
+use crate::crd::{GarbageCollectionRun, JobResult, JobRun, Reconciled, Registry, RetentionOutcome};
 use crate::resources::{self, ClusterFacts, FIELD_MANAGER, InUseDigests, Inputs, KeyKind, Task};
 use crate::status;
 use crate::storage::StorageCheck;
@@ -84,10 +84,45 @@ pub(super) async fn apply_children(
         }
         _ => InUseDigests::NotCollected,
     };
+    let known = registry.status.clone().unwrap_or_default();
     let runs = LastRuns {
-        gc: last_garbage_collection(client, registry, namespace).await?,
-        replication: last_replication(client, registry, namespace).await?,
-        retention: last_retention(client, registry, namespace).await?,
+        gc: last_run(
+            client,
+            registry,
+            namespace,
+            Task::GarbageCollection,
+            known.last_garbage_collection,
+            status::gc_run,
+        )
+        .await?,
+        replication: if registry.spec.replication.is_some() {
+            let (task, read) = (Task::Replication, status::replication_run);
+            last_run(
+                client,
+                registry,
+                namespace,
+                task,
+                known.last_replication,
+                read,
+            )
+            .await?
+        } else {
+            None
+        },
+        retention: if retains {
+            let (task, read) = (Task::Retention, status::retention_run);
+            last_run(
+                client,
+                registry,
+                namespace,
+                task,
+                known.last_retention,
+                read,
+            )
+            .await?
+        } else {
+            None
+        },
     };
     let secrets_read = std::iter::once(&upload_key.secret)
         .chain(token_key.as_ref().map(|key| &key.secret))
@@ -306,67 +341,20 @@ async fn latest_run(
     Ok(Some((job.clone(), finished_at, result, pods.items)))
 }
 
-/// The last garbage collection: the newest finished gc Job's, or what the status knows.
-async fn last_garbage_collection(
+/// A task's last run: the newest finished Job's, as `read` makes it out from its pods, or
+/// `known` (what the status holds) when that Job is the one it records.
+async fn last_run<T: JobRun>(
     client: &Client,
     registry: &Registry,
     namespace: &str,
-) -> Result<Option<GarbageCollectionRun>, Error> {
-    let known = registry
-        .status
-        .as_ref()
-        .and_then(|s| s.last_garbage_collection.clone());
-    let key = known.as_ref().map(|k| (k.job.as_str(), k.result));
-    let task = Task::GarbageCollection;
+    task: Task,
+    known: Option<T>,
+    read: fn(&Job, Option<Time>, JobResult, &[Pod]) -> T,
+) -> Result<Option<T>, Error> {
+    let key = known.as_ref().map(|k| (k.job(), k.result()));
     Ok(
         match latest_run(client, registry, namespace, task, key).await? {
-            Some((job, at, result, pods)) => Some(status::gc_run(&job, at, result, &pods)),
-            None => known,
-        },
-    )
-}
-
-/// The last replication reconciliation, while `spec.replication` is set.
-async fn last_replication(
-    client: &Client,
-    registry: &Registry,
-    namespace: &str,
-) -> Result<Option<Reconciled>, Error> {
-    if registry.spec.replication.is_none() {
-        return Ok(None);
-    }
-    let known = registry
-        .status
-        .as_ref()
-        .and_then(|s| s.last_replication.clone());
-    let key = known.as_ref().map(|k| (k.job.as_str(), k.result));
-    let task = Task::Replication;
-    Ok(
-        match latest_run(client, registry, namespace, task, key).await? {
-            Some((job, at, result, pods)) => Some(status::replication_run(&job, at, result, &pods)),
-            None => known,
-        },
-    )
-}
-
-/// The last retention run, while there are retention rules.
-async fn last_retention(
-    client: &Client,
-    registry: &Registry,
-    namespace: &str,
-) -> Result<Option<RetentionOutcome>, Error> {
-    if resources::rules_hash(registry).is_none() {
-        return Ok(None);
-    }
-    let known = registry
-        .status
-        .as_ref()
-        .and_then(|s| s.last_retention.clone());
-    let key = known.as_ref().map(|k| (k.job.as_str(), k.result));
-    let task = Task::Retention;
-    Ok(
-        match latest_run(client, registry, namespace, task, key).await? {
-            Some((job, at, result, pods)) => Some(status::retention_run(&job, at, result, &pods)),
+            Some((job, at, result, pods)) => Some(read(&job, at, result, &pods)),
             None => known,
         },
     )

@@ -104,7 +104,28 @@ pub struct GarbageCollectionRun {
     pub manifests_deleted: i64,
 }
 
-/// How a maintenance Job (gc, a replication reconciliation) ended.
+/// What the status records of a maintenance Job's run: which Job, and how it ended.
+pub trait JobRun {
+    fn job(&self) -> &str;
+    fn result(&self) -> JobResult;
+}
+
+macro_rules! job_run {
+    ($($run:ty),*) => {$(
+        impl JobRun for $run {
+            fn job(&self) -> &str {
+                &self.job
+            }
+            fn result(&self) -> JobResult {
+                self.result
+            }
+        }
+    )*};
+}
+
+job_run!(GarbageCollectionRun, Reconciled, RetentionOutcome);
+
+/// How a maintenance Job (gc, a replication reconciliation, retention) ended.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobResult {
     Succeeded,
