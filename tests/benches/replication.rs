@@ -156,12 +156,14 @@ async fn push_tags(address: &str) {
 }
 
 /// Runs `command` to the end: its wall time and peak resident memory in MiB, read from
-/// `/proc` while it runs (VmHWM only grows, so the last reading is the peak).
+/// `/proc` while it runs (VmHWM only grows, so the last reading is the peak). Its output goes
+/// to a file, which a pipe nobody reads while it runs would not take.
 fn measure(command: &mut Command) -> (Duration, f64) {
+    let mut output = tempfile::tempfile().unwrap();
     let started = Instant::now();
     let mut child = command
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(output.try_clone().unwrap())
         .spawn()
         .unwrap();
     let status_file = format!("/proc/{}/status", child.id());
@@ -178,7 +180,8 @@ fn measure(command: &mut Command) -> (Duration, f64) {
     let took = started.elapsed();
     if !status.success() {
         let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        std::io::Seek::rewind(&mut output).unwrap();
+        std::io::Read::read_to_string(&mut output, &mut stderr).unwrap();
         panic!("{command:?} failed: {stderr}");
     }
     (took, peak_kib as f64 / 1024.0)
@@ -264,7 +267,8 @@ async fn main() {
                     "--dest-tls-verify=false",
                 ])
                 .arg(&sync_list)
-                .arg(destination.address()),
+                // skopeo keeps a repository's last path segment: bench/app0 goes to bench/.
+                .arg(format!("{}/bench", destination.address())),
         );
         assert_eq!(destination.tags(&http).await, tags);
         print_row("skopeo sync", into, took, destination.requests(), peak);
