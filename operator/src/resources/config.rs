@@ -103,21 +103,25 @@ pub fn server_config(registry: &Registry, facts: &ClusterFacts) -> String {
     )
 }
 
+/// A TOML array of `list`'s strings.
+pub(super) fn toml_strings(list: &[String]) -> Value {
+    Value::Array(list.iter().cloned().map(Value::from).collect())
+}
+
 /// The `[policies]` table: immutable tags and retention rules.
 fn policies_table(registry: &Registry) -> Option<Table> {
     let policies = registry.spec.policies.as_ref()?;
     if policies.immutable_tags.is_empty() && policies.retention.is_empty() {
         return None;
     }
-    let strings = |list: &[String]| Value::Array(list.iter().cloned().map(Value::from).collect());
     let immutable = policies
         .immutable_tags
         .iter()
         .map(|rule| {
             let mut table = Table::new();
             table.insert("name".to_owned(), rule.name.clone().into());
-            table.insert("repositories".to_owned(), strings(&rule.repositories));
-            table.insert("tags".to_owned(), strings(&rule.tags));
+            table.insert("repositories".to_owned(), toml_strings(&rule.repositories));
+            table.insert("tags".to_owned(), toml_strings(&rule.tags));
             Value::Table(table)
         })
         .collect();
@@ -139,10 +143,9 @@ fn retention_table(rule: &RetentionRule) -> Table {
         table.insert(key.to_owned(), value);
     };
     set("name", rule.name.clone().into());
-    let strings = |list: &[String]| Value::Array(list.iter().cloned().map(Value::from).collect());
-    set("repositories", strings(&rule.repositories));
+    set("repositories", toml_strings(&rule.repositories));
     if !rule.tags.is_empty() {
-        set("tags", strings(&rule.tags));
+        set("tags", toml_strings(&rule.tags));
     }
     let counts = [
         ("most-recently-pushed", rule.most_recently_pushed),

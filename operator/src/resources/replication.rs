@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::{Volume, VolumeMount};
 use toml::Value;
 
+use super::config::toml_strings;
 use crate::crd::{Registry, ReplicationRule};
 
 const SECRETS_DIR: &str = "/etc/stowage/replication";
@@ -23,18 +24,16 @@ fn rules(registry: &Registry) -> impl Iterator<Item = &ReplicationRule> {
 /// no `reconcile-every`: the pods deliver events only.
 pub fn replication_tables(registry: &Registry) -> Option<Vec<Value>> {
     registry.spec.replication.as_ref()?;
-    let strings =
-        |values: &[String]| Value::Array(values.iter().cloned().map(Value::from).collect());
     let tables = rules(registry)
         .map(|rule| {
             let mut table = toml::Table::new();
             table.insert("name".to_owned(), rule.name.clone().into());
             table.insert("url".to_owned(), rule.url.clone().into());
             if !rule.repositories.is_empty() {
-                table.insert("repositories".to_owned(), strings(&rule.repositories));
+                table.insert("repositories".to_owned(), toml_strings(&rule.repositories));
             }
             if !rule.tags.is_empty() {
-                table.insert("tags".to_owned(), strings(&rule.tags));
+                table.insert("tags".to_owned(), toml_strings(&rule.tags));
             }
             if !rule.prefix.is_empty() {
                 table.insert("prefix".to_owned(), rule.prefix.clone().into());
