@@ -33,6 +33,16 @@ pub fn gc_marker() -> String {
     format!("{ROOT}/_stowage/gc-sweep.json")
 }
 
+/// The reverse index garbage collection decides from (see `crate::index`); Stowage's own.
+pub fn index_root() -> String {
+    format!("{ROOT}/_stowage/index")
+}
+
+/// The review journal: what may have become unreferenced, for the next collection to look at.
+pub fn journal_root() -> String {
+    format!("{ROOT}/_stowage/journal")
+}
+
 /// Directory of one repository.
 pub fn repository(name: &RepositoryName) -> String {
     format!("{ROOT}/repositories/{name}")

@@ -88,10 +88,9 @@ impl BlobStore for MemoryStore {
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let dir = format!("{}/", prefix.trim_end_matches('/'));
         let inner = self.lock();
-        let children: BTreeSet<String> = inner
-            .objects
-            .keys()
-            .chain(inner.writes.keys())
+        let children: BTreeSet<String> = below(&inner.objects, &dir)
+            .map(|(key, _)| key)
+            .chain(below(&inner.writes, &dir).map(|(key, _)| key))
             .filter_map(|key| key.strip_prefix(&dir))
             .filter_map(|rest| rest.split('/').next())
             .map(str::to_owned)
@@ -105,9 +104,7 @@ impl BlobStore for MemoryStore {
     async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let dir = format!("{}/", prefix.trim_end_matches('/'));
         let inner = self.lock();
-        Ok(inner
-            .objects
-            .iter()
+        Ok(below(&inner.objects, &dir)
             .filter_map(|(key, (data, modified))| {
                 let key = key.strip_prefix(&dir)?.to_owned();
                 Some(ObjectInfo {
@@ -129,10 +126,14 @@ impl BlobStore for MemoryStore {
     async fn delete(&self, key: &str) -> Result<()> {
         let dir = format!("{}/", key.trim_end_matches('/'));
         let mut inner = self.lock();
-        inner
-            .objects
-            .retain(|k, _| k != key && !k.starts_with(&dir));
-        inner.writes.retain(|k, _| k != key && !k.starts_with(&dir));
+        let doomed: Vec<String> = below(&inner.objects, &dir)
+            .map(|(k, _)| k.clone())
+            .chain(below(&inner.writes, &dir).map(|(k, _)| k.clone()))
+            .collect();
+        for k in doomed.iter().map(String::as_str).chain([key]) {
+            inner.objects.remove(k);
+            inner.writes.remove(k);
+        }
         Ok(())
     }
 
@@ -217,6 +218,16 @@ impl BlobStore for MemoryStore {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// The entries of `map` below directory `dir` (which ends in `/`), by a range scan: a
+/// listing costs what it returns, as it does on a real backend.
+fn below<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    dir: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+    map.range::<str, _>((std::ops::Bound::Included(dir), std::ops::Bound::Unbounded))
+        .take_while(move |(key, _)| key.starts_with(dir))
 }
 
 #[cfg(test)]

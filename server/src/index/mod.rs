@@ -1,0 +1,174 @@
+//! The reverse index and the review journal: what lets garbage collection decide from what
+//! changed, not from everything stored.
+//!
+//! - The **index** answers "who uses this blob?" (the manifests that reference it, the
+//!   repositories that link it) and "who holds this manifest?" (the tags that may name it, the
+//!   indexes that list it). It is a **superset of the truth**: every replica records an entry
+//!   *before* the link that makes it true, and an entry goes only after that link is gone. A
+//!   deletion decided from the index is therefore safe whatever crashes in between: the worst a
+//!   crash leaves is an entry too many, which keeps something alive until it is checked again.
+//! - The **journal** lists what may have become unreferenced (a manifest deleted or untagged, a
+//!   blob uploaded or unlinked), in time-ordered keys sharded by hour so replicas never write
+//!   the same key. A collection reads only the entries old enough to be reviewed.
+//!
+//! Both live in the registry's own storage ([`StoredIndex`]), so there is no new moving part;
+//! [`ReferenceIndex`] is the boundary another store (a database) could implement.
+
+mod keys;
+mod stored;
+
+use std::fmt;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::oci::{Digest, RepositoryName};
+use crate::storage;
+
+pub use stored::StoredIndex;
+
+/// One fact the index records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entry {
+    /// `manifest` of `repository` uses `blob`: its config, a layer, or its own content.
+    Uses {
+        blob: Digest,
+        repository: RepositoryName,
+        manifest: Digest,
+    },
+    /// `repository` links `blob` (an upload finished, a mount, a mirrored blob).
+    Links {
+        blob: Digest,
+        repository: RepositoryName,
+    },
+    /// `tag` of `repository` may name `manifest`.
+    Tags {
+        manifest: Digest,
+        repository: RepositoryName,
+        tag: String,
+    },
+    /// `index` of `repository` lists `manifest`.
+    Lists {
+        manifest: Digest,
+        repository: RepositoryName,
+        index: Digest,
+    },
+}
+
+/// An entry, with when it was last recorded (recording again refreshes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub entry: Entry,
+    pub at: SystemTime,
+}
+
+/// Something a collection should look at again: it may have become unreferenced.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Review {
+    /// A blob was uploaded, mounted or unlinked.
+    Blob(Digest),
+    /// A manifest of a repository was deleted, untagged, or pushed without a tag.
+    Manifest(RepositoryName, Digest),
+}
+
+impl fmt::Display for Review {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Blob(blob) => write!(f, "blob {blob}"),
+            Self::Manifest(repository, manifest) => write!(f, "manifest {repository} {manifest}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Review {
+    type Err = ();
+
+    fn from_str(line: &str) -> Result<Self, ()> {
+        let parts: Vec<&str> = line.split(' ').collect();
+        match parts.as_slice() {
+            ["blob", blob] => Ok(Self::Blob(blob.parse().map_err(|_| ())?)),
+            ["manifest", repository, manifest] => Ok(Self::Manifest(
+                repository.parse().map_err(|_| ())?,
+                manifest.parse().map_err(|_| ())?,
+            )),
+            _ => Err(()),
+        }
+    }
+}
+
+/// One page of the journal: the reviews one change appended, under one key.
+#[derive(Debug, Clone)]
+pub struct JournalPage {
+    /// Names the page for [`ReferenceIndex::consume`].
+    pub id: String,
+    pub written: SystemTime,
+    pub reviews: Vec<Review>,
+}
+
+/// The index and journal as a collection and every replica use them.
+#[async_trait]
+pub trait ReferenceIndex: Send + Sync + fmt::Debug + 'static {
+    /// Records `entries` (all at once where the store can); call before writing the links.
+    async fn record(&self, entries: &[Entry]) -> storage::Result<()>;
+
+    /// Drops `entries`; call only once the links they stand for are gone.
+    async fn forget(&self, entries: &[Entry]) -> storage::Result<()>;
+
+    /// Every `Uses` and `Links` entry of `blob`.
+    async fn users_of(&self, blob: &Digest) -> storage::Result<Vec<Recorded>>;
+
+    /// Every `Tags` and `Lists` entry of `manifest` in `repository`.
+    async fn holders_of(
+        &self,
+        repository: &RepositoryName,
+        manifest: &Digest,
+    ) -> storage::Result<Vec<Recorded>>;
+
+    /// Every entry: for the audit, which compares the index with the links.
+    async fn all(&self) -> storage::Result<Vec<Recorded>>;
+
+    /// When the index was last found complete (by a backfill or an audit); `None` while it has
+    /// never been, as in a registry Distribution or an older Stowage wrote.
+    async fn complete_since(&self) -> storage::Result<Option<SystemTime>>;
+
+    /// Records that the index holds every link that existed at `since`.
+    async fn mark_complete(&self, since: SystemTime) -> storage::Result<()>;
+
+    /// Appends `reviews` to the journal as one page; call before the change they are for.
+    async fn append(&self, reviews: &[Review]) -> storage::Result<()>;
+
+    /// The journal's pages written before `before`, oldest first, and how many are newer.
+    async fn due(&self, before: SystemTime) -> storage::Result<(Vec<JournalPage>, usize)>;
+
+    /// Removes pages once their reviews are done.
+    async fn consume(&self, ids: &[String]) -> storage::Result<()>;
+}
+
+/// The entries a manifest push records before its revision link: what the manifest uses, and
+/// what it lists.
+pub fn entries_of_manifest(
+    repository: &RepositoryName,
+    manifest: &Digest,
+    parsed: &crate::manifest::Manifest,
+) -> Vec<Entry> {
+    let blobs = std::iter::once(manifest)
+        .chain(parsed.config.iter().map(|d| &d.digest))
+        .chain(parsed.layers.iter().map(|d| &d.digest));
+    let uses = blobs.map(|blob| Entry::Uses {
+        blob: blob.clone(),
+        repository: repository.clone(),
+        manifest: manifest.clone(),
+    });
+    let lists = parsed.manifests.iter().map(|child| Entry::Lists {
+        manifest: child.digest.clone(),
+        repository: repository.clone(),
+        index: manifest.clone(),
+    });
+    let mut entries: Vec<Entry> = uses.chain(lists).collect();
+    entries.sort();
+    entries.dedup();
+    entries
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! The index and journal as small objects in the registry's own storage, shared by every
+//! replica and by gc with nothing else to run.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::{Entry, JournalPage, Recorded, ReferenceIndex, Review, keys};
+use crate::oci::{Digest, RepositoryName};
+use crate::storage::{self, BlobStore, layout};
+
+/// Writes or reads in flight at once for one call.
+const CONCURRENCY: usize = 16;
+/// The largest journal page read: far more reviews than one change appends.
+const PAGE_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// [`ReferenceIndex`] over a [`BlobStore`].
+#[derive(Debug, Clone)]
+pub struct StoredIndex {
+    store: Arc<dyn BlobStore>,
+}
+
+impl StoredIndex {
+    pub fn new(store: Arc<dyn BlobStore>) -> Self {
+        Self { store }
+    }
+
+    /// The entries below `dir`, whose keys are relative to `root` once `dir`'s part is put back.
+    async fn walk_entries(&self, dir: &str) -> storage::Result<Vec<Recorded>> {
+        let relative = dir
+            .strip_prefix(&layout::index_root())
+            .unwrap_or_default()
+            .trim_start_matches('/');
+        Ok(self
+            .store
+            .walk(dir)
+            .await?
+            .into_iter()
+            .filter_map(|object| {
+                let key = if relative.is_empty() {
+                    object.key
+                } else {
+                    format!("{relative}/{}", object.key)
+                };
+                keys::parse(&key).map(|entry| Recorded {
+                    entry,
+                    at: object.modified,
+                })
+            })
+            .collect())
+    }
+
+    async fn shards(&self) -> storage::Result<Vec<String>> {
+        match self.store.list(&layout::journal_root()).await {
+            Ok(shards) => Ok(shards),
+            Err(storage::Error::NotFound) => Ok(Vec::new()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+#[async_trait]
+impl ReferenceIndex for StoredIndex {
+    async fn record(&self, entries: &[Entry]) -> storage::Result<()> {
+        futures::stream::iter(entries.iter().map(keys::of))
+            .map(|key| async move { self.store.put(&key, Bytes::new()).await })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn forget(&self, entries: &[Entry]) -> storage::Result<()> {
+        let keys: Vec<String> = entries.iter().map(keys::of).collect();
+        for batch in keys.chunks(storage::DELETE_BATCH) {
+            self.store.delete_objects(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn users_of(&self, blob: &Digest) -> storage::Result<Vec<Recorded>> {
+        self.walk_entries(&keys::blob_dir(blob)).await
+    }
+
+    async fn holders_of(
+        &self,
+        repository: &RepositoryName,
+        manifest: &Digest,
+    ) -> storage::Result<Vec<Recorded>> {
+        // The walk also finds the repositories below this one (`team/app/web` under `team/app`).
+        let mut holders = self
+            .walk_entries(&keys::holders_dir(repository, manifest))
+            .await?;
+        holders.retain(|r| match &r.entry {
+            Entry::Tags { repository: r, .. } | Entry::Lists { repository: r, .. } => {
+                r == repository
+            }
+            _ => false,
+        });
+        Ok(holders)
+    }
+
+    async fn all(&self) -> storage::Result<Vec<Recorded>> {
+        self.walk_entries(&layout::index_root()).await
+    }
+
+    async fn complete_since(&self) -> storage::Result<Option<SystemTime>> {
+        let body = storage::read_if_present(self.store.as_ref(), &keys::complete(), 64).await?;
+        Ok(body
+            .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<u64>().ok())
+            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs)))
+    }
+
+    async fn mark_complete(&self, since: SystemTime) -> storage::Result<()> {
+        let secs = since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.store
+            .put(&keys::complete(), secs.to_string().into())
+            .await
+    }
+
+    async fn append(&self, reviews: &[Review]) -> storage::Result<()> {
+        if reviews.is_empty() {
+            return Ok(());
+        }
+        let now = SystemTime::now();
+        let key = format!(
+            "{}/{}/{}",
+            layout::journal_root(),
+            keys::journal_shard(now),
+            keys::journal_page(now)
+        );
+        let body: String = reviews.iter().map(|r| format!("{r}\n")).collect();
+        self.store.put(&key, body.into()).await
+    }
+
+    async fn due(&self, before: SystemTime) -> storage::Result<(Vec<JournalPage>, usize)> {
+        let mut due = Vec::new();
+        let mut newer = 0;
+        for shard in self.shards().await? {
+            let Some(start) = keys::shard_start(&shard) else {
+                continue;
+            };
+            let dir = format!("{}/{shard}", layout::journal_root());
+            let pages = match self.store.list(&dir).await {
+                Ok(pages) => pages,
+                Err(storage::Error::NotFound) => continue,
+                Err(err) => return Err(err),
+            };
+            if start >= before {
+                newer += pages.len();
+                continue;
+            }
+            for page in pages {
+                match keys::page_written(&page) {
+                    Some(written) if written < before => due.push((shard.clone(), page, written)),
+                    Some(_) => newer += 1,
+                    None => {}
+                }
+            }
+        }
+        let reads = due.into_iter().map(|(shard, page, written)| async move {
+            let key = format!("{}/{shard}/{page}", layout::journal_root());
+            let body = storage::read_if_present(self.store.as_ref(), &key, PAGE_LIMIT).await?;
+            let reviews = body
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .map(|text| text.lines().filter_map(|l| l.parse().ok()).collect())
+                .unwrap_or_default();
+            Ok::<_, storage::Error>(JournalPage {
+                id: format!("{shard}/{page}"),
+                written,
+                reviews,
+            })
+        });
+        let mut pages: Vec<JournalPage> = futures::stream::iter(reads)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        pages.sort_by_key(|p| p.written);
+        Ok((pages, newer))
+    }
+
+    async fn consume(&self, ids: &[String]) -> storage::Result<()> {
+        let keys: Vec<String> = ids
+            .iter()
+            .filter(|id| !id.contains(".."))
+            .map(|id| format!("{}/{id}", layout::journal_root()))
+            .collect();
+        for batch in keys.chunks(storage::DELETE_BATCH) {
+            self.store.delete_objects(batch).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,164 @@
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::storage::MemoryStore;
+
+fn digest(n: u8) -> Digest {
+    format!("sha256:{}", format!("{n:02x}").repeat(32)).parse().unwrap()
+}
+
+fn repo(name: &str) -> RepositoryName {
+    name.parse().unwrap()
+}
+
+fn index() -> StoredIndex {
+    StoredIndex::new(Arc::new(MemoryStore::default()))
+}
+
+#[test]
+fn every_entry_survives_its_key() {
+    let entries = [
+        Entry::Uses {
+            blob: digest(1),
+            repository: repo("team/app/web"),
+            manifest: digest(2),
+        },
+        Entry::Links {
+            blob: digest(1),
+            repository: repo("a"),
+        },
+        Entry::Tags {
+            manifest: digest(2),
+            repository: repo("team/app"),
+            tag: "_v1.0-rc".into(),
+        },
+        Entry::Lists {
+            manifest: digest(2),
+            repository: repo("team/app"),
+            index: digest(3),
+        },
+    ];
+    let root = format!("{}/", crate::storage::layout::index_root());
+    for entry in entries {
+        let key = keys::of(&entry);
+        let relative = key.strip_prefix(&root).unwrap();
+        assert_eq!(keys::parse(relative), Some(entry), "{key}");
+    }
+    assert_eq!(keys::parse("blobs/sha256/zz/team/_layer"), None);
+    assert_eq!(keys::parse("complete"), None);
+}
+
+#[test]
+fn reviews_survive_their_lines() {
+    for review in [
+        Review::Blob(digest(9)),
+        Review::Manifest(repo("x/y"), digest(8)),
+    ] {
+        assert_eq!(review.to_string().parse::<Review>(), Ok(review));
+    }
+    assert!("manifest x".parse::<Review>().is_err());
+    assert!("blob sha256:nothex".parse::<Review>().is_err());
+}
+
+#[tokio::test]
+async fn a_blob_s_users_come_from_one_listing_and_go_when_forgotten() {
+    let index = index();
+    let app = repo("team/app");
+    let uses = Entry::Uses {
+        blob: digest(1),
+        repository: app.clone(),
+        manifest: digest(2),
+    };
+    let links = Entry::Links {
+        blob: digest(1),
+        repository: repo("other"),
+    };
+    let unrelated = Entry::Links {
+        blob: digest(10),
+        repository: app.clone(),
+    };
+    index
+        .record(&[uses.clone(), links.clone(), unrelated.clone()])
+        .await
+        .unwrap();
+    let mut users: Vec<Entry> = index
+        .users_of(&digest(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry)
+        .collect();
+    users.sort();
+    assert_eq!(users, vec![uses.clone(), links.clone()]);
+    index.forget(&[uses]).await.unwrap();
+    let users = index.users_of(&digest(1)).await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].entry, links);
+    assert_eq!(index.all().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn holders_are_per_repository() {
+    let index = index();
+    let tag = |repository: &str| Entry::Tags {
+        manifest: digest(2),
+        repository: repo(repository),
+        tag: "latest".into(),
+    };
+    // `team/app` must not see `team/app/web`'s tags: a prefix of the name is another repository.
+    index
+        .record(&[tag("team/app"), tag("team/app/web")])
+        .await
+        .unwrap();
+    let holders = index.holders_of(&repo("team/app"), &digest(2)).await.unwrap();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_eq!(holders[0].entry, tag("team/app"));
+}
+
+#[tokio::test]
+async fn the_journal_hands_out_only_pages_older_than_asked() {
+    let index = index();
+    index.append(&[Review::Blob(digest(1))]).await.unwrap();
+    index
+        .append(&[Review::Manifest(repo("a"), digest(2)), Review::Blob(digest(3))])
+        .await
+        .unwrap();
+    index.append(&[]).await.unwrap();
+    let (pages, newer) = index
+        .due(SystemTime::now() - Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(pages.is_empty());
+    assert_eq!(newer, 2);
+    let (pages, newer) = index
+        .due(SystemTime::now() + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(newer, 0);
+    let reviews: Vec<&Review> = pages.iter().flat_map(|p| &p.reviews).collect();
+    assert_eq!(
+        reviews,
+        [
+            &Review::Blob(digest(1)),
+            &Review::Manifest(repo("a"), digest(2)),
+            &Review::Blob(digest(3)),
+        ]
+    );
+    index.consume(&[pages[0].id.clone()]).await.unwrap();
+    let (pages, _) = index
+        .due(SystemTime::now() + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(pages.len(), 1);
+    assert_eq!(pages[0].reviews.len(), 2);
+}
+
+#[tokio::test]
+async fn completeness_is_remembered_to_the_second() {
+    let index = index();
+    assert_eq!(index.complete_since().await.unwrap(), None);
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    index.mark_complete(at).await.unwrap();
+    assert_eq!(index.complete_since().await.unwrap(), Some(at));
+}
