@@ -48,3 +48,28 @@ pub async fn announce(store: &dyn BlobStore, pending: &Pending) -> storage::Resu
 pub async fn withdraw(store: &dyn BlobStore) -> storage::Result<()> {
     store.delete(&layout::gc_marker()).await
 }
+
+/// How often a write waiting on a sweep looks whether it is over.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// The longest a write waits for a sweep to let go of what it needs: far longer than a sweep
+/// stands announced, so only a collection that died mid-way (whose marker the next one
+/// replaces) makes a write give up.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until no announced sweep names any of `needed`; the first still named after
+/// [`WAIT_LIMIT`], if any. A write that needs a candidate waits the sweep out rather than fail:
+/// afterwards it finds the candidate either kept (its own reference was seen in time) or gone.
+pub async fn wait_out(store: &dyn BlobStore, needed: &[&Digest]) -> storage::Result<Option<Digest>> {
+    let started = std::time::Instant::now();
+    loop {
+        let named = pending(store)
+            .await?
+            .and_then(|p| needed.iter().find(|d| p.digests.contains(**d)).map(|d| (*d).clone()));
+        match named {
+            None => return Ok(None),
+            Some(digest) if started.elapsed() >= WAIT_LIMIT => return Ok(Some(digest)),
+            Some(_) => tokio::time::sleep(WAIT_POLL).await,
+        }
+    }
+}

@@ -240,6 +240,7 @@ impl From<registry::Error> for ApiError {
             )
             .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")),
             E::CorruptLink(_) => Self::internal(&err),
+            E::Upload(err) => err.into(),
         }
     }
 }

@@ -87,7 +87,10 @@ pub(super) async fn start(call: Call, name: RepositoryName) -> Result<Response, 
     // Monolithic push: the whole blob is this request's body.
     let body = request_body(&call.headers, call.body, None)?;
     let state = uploads.append(&state, body).await?;
-    uploads.finish(&state, &digest).await?;
+    call.state
+        .registry
+        .finish_upload(uploads, &state, &digest)
+        .await?;
     blob_pushed(&call.state, &call.origin, &name, &digest, state.write.size).await
 }
 
@@ -148,7 +151,10 @@ pub(super) async fn serve(
                 .parse::<Digest>()?;
             let state =
                 append_chunk(&call.state.uploads, &state, &call.headers, call.body, false).await?;
-            call.state.uploads.finish(&state, &digest).await?;
+            call.state
+                .registry
+                .finish_upload(&call.state.uploads, &state, &digest)
+                .await?;
             blob_pushed(&call.state, &call.origin, &name, &digest, state.write.size).await
         }
         Method::DELETE => {

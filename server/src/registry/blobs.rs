@@ -5,7 +5,9 @@ use std::ops::Range;
 
 use super::descriptors::{BlobDescriptors, Known, Ticket};
 use super::{Error, Registry, Result};
+use crate::index::{Entry, Review};
 use crate::oci::{Digest, RepositoryName};
+use crate::upload::{UploadState, Uploads};
 use crate::storage::{ByteStream, layout};
 
 impl Registry {
@@ -122,12 +124,65 @@ impl Registry {
             .await?)
     }
 
+    /// Makes a finished upload blob `digest` of its repository: commits its bytes (unless the
+    /// blob is stored already), records the link in the index and the journal, links it, and
+    /// closes the session.
+    ///
+    /// A blob a sweep has announced is waited out first: a push never builds on a blob about
+    /// to go. When the blob was already stored and linking took longer than a sweep waits (so
+    /// a sweep announced meanwhile may not have seen the link), the sweep is waited out again
+    /// and the bytes committed anew if it took the blob.
+    pub async fn finish_upload(
+        &self,
+        uploads: &Uploads,
+        state: &UploadState,
+        digest: &Digest,
+    ) -> Result<()> {
+        let name: RepositoryName = state
+            .repository
+            .parse()
+            .map_err(|_| Error::BlobUnknown)?;
+        if let Some(doomed) = crate::sweep::wait_out(self.store.as_ref(), &[digest]).await? {
+            return Err(Error::ManifestBlobUnknown(doomed));
+        }
+        for _ in 0..2 {
+            let started = std::time::Instant::now();
+            let wrote = uploads.commit(state, digest).await?;
+            self.link_blob(&name, digest).await?;
+            if wrote || started.elapsed() <= super::MANIFEST_PUT_DEADLINE {
+                break;
+            }
+            if let Some(doomed) = crate::sweep::wait_out(self.store.as_ref(), &[digest]).await? {
+                return Err(Error::ManifestBlobUnknown(doomed));
+            }
+            if self.exists(&layout::blob_data(digest)).await? {
+                break;
+            }
+        }
+        uploads.close(state).await;
+        Ok(())
+    }
+
+    /// Links stored blob `digest` into `name`: the index entry and the review first (nothing
+    /// may use the blob yet, so gc looks at it after the grace period), then the link.
+    pub(super) async fn link_blob(&self, name: &RepositoryName, digest: &Digest) -> Result<()> {
+        let entry = [Entry::Links {
+            blob: digest.clone(),
+            repository: name.clone(),
+        }];
+        let review = [Review::Blob(digest.clone())];
+        futures::try_join!(self.index.record(&entry), self.index.append(&review))?;
+        self.write_link(&layout::layer_link(name, digest), digest)
+            .await
+    }
+
     /// Unlinks a blob from `name`. The content stays until garbage collection.
     pub async fn delete_blob(&self, name: &RepositoryName, digest: &Digest) -> Result<()> {
         let link = layout::layer_link(name, digest);
         if !self.exists(&link).await? {
             return Err(Error::BlobUnknown);
         }
+        self.index.append(&[Review::Blob(digest.clone())]).await?;
         if let Some(cache) = &self.descriptors {
             cache.forget_link(name, digest).await;
         }
@@ -148,8 +203,7 @@ impl Registry {
             Err(Error::BlobUnknown) => return Ok(false),
             Err(err) => return Err(err),
         }
-        self.write_link(&layout::layer_link(name, digest), digest)
-            .await?;
+        self.link_blob(name, digest).await?;
         Ok(true)
     }
 }

@@ -1,13 +1,15 @@
 //! Storing, resolving and deleting manifests and tags.
 //!
-//! Write order matters for readers and for garbage collection: the content first, then the
-//! revision link, then the referrers entry, and the tag last, so a name never points at
-//! something that is not there yet.
+//! Write order matters for readers and for garbage collection: the index entries, the review
+//! journal and the content first, then the revision link, then the referrers entry, and the tag
+//! last, so a name never points at something that is not there yet, and the index always holds
+//! at least what the links say (see `crate::index`).
 
 use bytes::Bytes;
 use futures::future::try_join_all;
 
 use super::{Error, Registry, Result};
+use crate::index::{Entry, Review};
 use crate::manifest::{self, Kind};
 use crate::oci::{Digest, Reference, RepositoryName, Tag};
 use crate::storage::{self, layout};
@@ -52,23 +54,55 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::sha256_of(&body),
         };
-        let started = std::time::Instant::now();
         let parsed = manifest::parse(&body, content_type)?;
-        // A sweep under way may be about to delete what this manifest needs: refuse cleanly.
-        if let Some(pending) = crate::sweep::pending(self.store.as_ref()).await? {
-            let needed = std::iter::once(&digest)
-                .chain(parsed.required_blobs().map(|d| &d.digest))
-                .chain(parsed.manifests.iter().map(|d| &d.digest));
-            if let Some(doomed) = needed.into_iter().find(|d| pending.digests.contains(*d)) {
-                return Err(Error::ManifestBlobUnknown(doomed.clone()));
-            }
+        // A sweep under way may be about to delete what this manifest needs: wait it out, then
+        // check afresh what is there. Only what no manifest used is ever swept, so a wait is rare.
+        let needed: Vec<&Digest> = std::iter::once(&digest)
+            .chain(parsed.required_blobs().map(|d| &d.digest))
+            .chain(parsed.manifests.iter().map(|d| &d.digest))
+            .collect();
+        if let Some(doomed) = crate::sweep::wait_out(self.store.as_ref(), &needed).await? {
+            return Err(Error::ManifestBlobUnknown(doomed));
         }
-        self.check_references(name, &parsed).await?;
+        // From here to the revision link, no longer than a sweep waits after its announcement.
+        let started = std::time::Instant::now();
+        let previous = async {
+            match reference {
+                Reference::Tag(tag) => self.read_link(&layout::tag_current_link(name, tag)).await,
+                Reference::Digest(_) => Ok(None),
+            }
+        };
+        let ((), previous) =
+            futures::try_join!(self.check_references(name, &parsed), previous)?;
         if started.elapsed() > super::MANIFEST_PUT_DEADLINE {
             return Err(Error::TooSlow);
         }
 
-        self.store.put(&layout::blob_data(&digest), body).await?;
+        let mut entries = crate::index::entries_of_manifest(name, &digest, &parsed);
+        let mut reviews = Vec::new();
+        match reference {
+            Reference::Tag(tag) => {
+                entries.push(Entry::Tags {
+                    manifest: digest.clone(),
+                    repository: name.clone(),
+                    tag: tag.to_string(),
+                });
+                // The manifest the tag named before may be left untagged.
+                reviews.extend(
+                    previous
+                        .filter(|old| old != &digest)
+                        .map(|old| Review::Manifest(name.clone(), old)),
+                );
+            }
+            // Pushed by digest alone, nothing may ever tag it.
+            Reference::Digest(_) => reviews.push(Review::Manifest(name.clone(), digest.clone())),
+        }
+        let content = layout::blob_data(&digest);
+        futures::try_join!(
+            self.store.put(&content, body),
+            self.index.record(&entries),
+            self.index.append(&reviews),
+        )?;
         self.write_link(&layout::revision_link(name, &digest), &digest)
             .await?;
         let subject = parsed.subject.map(|subject| subject.digest);
@@ -197,14 +231,21 @@ impl Registry {
     ) -> Result<Vec<Tag>> {
         match reference {
             Reference::Tag(tag) => {
-                if !self.exists(&layout::tag_current_link(name, tag)).await? {
+                let Some(named) = self.read_link(&layout::tag_current_link(name, tag)).await?
+                else {
                     return Err(Error::ManifestUnknown);
-                }
+                };
+                self.index
+                    .append(&[Review::Manifest(name.clone(), named)])
+                    .await?;
                 self.store.delete(&layout::tag_dir(name, tag)).await?;
                 Ok(Vec::new())
             }
             Reference::Digest(digest) => {
                 let stored = self.get_manifest(name, reference).await?;
+                self.index
+                    .append(&[Review::Manifest(name.clone(), digest.clone())])
+                    .await?;
                 let subject = manifest::parse(&stored.body, None)
                     .ok()
                     .and_then(|m| m.subject);

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use super::{Registry, Result};
+use crate::index::{Entry, Review};
 use crate::manifest;
 use crate::oci::{Digest, RepositoryName, Tag};
 use crate::storage::{ByteStream, layout};
@@ -19,7 +20,12 @@ impl Registry {
         body: Bytes,
         tag: Option<&Tag>,
     ) -> Result<()> {
-        let subject = manifest::parse(&body, None).ok().and_then(|m| m.subject);
+        let parsed = manifest::parse(&body, None).ok();
+        if let Some(parsed) = &parsed {
+            let entries = crate::index::entries_of_manifest(name, digest, parsed);
+            self.index.record(&entries).await?;
+        }
+        let subject = parsed.and_then(|m| m.subject);
         self.store.put(&layout::blob_data(digest), body).await?;
         self.write_link(&layout::revision_link(name, digest), digest)
             .await?;
@@ -43,6 +49,19 @@ impl Registry {
         tag: &Tag,
         digest: &Digest,
     ) -> Result<()> {
+        let previous = self.read_link(&layout::tag_current_link(name, tag)).await?;
+        let entry = [Entry::Tags {
+            manifest: digest.clone(),
+            repository: name.clone(),
+            tag: tag.to_string(),
+        }];
+        // The manifest the upstream moved the tag from may be left untagged.
+        let reviews: Vec<Review> = previous
+            .filter(|old| old != digest)
+            .map(|old| Review::Manifest(name.clone(), old))
+            .into_iter()
+            .collect();
+        futures::try_join!(self.index.record(&entry), self.index.append(&reviews))?;
         self.write_link(&layout::tag_index_link(name, tag, digest), digest)
             .await?;
         self.write_link(&layout::tag_current_link(name, tag), digest)
@@ -80,8 +99,7 @@ impl Registry {
         }
         let _ = self.store.delete(&layout::upload_dir(name, &id)).await;
         outcome?;
-        self.write_link(&layout::layer_link(name, digest), digest)
-            .await
+        self.link_blob(name, digest).await
     }
 
     /// A stored manifest by digest (the mirror resolved it already).

@@ -13,6 +13,7 @@ mod retention;
 
 use std::sync::Arc;
 
+use crate::index::{ReferenceIndex, StoredIndex};
 use crate::oci::Digest;
 use crate::storage::{self, BlobStore, layout};
 use crate::{manifest, oci};
@@ -46,6 +47,9 @@ pub enum Error {
     CorruptLink(String),
     #[error(transparent)]
     Storage(storage::Error),
+    /// Finishing an upload failed before its blob was linked.
+    #[error(transparent)]
+    Upload(#[from] crate::upload::Error),
 }
 
 impl From<storage::Error> for Error {
@@ -67,6 +71,8 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct Registry {
     store: Arc<dyn BlobStore>,
+    /// Every link this registry writes is recorded here first (see `crate::index`).
+    index: Arc<dyn ReferenceIndex>,
     limits: Limits,
     manifests: Option<Arc<ManifestCache>>,
     descriptors: Option<Arc<descriptors::BlobDescriptors>>,
@@ -77,6 +83,7 @@ impl Registry {
     pub fn new(store: Arc<dyn BlobStore>, limits: Limits) -> Self {
         let manifests = ManifestCache::new(limits.manifest_cache_bytes).map(Arc::new);
         Self {
+            index: Arc::new(StoredIndex::new(store.clone())),
             store,
             limits,
             manifests,
@@ -97,6 +104,10 @@ impl Registry {
 
     pub fn store(&self) -> &Arc<dyn BlobStore> {
         &self.store
+    }
+
+    pub fn index(&self) -> &Arc<dyn ReferenceIndex> {
+        &self.index
     }
 
     pub fn limits(&self) -> &Limits {

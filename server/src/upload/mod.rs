@@ -199,12 +199,16 @@ impl Uploads {
         Err(Error::Unknown)
     }
 
-    /// Checks the upload against `expected` and, if it matches, makes it the blob `expected` in
-    /// the upload's repository. A mismatch ends the session: its bytes can never become a blob.
+    /// Checks the upload against `expected` and, if it matches, makes its bytes the content of
+    /// blob `expected`; true when it wrote them, false when the blob was already stored. A
+    /// mismatch ends the session: its bytes can never become a blob. The session stays until
+    /// [`Uploads::close`], so the bytes can be committed again if the blob goes meanwhile.
+    ///
+    /// Linking the blob into the repository is the registry's part (`Registry::finish_upload`).
     ///
     /// The digest computed while the bytes streamed in settles it when `expected` uses the same
     /// algorithm; for another algorithm, the stored bytes are read back and hashed.
-    pub async fn finish(&self, state: &UploadState, expected: &Digest) -> Result<()> {
+    pub async fn commit(&self, state: &UploadState, expected: &Digest) -> Result<bool> {
         let repository = self.repository(state)?;
         let data = layout::upload_data(&repository, &state.id);
         let blob = layout::blob_data(expected);
@@ -221,7 +225,7 @@ impl Uploads {
             }
             match self.store.stat(&blob).await {
                 // Content addressing: the same digest is the same bytes, so skip the copy.
-                Ok(_) => {}
+                Ok(_) => return Ok(false),
                 Err(storage::Error::NotFound) => {
                     self.store
                         .commit_resumable(&data, &state.write, &blob)
@@ -246,12 +250,16 @@ impl Uploads {
             }
             self.store.rename(&staged, &blob).await?;
         }
-        let link = layout::layer_link(&repository, expected);
-        self.store
-            .put(&link, layout::link_content(expected))
-            .await?;
-        // Linked, the blob is pushed: a session left behind is an ordinary stale upload, which
-        // purging removes, and no reason to tell the client its push failed.
+        Ok(true)
+    }
+
+    /// Ends a session whose blob is linked. The blob is pushed: a session left behind is an
+    /// ordinary stale upload, which purging removes, and no reason to tell the client its push
+    /// failed.
+    pub async fn close(&self, state: &UploadState) {
+        let Ok(repository) = self.repository(state) else {
+            return;
+        };
         if let Err(err) = self
             .store
             .delete(&layout::upload_dir(&repository, &state.id))
@@ -259,7 +267,6 @@ impl Uploads {
         {
             tracing::warn!(upload = %state.id, error = %err, "a finished upload's session was left for purging");
         }
-        Ok(())
     }
 
     /// Confirms the session still exists: a token outlives a finished, cancelled or purged one.
