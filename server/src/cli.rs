@@ -61,6 +61,12 @@ pub struct GcArgs {
     #[arg(long, env = "STOWAGE_GC_DRY_RUN")]
     pub dry_run: bool,
 
+    /// Mark and sweep from every link and audit the index against them, instead of reviewing
+    /// only what the journal says changed. The first run on a registry another registry (or an
+    /// older Stowage) wrote is always full.
+    #[arg(long, env = "STOWAGE_GC_FULL")]
+    pub full: bool,
+
     /// Also delete manifests that no tag, and nothing kept, refers to.
     #[arg(long, env = "STOWAGE_GC_DELETE_UNTAGGED")]
     pub delete_untagged: bool,
@@ -214,6 +220,7 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
             let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
             let options = gc::Options {
                 dry_run: args.dry_run,
+                full: args.full,
                 delete_untagged: args.delete_untagged,
                 grace_period: args.grace_period,
                 sweep_wait: args.sweep_wait,

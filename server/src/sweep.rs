@@ -60,12 +60,18 @@ pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
 /// Waits until no announced sweep names any of `needed`; the first still named after
 /// [`WAIT_LIMIT`], if any. A write that needs a candidate waits the sweep out rather than fail:
 /// afterwards it finds the candidate either kept (its own reference was seen in time) or gone.
-pub async fn wait_out(store: &dyn BlobStore, needed: &[&Digest]) -> storage::Result<Option<Digest>> {
+pub async fn wait_out(
+    store: &dyn BlobStore,
+    needed: &[&Digest],
+) -> storage::Result<Option<Digest>> {
     let started = std::time::Instant::now();
     loop {
-        let named = pending(store)
-            .await?
-            .and_then(|p| needed.iter().find(|d| p.digests.contains(**d)).map(|d| (*d).clone()));
+        let named = pending(store).await?.and_then(|p| {
+            needed
+                .iter()
+                .find(|d| p.digests.contains(**d))
+                .map(|d| (*d).clone())
+        });
         match named {
             None => return Ok(None),
             Some(digest) if started.elapsed() >= WAIT_LIMIT => return Ok(Some(digest)),

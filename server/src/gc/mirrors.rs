@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use super::Scan;
+use super::full::Scan;
 use crate::oci::RepositoryName;
 use crate::storage::{self, BlobStore, layout};
 

@@ -5,7 +5,9 @@ use super::*;
 use crate::storage::MemoryStore;
 
 fn digest(n: u8) -> Digest {
-    format!("sha256:{}", format!("{n:02x}").repeat(32)).parse().unwrap()
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+        .parse()
+        .unwrap()
 }
 
 fn repo(name: &str) -> RepositoryName {
@@ -111,7 +113,10 @@ async fn holders_are_per_repository() {
         .record(&[tag("team/app"), tag("team/app/web")])
         .await
         .unwrap();
-    let holders = index.holders_of(&repo("team/app"), &digest(2)).await.unwrap();
+    let holders = index
+        .holders_of(&repo("team/app"), &digest(2))
+        .await
+        .unwrap();
     assert_eq!(holders.len(), 1, "{holders:?}");
     assert_eq!(holders[0].entry, tag("team/app"));
 }
@@ -121,7 +126,10 @@ async fn the_journal_hands_out_only_pages_older_than_asked() {
     let index = index();
     index.append(&[Review::Blob(digest(1))]).await.unwrap();
     index
-        .append(&[Review::Manifest(repo("a"), digest(2)), Review::Blob(digest(3))])
+        .append(&[
+            Review::Manifest(repo("a"), digest(2)),
+            Review::Blob(digest(3)),
+        ])
         .await
         .unwrap();
     index.append(&[]).await.unwrap();

@@ -7,8 +7,8 @@ use super::descriptors::{BlobDescriptors, Known, Ticket};
 use super::{Error, Registry, Result};
 use crate::index::{Entry, Review};
 use crate::oci::{Digest, RepositoryName};
-use crate::upload::{UploadState, Uploads};
 use crate::storage::{ByteStream, layout};
+use crate::upload::{UploadState, Uploads};
 
 impl Registry {
     /// The size of a blob linked into `name`, from the blob-descriptor cache where it can.
@@ -138,10 +138,7 @@ impl Registry {
         state: &UploadState,
         digest: &Digest,
     ) -> Result<()> {
-        let name: RepositoryName = state
-            .repository
-            .parse()
-            .map_err(|_| Error::BlobUnknown)?;
+        let name: RepositoryName = state.repository.parse().map_err(|_| Error::BlobUnknown)?;
         if let Some(doomed) = crate::sweep::wait_out(self.store.as_ref(), &[digest]).await? {
             return Err(Error::ManifestBlobUnknown(doomed));
         }
@@ -198,6 +195,14 @@ impl Registry {
         from: &RepositoryName,
         digest: &Digest,
     ) -> Result<bool> {
+        // A blob a sweep announced may be gone once it is over: look after it, or, if it
+        // stands too long, let the client upload the blob instead.
+        if crate::sweep::wait_out(self.store.as_ref(), &[digest])
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
         match self.blob_size(from, digest).await {
             Ok(_) => {}
             Err(Error::BlobUnknown) => return Ok(false),

@@ -72,8 +72,7 @@ impl Registry {
                 Reference::Digest(_) => Ok(None),
             }
         };
-        let ((), previous) =
-            futures::try_join!(self.check_references(name, &parsed), previous)?;
+        let ((), previous) = futures::try_join!(self.check_references(name, &parsed), previous)?;
         if started.elapsed() > super::MANIFEST_PUT_DEADLINE {
             return Err(Error::TooSlow);
         }

@@ -120,6 +120,12 @@ async fn build(
     pressure: &Arc<Pressure>,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<Built, SetupError> {
+    // A registry that starts empty has a whole index from its first push on.
+    match crate::gc::adopt_if_empty(Arc::clone(&store)).await {
+        Ok(true) => tracing::info!("empty storage: its reference index is whole from here on"),
+        Ok(false) => {}
+        Err(err) => tracing::warn!(error = %err, "could not look whether the storage is empty"),
+    }
     let gate = match &config.auth {
         Some(auth) => Some(Arc::new(Gate {
             auth: Arc::new(Auth::start(auth.clone()).await?),
