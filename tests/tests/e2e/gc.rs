@@ -243,8 +243,8 @@ async fn deletes_nothing_distribution_would_keep() {
 }
 
 /// Pushes through two replicas never stop while `stowage gc --delete-untagged` runs again and
-/// again, and keep needing layers that have just become garbage. Pushes that race a sweep are
-/// refused cleanly and pushed again; afterwards every tag pulls completely.
+/// again, and keep needing layers that have just become garbage. Pushes that race a sweep wait
+/// it out and go through: none is refused, and afterwards every tag pulls completely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_runs_while_pushes_continue() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,14 +284,16 @@ async fn gc_runs_while_pushes_continue_on(storage: &[String]) {
     let http = stowage_e2e::http();
     let stop = Arc::new(AtomicBool::new(false));
     let refused = Arc::new(AtomicUsize::new(0));
+    let waited = Arc::new(AtomicUsize::new(0));
 
     let pushers: Vec<_> = (0..3usize)
         .map(|task| {
-            let (http, bases, stop, refused) = (
+            let (http, bases, stop, refused, waited) = (
                 http.clone(),
                 bases.clone(),
                 Arc::clone(&stop),
                 Arc::clone(&refused),
+                Arc::clone(&waited),
             );
             tokio::spawn(async move {
                 let mut pushed = 0;
@@ -313,7 +315,8 @@ async fn gc_runs_while_pushes_continue_on(storage: &[String]) {
                         )
                     };
                     let layer = layer.into_bytes();
-                    match push_image(
+                    let started = std::time::Instant::now();
+                    let status = push_image(
                         &http,
                         base,
                         &format!("online/p{task}"),
@@ -321,11 +324,14 @@ async fn gc_runs_while_pushes_continue_on(storage: &[String]) {
                         &config,
                         &[b"shared base".to_vec(), layer],
                     )
-                    .await
-                    {
+                    .await;
+                    // A push needing what a sweep announced waits until it is over.
+                    if started.elapsed() >= Duration::from_secs(2) {
+                        waited.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match status {
                         StatusCode::CREATED => pushed += 1,
                         StatusCode::BAD_REQUEST => {
-                            // MANIFEST_BLOB_UNKNOWN while a sweep stands: push again shortly.
                             refused.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(200)).await;
                             continue;
@@ -357,15 +363,17 @@ async fn gc_runs_while_pushes_continue_on(storage: &[String]) {
     for pusher in pushers {
         pushed += pusher.await.unwrap();
     }
+    let (refused, waited) = (
+        refused.load(Ordering::Relaxed),
+        waited.load(Ordering::Relaxed),
+    );
     eprintln!(
-        "pushed {pushed} images, {} pushes refused during sweeps, gc deleted {deleted} objects",
-        refused.load(Ordering::Relaxed)
+        "pushed {pushed} images, {waited} waited a sweep out, {refused} refused; gc deleted \
+         {deleted} objects"
     );
     assert!(deleted > 0, "gc found nothing to collect");
-    assert!(
-        refused.load(Ordering::Relaxed) > 0,
-        "no push ever raced a sweep"
-    );
+    assert_eq!(refused, 0, "pushes were refused because gc ran");
+    assert!(waited > 0, "no push ever raced a sweep");
 
     // Every tag, through either replica, pulls whole: manifest, config and layers.
     let mut checked = 0;
