@@ -1,6 +1,6 @@
-//! The command line: `stowage serve`, `gc`, `purge-uploads`, `retention`, `replicate` and `copy`. Settings are resolved in
-//! [`crate::config`], the server started in [`crate::serve`], reports printed by
-//! [`crate::report`].
+//! The command line: `stowage serve`, `gc`, `purge-uploads`, `retention`, `usage`, `replicate`
+//! and `copy`. Settings are resolved in [`crate::config`], the server started in
+//! [`crate::serve`], reports printed by [`crate::report`].
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -35,6 +35,8 @@ pub enum Command {
     PurgeUploads(PurgeArgs),
     /// Delete the tags and manifests the retention rules (`[[policies.retention]]`) let go.
     Retention(RetentionArgs),
+    /// Show what repositories and namespaces store, counted from the index.
+    Usage(UsageArgs),
     /// Compare the replication rules' destinations (`[[replication]]`) with this registry and
     /// send what is missing; with `--once`, one pass and a report, else for as long as it runs.
     Replicate(ReplicateArgs),
@@ -66,6 +68,11 @@ pub struct GcArgs {
     /// older Stowage) wrote is always full.
     #[arg(long, env = "STOWAGE_GC_FULL")]
     pub full: bool,
+
+    /// Run in full when the last full run (the last audit of the index) is older than this,
+    /// such as `168h`: one schedule then runs both, never two collections at once.
+    #[arg(long, env = "STOWAGE_GC_FULL_EVERY", value_parser = humantime::parse_duration)]
+    pub full_every: Option<Duration>,
 
     /// Also delete manifests that no tag, and nothing kept, refers to.
     #[arg(long, env = "STOWAGE_GC_DELETE_UNTAGGED")]
@@ -127,6 +134,20 @@ pub struct RetentionArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Only this namespace: a repository and those below it, such as `team`.
+    #[arg(long)]
+    pub namespace: Option<crate::oci::RepositoryName>,
+
+    /// Report format.
+    #[arg(long, default_value = "text")]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub storage: ServeArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct ReplicateArgs {
     /// Reconcile every rule once, print the report and exit; without it, deliver the rules'
     /// events and reconcile on their schedules until stopped, as a replica would.
@@ -181,6 +202,7 @@ impl Cli {
             Command::PurgeUploads(args) => Service::PurgeUploads(args),
             Command::Retention(args) => Service::Retention(args),
             Command::Replicate(args) => Service::Replicate(args),
+            Command::Usage(args) => Service::Usage(args),
         };
         match run_service(service).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -199,6 +221,7 @@ enum Service {
     PurgeUploads(PurgeArgs),
     Retention(RetentionArgs),
     Replicate(ReplicateArgs),
+    Usage(UsageArgs),
 }
 
 async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -221,6 +244,7 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
             let options = gc::Options {
                 dry_run: args.dry_run,
                 full: args.full,
+                full_every: args.full_every,
                 delete_untagged: args.delete_untagged,
                 grace_period: args.grace_period,
                 sweep_wait: args.sweep_wait,
@@ -310,6 +334,13 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
             )
         }
         Service::Replicate(args) => replicate(args).await,
+        Service::Usage(args) => {
+            let config = args.storage.resolve_for_maintenance()?;
+            let _telemetry = telemetry::init(config.log_format, &config.log_level)?;
+            let index = crate::index::StoredIndex::new(storage::open(&config.storage).await?);
+            let counted = crate::index::usage::count(&index, args.namespace.as_ref()).await?;
+            crate::report::print_usage(&counted, args.output)
+        }
     }
 }
 

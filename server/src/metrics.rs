@@ -87,6 +87,21 @@ struct CacheLabels {
     outcome: &'static str,
 }
 
+/// Names clients chose: bounded by [`STORED_SERIES`] per family, the largest kept.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepositoryLabels {
+    repository: String,
+}
+
+/// The most namespaces, and repositories, whose usage is exported: the largest, so a registry
+/// of many small repositories cannot swell the scrape.
+pub const STORED_SERIES: usize = 500;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
@@ -117,6 +132,9 @@ pub struct Metrics {
     event_retries: Family<EndpointLabels, Counter>,
     blob_cache: Family<CacheLabels, Counter>,
     replication: Family<ReplicationLabels, Counter>,
+    stored_bytes: Gauge,
+    namespace_bytes: Family<NamespaceLabels, Gauge>,
+    repository_bytes: Family<RepositoryLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -188,6 +206,25 @@ impl Default for Metrics {
             "storage_operation_duration_seconds",
             "Time storage calls took, by operation",
             storage_seconds.clone(),
+        );
+        let stored_bytes = Gauge::default();
+        registry.register(
+            "stored_bytes",
+            "Bytes the repositories store, each blob counted once, as last counted here",
+            stored_bytes.clone(),
+        );
+        let namespace_bytes = Family::<NamespaceLabels, Gauge>::default();
+        registry.register(
+            "namespace_stored_bytes",
+            "Bytes a namespace (a repository name's first part) stores, each blob once; the \
+             largest 500",
+            namespace_bytes.clone(),
+        );
+        let repository_bytes = Family::<RepositoryLabels, Gauge>::default();
+        registry.register(
+            "repository_stored_bytes",
+            "Bytes a repository stores, each blob once; the largest 500",
+            repository_bytes.clone(),
         );
         let storage_available = Gauge::default();
         registry.register(
@@ -304,6 +341,9 @@ impl Default for Metrics {
             event_retries,
             blob_cache,
             replication,
+            stored_bytes,
+            namespace_bytes,
+            repository_bytes,
         }
     }
 }
@@ -399,6 +439,29 @@ impl Metrics {
     pub fn purged(&self, uploads: u64, bytes: u64) {
         self.purged_uploads.inc_by(uploads);
         self.purged_bytes.inc_by(bytes);
+    }
+
+    /// Replaces the usage figures with a new count: `total` bytes, and (name, bytes) of
+    /// `namespaces` and `repositories`, at most [`STORED_SERIES`] of each.
+    pub fn stored(&self, total: u64, namespaces: &[(&str, u64)], repositories: &[(&str, u64)]) {
+        let gauge = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.stored_bytes.set(gauge(total));
+        self.namespace_bytes.clear();
+        for &(namespace, bytes) in namespaces.iter().take(STORED_SERIES) {
+            self.namespace_bytes
+                .get_or_create(&NamespaceLabels {
+                    namespace: namespace.to_owned(),
+                })
+                .set(gauge(bytes));
+        }
+        self.repository_bytes.clear();
+        for &(repository, bytes) in repositories.iter().take(STORED_SERIES) {
+            self.repository_bytes
+                .get_or_create(&RepositoryLabels {
+                    repository: repository.to_owned(),
+                })
+                .set(gauge(bytes));
+        }
     }
 }
 

@@ -42,7 +42,30 @@ impl CommandReport for gc::Report {
     fn summary(&self) -> String {
         Self::summary(self)
     }
+
+    /// The counts, with the usage cut to the total and the largest namespaces.
+    fn counts(&self) -> serde_json::Result<serde_json::Value> {
+        let mut counts = serde_json::to_value(self)?;
+        if let Some(fields) = counts.as_object_mut() {
+            fields.remove("deleted");
+            fields.remove("usage");
+            if let Some(usage) = &self.usage {
+                let largest: serde_json::Map<String, serde_json::Value> = usage
+                    .largest_namespaces(USAGE_NAMESPACES_REPORTED)
+                    .into_iter()
+                    .map(|(name, bytes)| (name.to_owned(), bytes.into()))
+                    .collect();
+                fields.insert("stored_bytes".into(), usage.total_bytes.into());
+                fields.insert("largest_namespaces".into(), largest.into());
+            }
+        }
+        Ok(counts)
+    }
 }
+
+/// How many namespaces a gc report file names: with their names capped at 255 bytes, ten fit a
+/// termination message beside the counts.
+const USAGE_NAMESPACES_REPORTED: usize = 10;
 
 impl CommandReport for gc::RetentionReport {
     fn dry_run(&self) -> bool {
@@ -198,6 +221,32 @@ impl CommandReport for ReplicationReport {
     }
 }
 
+/// Prints what `stowage usage` counted: JSON, or a line per namespace and repository.
+pub fn print_usage(
+    counted: &crate::index::usage::Counted,
+    output: OutputFormat,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string(counted)?),
+        OutputFormat::Text => {
+            let usage = &counted.usage;
+            for (name, bytes) in &usage.namespaces {
+                println!("namespace  {bytes:>16}  {name}");
+            }
+            for (name, bytes) in &usage.repositories {
+                println!("repository {bytes:>16}  {name}");
+            }
+            println!("{} bytes stored", usage.total_bytes);
+            if !counted.complete {
+                println!(
+                    "the index was never found whole: run `stowage gc` once for a complete count"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Prints `report` as `output` asks, and writes its counts to `report_file` if given.
 pub fn print_report(
     report: &impl CommandReport,
@@ -226,6 +275,41 @@ pub fn print_report(
 mod tests {
     use super::*;
     use crate::replication::{Change, Reconciled};
+
+    /// The keys the operator reads (its status test holds the same line); the usage cut to
+    /// what fits a termination message, whatever the namespaces are called.
+    #[test]
+    fn a_full_gc_report_file_carries_the_counts_and_the_largest_namespaces() {
+        let namespaces = (0..40u64)
+            .map(|n| (format!("{n:0>255}"), n * 1000))
+            .collect();
+        let report = gc::Report {
+            mode: gc::Mode::Full,
+            journal_pending: 2,
+            index_entries_added: 5,
+            usage: Some(crate::index::Usage {
+                total_bytes: 4000,
+                namespaces,
+                repositories: (0..10_000).map(|n| (format!("r/{n}"), 1)).collect(),
+            }),
+            deleted: vec!["blob sha256:…".to_owned(); 1000],
+            ..gc::Report::default()
+        };
+        let counts = report.counts().unwrap();
+        assert_eq!(counts["mode"], "full");
+        assert_eq!(counts["journal_pending"], 2);
+        assert_eq!(counts["index_entries_added"], 5);
+        assert_eq!(counts["stored_bytes"], 4000);
+        let largest = counts["largest_namespaces"].as_object().unwrap();
+        assert_eq!(largest.len(), USAGE_NAMESPACES_REPORTED);
+        assert_eq!(largest[&format!("{:0>255}", 39)], 39_000);
+        assert!(counts.get("deleted").is_none() && counts.get("usage").is_none());
+        assert!(
+            counts.to_string().len() <= 4096,
+            "{}",
+            counts.to_string().len()
+        );
+    }
 
     fn rule(index: usize, refusals: usize) -> Reconciled {
         let change = |n: usize| Change {

@@ -2,12 +2,17 @@
 //! (a Garage started here): how long it takes and how many storage requests it makes.
 //!
 //! Each repository holds one tagged image (a manifest, a config and nine layers) and nine blobs
-//! nothing references: 20 blobs a repository, 10,000 in all, of which a run deletes 4,500.
+//! nothing references: 20 blobs a repository, 10,000 in all, of which a full run deletes 4,500.
+//! Then 100 images are deleted (as the API deletes them: journaled, then unlinked) and one
+//! incremental run reclaims them.
 //!
 //! Then the cost of churn as the registry grows: on the memory backend (listings counted as the
 //! pages S3 answers them in), registries of 10k, 100k and 1M blobs, each after the same churn
-//! (100 images deleted): what one gc run costs. Sizes can be changed with
-//! `STOWAGE_BENCH_GC_SIZES` (blobs, comma-separated). Printed, not asserted. Run with `make bench`.
+//! (100 images deleted): what one incremental run costs, beside a full one. Sizes can be changed
+//! with `STOWAGE_BENCH_GC_SIZES` (blobs, comma-separated). Printed, not asserted. Run with
+//! `make bench`.
+//!
+//! Content is written as the registry writes it: index entries first, then the links.
 
 // A benchmark reports failure by panicking.
 #![allow(clippy::unwrap_used)]
@@ -18,6 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use stowage::gc::{self, Options};
+use stowage::index::{self, Entry, LinkKind, ReferenceIndex, Review, StoredIndex};
 use stowage::oci::{Digest, RepositoryName};
 use stowage::storage::{self, BlobStore, S3Config, StorageConfig, layout};
 use stowage_e2e::garage::Garage;
@@ -25,9 +31,27 @@ use stowage_e2e::garage::Garage;
 const REPOSITORIES: usize = 500;
 const LAYERS: usize = 9;
 const ORPHANS: usize = 9;
+/// The churn every run measures after: images deleted.
+const CHURN: usize = 100;
 
-async fn put_blob(store: &dyn BlobStore, repository: &RepositoryName, data: Vec<u8>) -> Digest {
+fn indexed(store: &Arc<dyn BlobStore>) -> StoredIndex {
+    StoredIndex::new(Arc::clone(store))
+}
+
+async fn put_blob(
+    store: &Arc<dyn BlobStore>,
+    repository: &RepositoryName,
+    data: Vec<u8>,
+) -> Digest {
     let digest = Digest::sha256_of(&data);
+    let entries = [
+        Entry::Links {
+            blob: digest.clone(),
+            repository: repository.clone(),
+        },
+        Entry::stores(repository, LinkKind::Layer, &digest, data.len() as u64),
+    ];
+    indexed(store).record(&entries).await.unwrap();
     store
         .put(&layout::blob_data(&digest), Bytes::from(data))
         .await
@@ -45,7 +69,7 @@ async fn put_blob(store: &dyn BlobStore, repository: &RepositoryName, data: Vec<
 /// Stores a tagged image in `repository`: `layers` blobs, a config and the manifest naming
 /// them, each with its link; the manifest's digest.
 async fn put_image(
-    store: &dyn BlobStore,
+    store: &Arc<dyn BlobStore>,
     repository: &RepositoryName,
     name: &str,
     layers: usize,
@@ -69,6 +93,20 @@ async fn put_image(
     });
     let body = Bytes::from(manifest.to_string());
     let digest = Digest::sha256_of(&body);
+    let parsed = stowage::manifest::parse(&body, None).unwrap();
+    let mut entries = index::entries_of_manifest(repository, &digest, &parsed);
+    entries.push(Entry::stores(
+        repository,
+        LinkKind::Manifest,
+        &digest,
+        body.len() as u64,
+    ));
+    entries.push(Entry::Tags {
+        manifest: digest.clone(),
+        repository: repository.clone(),
+        tag: tag.to_owned(),
+    });
+    indexed(store).record(&entries).await.unwrap();
     store.put(&layout::blob_data(&digest), body).await.unwrap();
     store
         .put(
@@ -91,20 +129,46 @@ async fn populate_repository(store: Arc<dyn BlobStore>, index: usize) {
     let repository: RepositoryName = format!("team{}/app{index}", index % 10).parse().unwrap();
     for orphan in 0..ORPHANS {
         put_blob(
-            store.as_ref(),
+            &store,
             &repository,
             format!("orphan {orphan} of {index}").into_bytes(),
         )
         .await;
     }
-    put_image(
-        store.as_ref(),
-        &repository,
-        &index.to_string(),
-        LAYERS,
-        "latest",
-    )
-    .await;
+    put_image(&store, &repository, &index.to_string(), LAYERS, "latest").await;
+}
+
+/// Deletes `images` as the API does (their deletion journaled first, then tag and revision
+/// link unlinked): the churn a run follows.
+async fn delete_images(store: &Arc<dyn BlobStore>, images: &[(String, RepositoryName, Digest)]) {
+    let index = indexed(store);
+    for (tag, repository, digest) in images {
+        index
+            .append(&[Review::Manifest(repository.clone(), digest.clone())])
+            .await
+            .unwrap();
+        let tag = tag.parse().unwrap();
+        store
+            .delete(&layout::tag_dir(repository, &tag))
+            .await
+            .unwrap();
+        store
+            .delete(&layout::revision_link(repository, digest))
+            .await
+            .unwrap();
+    }
+}
+
+fn options(full: bool, grace_period: Duration) -> Options {
+    Options {
+        dry_run: false,
+        full,
+        full_every: None,
+        delete_untagged: true,
+        grace_period,
+        sweep_wait: Duration::ZERO,
+        mirror_retention: None,
+    }
 }
 
 async fn measure(name: &str, config: StorageConfig) {
@@ -118,27 +182,48 @@ async fn measure(name: &str, config: StorageConfig) {
     let populated = started.elapsed();
     // Let the grace period (one second) pass, then measure a dry run and a real one.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let options = Options {
-        dry_run: true,
-        delete_untagged: true,
-        grace_period: Duration::from_secs(1),
-        sweep_wait: Duration::ZERO,
-        mirror_retention: None,
-    };
-    let dry = gc::run_once(Arc::clone(&store), &options).await.unwrap();
-    let real = gc::run_once(
+    let full = options(true, Duration::from_secs(1));
+    let dry = gc::run_once(
         Arc::clone(&store),
         &Options {
-            dry_run: false,
-            ..options
+            dry_run: true,
+            ..full.clone()
         },
     )
     .await
     .unwrap();
+    let real = gc::run_once(Arc::clone(&store), &full).await.unwrap();
+    // The same registry after churn: 100 of its images deleted, one incremental run.
+    let churn: Vec<(String, RepositoryName, Digest)> = futures::stream::iter(0..CHURN)
+        .then(|n| {
+            let store = Arc::clone(&store);
+            async move {
+                let repository: RepositoryName = format!("team{}/app{n}", n % 10).parse().unwrap();
+                let tag = layout::tag_current_link(&repository, &"latest".parse().unwrap());
+                let link = storage::read_if_present(store.as_ref(), &tag, 1024)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let digest = layout::parse_link(&link).unwrap();
+                ("latest".to_owned(), repository, digest)
+            }
+        })
+        .collect()
+        .await;
+    delete_images(&store, &churn).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let incremental = gc::run_once(Arc::clone(&store), &options(false, Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(incremental.mode, gc::Mode::Incremental);
     println!("{name} (populated in {:.1}s)", populated.as_secs_f64());
-    for (what, report) in [("gc --dry-run", &dry), ("gc", &real)] {
+    for (what, report) in [
+        ("gc --full --dry-run", &dry),
+        ("gc --full", &real),
+        ("gc (100 deleted)", &incremental),
+    ] {
         println!(
-            "  {what:<14} {:>8.2}s {:>8} storage requests, {} blobs deleted of {}",
+            "  {what:<20} {:>8.2}s {:>8} storage requests, {} blobs deleted of {}",
             report.duration_seconds,
             report.storage_requests,
             report.blobs_deleted,
@@ -159,7 +244,7 @@ async fn populate_images(
             let repository: RepositoryName =
                 format!("team{}/app{}", n % 10, n / 100).parse().unwrap();
             let name = format!("image {n}");
-            let digest = put_image(store.as_ref(), &repository, &name, 8, &format!("v{n}")).await;
+            let digest = put_image(&store, &repository, &name, 8, &format!("v{n}")).await;
             (n, repository, digest)
         }
     };
@@ -171,7 +256,7 @@ async fn populate_images(
 }
 
 /// One gc run after 100 images are deleted (their tag and manifest, as the API deletes them),
-/// on registries of growing size.
+/// on registries of growing size: incremental, then (on a copy of the same churn) full.
 async fn churn_series() {
     let sizes: Vec<usize> = std::env::var("STOWAGE_BENCH_GC_SIZES")
         .unwrap_or_else(|_| "10000,100000,1000000".to_owned())
@@ -182,41 +267,53 @@ async fn churn_series() {
         "gc after 100 images deleted, memory backend (listings counted in S3's pages of 1,000)"
     );
     println!(
-        "  {:>10} {:>14} {:>12} {:>18} {:>14}",
-        "blobs", "populated (s)", "gc (s)", "storage requests", "blobs deleted"
+        "  {:>10} {:>14} {:>12} {:>10} {:>12} {:>10} {:>8}",
+        "blobs", "populated (s)", "incr. (s)", "requests", "full (s)", "requests", "deleted"
     );
     for blobs in sizes {
         let store: Arc<dyn BlobStore> = Arc::new(storage::MemoryStore::default());
         let started = Instant::now();
-        let images = populate_images(Arc::clone(&store), (blobs / 10).max(100)).await;
+        let images = populate_images(Arc::clone(&store), (blobs / 10).max(CHURN)).await;
         let populated = started.elapsed();
-        for (n, repository, digest) in images.iter().step_by(images.len() / 100).take(100) {
-            let tag = format!("v{n}").parse().unwrap();
-            store
-                .delete(&layout::tag_current_link(repository, &tag))
-                .await
-                .unwrap();
-            store
-                .delete(&layout::revision_link(repository, digest))
-                .await
-                .unwrap();
-        }
-        let options = Options {
-            dry_run: false,
-            delete_untagged: false,
-            grace_period: Duration::ZERO,
-            sweep_wait: Duration::ZERO,
-            mirror_retention: None,
-        };
-        let report = gc::run_once(Arc::clone(&store), &options).await.unwrap();
+        // Written before the index was marked whole: as if a full run had audited it.
+        indexed(&store)
+            .mark_complete(std::time::SystemTime::now())
+            .await
+            .unwrap();
+        let churn: Vec<(String, RepositoryName, Digest)> = images
+            .iter()
+            .step_by(images.len() / CHURN)
+            .take(CHURN)
+            .map(|(n, repository, digest)| (format!("v{n}"), repository.clone(), digest.clone()))
+            .collect();
+        delete_images(&store, &churn).await;
+        let incremental = gc::run_once(Arc::clone(&store), &options(false, Duration::ZERO))
+            .await
+            .unwrap();
+        assert_eq!(incremental.mode, gc::Mode::Incremental);
+        // The same churn again on the same registry, collected by a full run.
+        let again: Vec<(String, RepositoryName, Digest)> = images
+            .iter()
+            .skip(1)
+            .step_by(images.len() / CHURN)
+            .take(CHURN)
+            .map(|(n, repository, digest)| (format!("v{n}"), repository.clone(), digest.clone()))
+            .collect();
+        delete_images(&store, &again).await;
+        let full = gc::run_once(Arc::clone(&store), &options(true, Duration::ZERO))
+            .await
+            .unwrap();
         println!(
-            "  {:>10} {:>14.1} {:>12.2} {:>18} {:>14}",
+            "  {:>10} {:>14.1} {:>12.3} {:>10} {:>12.2} {:>10} {:>8}",
             images.len() * 10,
             populated.as_secs_f64(),
-            report.duration_seconds,
-            report.storage_requests,
-            report.blobs_deleted
+            incremental.duration_seconds,
+            incremental.storage_requests,
+            full.duration_seconds,
+            full.storage_requests,
+            incremental.blobs_deleted,
         );
+        assert_eq!(incremental.blobs_deleted, full.blobs_deleted);
     }
 }
 

@@ -239,6 +239,7 @@ fn resolve_at(
         Command::Copy(_) => panic!("the operator never runs stowage copy"),
         Command::Retention(retention) => retention.storage.clone().resolve_for_maintenance(),
         Command::Replicate(replicate) => replicate.storage.clone().resolve_for_maintenance(),
+        Command::Usage(_) => panic!("the operator never runs stowage usage"),
     };
     let config = config.unwrap_or_else(|e| panic!("the server refuses the config: {e}"));
     (cli.command, config)
@@ -350,6 +351,11 @@ fn s3_pods_start_with_the_settings_asked_for() {
                 assert!(gc.delete_untagged);
                 assert!(!gc.dry_run);
                 assert_eq!(
+                    gc.full_every.map(|d| d.as_secs()),
+                    Some(168 * 3600),
+                    "a full run weekly by default"
+                );
+                assert_eq!(
                     gc.report.report_file.as_deref(),
                     Some(Path::new("/dev/termination-log"))
                 );
@@ -361,6 +367,7 @@ fn s3_pods_start_with_the_settings_asked_for() {
             Command::Copy(_) => panic!("the operator never runs stowage copy"),
             Command::Retention(_) => panic!("no retention rules were asked for"),
             Command::Replicate(_) => panic!("no replication was asked for"),
+            Command::Usage(_) => panic!("the operator never runs stowage usage"),
         }
     }
 }

@@ -37,6 +37,7 @@ pub(super) struct Applied {
 #[derive(Clone, Default)]
 pub(super) struct LastRuns {
     pub(super) gc: Option<GarbageCollectionRun>,
+    pub(super) full_gc: Option<GarbageCollectionRun>,
     pub(super) replication: Option<Reconciled>,
     pub(super) retention: Option<RetentionOutcome>,
 }
@@ -85,16 +86,18 @@ pub(super) async fn apply_children(
         _ => InUseDigests::NotCollected,
     };
     let known = registry.status.clone().unwrap_or_default();
+    let gc = last_run(
+        client,
+        registry,
+        namespace,
+        Task::GarbageCollection,
+        known.last_garbage_collection,
+        status::gc_run,
+    )
+    .await?;
     let runs = LastRuns {
-        gc: last_run(
-            client,
-            registry,
-            namespace,
-            Task::GarbageCollection,
-            known.last_garbage_collection,
-            status::gc_run,
-        )
-        .await?,
+        full_gc: status::last_full_gc(gc.as_ref(), known.last_full_garbage_collection),
+        gc,
         replication: if registry.spec.replication.is_some() {
             let (task, read) = (Task::Replication, status::replication_run);
             last_run(

@@ -257,6 +257,7 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
             None,
             children::LastRuns {
                 gc: known.last_garbage_collection.clone(),
+                full_gc: known.last_full_garbage_collection.clone(),
                 replication: known.last_replication.clone(),
                 retention: known.last_retention.clone(),
             },
@@ -271,6 +272,7 @@ pub async fn reconcile(registry: Arc<Registry>, context: Arc<Context>) -> Result
             tls: tls.as_ref(),
             service_monitor: service_monitor.as_ref(),
             last_gc: runs.gc,
+            last_full_gc: runs.full_gc,
             last_replication: runs.replication,
             last_retention: runs.retention,
             error,

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::bounds;
 
-/// The garbage-collection CronJob (`stowage gc`).
+/// The garbage-collection CronJob (`stowage gc`). A run reviews only what changed since the
+/// last one, so it can run often; once `fullEvery` has passed since the last full run, the run
+/// is a full one, which audits the index and counts what each namespace stores.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GarbageCollection {
@@ -13,6 +15,11 @@ pub struct GarbageCollection {
     #[serde(default = "gc_schedule")]
     #[schemars(length(min = 9, max = bounds::SCHEDULE))]
     pub schedule: String,
+
+    /// How long after a full run the next run is full again, such as `168h`.
+    #[serde(default = "gc_full_every")]
+    #[schemars(length(max = bounds::DURATION), pattern(r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub full_every: String,
 
     /// Nothing younger than this is deleted, such as `1h` or `30m`.
     #[serde(default = "gc_grace_period")]
@@ -32,6 +39,7 @@ impl Default for GarbageCollection {
     fn default() -> Self {
         Self {
             schedule: gc_schedule(),
+            full_every: gc_full_every(),
             grace_period: gc_grace_period(),
             delete_untagged: false,
             suspend: false,
@@ -69,7 +77,11 @@ impl Default for UploadPurging {
 }
 
 fn gc_schedule() -> String {
-    "0 3 * * *".to_owned()
+    "*/15 * * * *".to_owned()
+}
+
+fn gc_full_every() -> String {
+    "168h".to_owned()
 }
 
 fn gc_grace_period() -> String {

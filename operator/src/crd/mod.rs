@@ -42,8 +42,8 @@ pub use proxy::{Proxy, Upstream};
 pub use replication::{DestinationTls, Reconciliation, Replication, ReplicationRule};
 pub use scaling::Autoscaling;
 pub use status::{
-    GarbageCollectionRun, JobResult, JobRun, Reconciled, ReconciledRule, RegistryStatus,
-    RetentionOutcome,
+    CollectionMode, GarbageCollectionRun, JobResult, JobRun, NamespaceUsage, Reconciled,
+    ReconciledRule, RegistryStatus, RetentionOutcome,
 };
 pub use storage::{
     AzureClientSecret, AzureStorage, AzureWorkloadIdentity, FilesystemStorage, GcsStorage,

@@ -36,6 +36,11 @@ pub struct RegistryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_garbage_collection: Option<GarbageCollectionRun>,
 
+    /// The most recent finished full garbage collection: the index's drift, and what the
+    /// largest namespaces store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_full_garbage_collection: Option<GarbageCollectionRun>,
+
     /// The most recent finished replication reconciliation, rule by rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_replication: Option<Reconciled>,
@@ -102,6 +107,45 @@ pub struct GarbageCollectionRun {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub manifests_deleted: i64,
+    /// Incremental (from the journal) or Full (from every link, auditing the index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<CollectionMode>,
+    /// Journal pages left for a later run, too young to review.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub journal_pending: i64,
+    /// Entries a full run found missing from the index, and recorded (drift).
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub index_entries_added: i64,
+    /// Entries that stood for nothing any more, pruned.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub index_entries_pruned: i64,
+    /// What the repositories store, each blob once; counted by full runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub stored_bytes: Option<i64>,
+    /// The namespaces storing most, largest first; counted by full runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub largest_namespaces: Vec<NamespaceUsage>,
+}
+
+/// How a garbage collection decided.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CollectionMode {
+    Incremental,
+    Full,
+}
+
+/// What one namespace (a repository name's first part) stores.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct NamespaceUsage {
+    #[schemars(length(max = 255))]
+    pub name: String,
+    #[schemars(range(min = 0))]
+    pub bytes: i64,
 }
 
 /// What the status records of a maintenance Job's run: which Job, and how it ended.

@@ -57,7 +57,12 @@ pub fn cron_job(registry: &Registry, inputs: &Inputs, task: Task) -> CronJob {
     let (schedule, suspend, mut args) = match task {
         Task::GarbageCollection => {
             let gc = &spec.garbage_collection;
-            let mut args = vec!["--grace-period".to_owned(), gc.grace_period.clone()];
+            let mut args = vec![
+                "--grace-period".to_owned(),
+                gc.grace_period.clone(),
+                "--full-every".to_owned(),
+                gc.full_every.clone(),
+            ];
             if gc.delete_untagged {
                 args.push("--delete-untagged".to_owned());
             }
@@ -211,7 +216,7 @@ mod tests {
         let job = cron_job(&s3_registry(), &inputs(), Task::GarbageCollection);
         assert_eq!(job.metadata.name.as_deref(), Some("images-gc"));
         let spec = job.spec.as_ref().expect("spec");
-        assert_eq!(spec.schedule, "0 3 * * *");
+        assert_eq!(spec.schedule, "*/15 * * * *");
         assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
         assert_eq!(spec.suspend, Some(false));
         assert_eq!(
@@ -222,6 +227,8 @@ mod tests {
                 "/etc/stowage/config.toml",
                 "--grace-period",
                 "1h",
+                "--full-every",
+                "168h",
                 "--report-file",
                 "/dev/termination-log",
                 "--output",
@@ -236,7 +243,7 @@ mod tests {
     fn gc_settings_apply() {
         let registry = registry(serde_json::json!({
             "storage": {"s3": {"bucket": "bkt"}},
-            "garbageCollection": {"schedule": "*/30 * * * *", "gracePeriod": "2h", "deleteUntagged": true, "suspend": true}
+            "garbageCollection": {"schedule": "*/30 * * * *", "fullEvery": "24h", "gracePeriod": "2h", "deleteUntagged": true, "suspend": true}
         }));
         let job = cron_job(&registry, &inputs(), Task::GarbageCollection);
         assert_eq!(
@@ -246,6 +253,7 @@ mod tests {
         assert_eq!(job.spec.as_ref().and_then(|s| s.suspend), Some(true));
         let args = args(&job);
         assert!(args.windows(2).any(|w| w == ["--grace-period", "2h"]));
+        assert!(args.windows(2).any(|w| w == ["--full-every", "24h"]));
         assert!(args.contains(&"--delete-untagged".to_owned()));
     }
 

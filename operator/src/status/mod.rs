@@ -9,8 +9,8 @@ use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::crd::{
-    GarbageCollectionRun, JobResult, Reconciled, ReconciledRule, Registry, RegistryStatus,
-    RetentionOutcome,
+    CollectionMode, GarbageCollectionRun, JobResult, NamespaceUsage, Reconciled, ReconciledRule,
+    Registry, RegistryStatus, RetentionOutcome,
 };
 use crate::resources;
 use crate::storage::{Health, StorageCheck};
@@ -24,6 +24,8 @@ pub struct Observed<'a> {
     /// Whether the ServiceMonitor was made, when `spec.monitoring.serviceMonitor` asks for one.
     pub service_monitor: Option<&'a Check>,
     pub last_gc: Option<GarbageCollectionRun>,
+    /// The most recent finished full garbage collection.
+    pub last_full_gc: Option<GarbageCollectionRun>,
     /// The most recent finished replication reconciliation.
     pub last_replication: Option<Reconciled>,
     /// The most recent finished retention run, while there are retention rules.
@@ -213,10 +215,7 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
                 JobResult::Succeeded => "Succeeded",
                 JobResult::Failed => "Failed",
             },
-            format!(
-                "job {}: {} blobs and {} manifests deleted, {} bytes freed",
-                run.job, run.blobs_deleted, run.manifests_deleted, run.bytes_freed
-            ),
+            gc_message(run, observed.last_full_gc.as_ref()),
         ),
     };
 
@@ -270,9 +269,31 @@ pub fn compute(registry: &Registry, observed: Observed<'_>) -> RegistryStatus {
         selector: resources::selector_string(registry),
         endpoint: Some(resources::endpoint(registry)),
         last_garbage_collection: observed.last_gc,
+        last_full_garbage_collection: observed.last_full_gc,
         last_replication: observed.last_replication,
         last_retention: observed.last_retention,
     }
+}
+
+/// What the last collection did, and what the last full one found of the index.
+fn gc_message(run: &GarbageCollectionRun, full: Option<&GarbageCollectionRun>) -> String {
+    let mode = match run.mode {
+        Some(CollectionMode::Full) => "full ",
+        Some(CollectionMode::Incremental) => "incremental ",
+        None => "",
+    };
+    let mut message = format!(
+        "{mode}job {}: {} blobs and {} manifests deleted, {} bytes freed; {} journal pages \
+         pending",
+        run.job, run.blobs_deleted, run.manifests_deleted, run.bytes_freed, run.journal_pending
+    );
+    if let Some(full) = full {
+        message.push_str(&format!(
+            "; the last full run ({}) found the index lacking {} entries and {} stale",
+            full.job, full.index_entries_added, full.index_entries_pruned
+        ));
+    }
+    message
 }
 
 /// The `Replicated` condition for a finished reconciliation: true when it succeeded and no
@@ -338,15 +359,24 @@ fn make_condition(
 }
 
 /// The counts `stowage gc --report-file` writes.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct GcSummary {
-    #[serde(default)]
     bytes_freed: i64,
-    #[serde(default)]
     blobs_deleted: i64,
-    #[serde(default)]
     manifests_deleted: i64,
+    /// `incremental` or `full`.
+    mode: Option<String>,
+    journal_pending: i64,
+    index_entries_added: i64,
+    index_entries_pruned: i64,
+    stored_bytes: Option<i64>,
+    /// Name to bytes, for the largest namespaces.
+    largest_namespaces: std::collections::BTreeMap<String, i64>,
 }
+
+/// How many namespaces the status names.
+const NAMESPACES_SHOWN: usize = 10;
 
 /// The most recently finished of `jobs`, with when it finished and whether it succeeded.
 pub fn latest_finished_job(jobs: &[Job]) -> Option<(&Job, Option<Time>, JobResult)> {
@@ -392,14 +422,45 @@ pub fn gc_run(
     pods: &[Pod],
 ) -> GarbageCollectionRun {
     let summary = job_report(pods, resources::Task::GarbageCollection.command())
-        .and_then(|report| serde_json::from_str::<GcSummary>(&report).ok());
+        .and_then(|report| serde_json::from_str::<GcSummary>(&report).ok())
+        .unwrap_or_default();
+    let mut largest_namespaces: Vec<NamespaceUsage> = summary
+        .largest_namespaces
+        .into_iter()
+        .filter(|(name, _)| name.len() <= 255)
+        .map(|(name, bytes)| NamespaceUsage { name, bytes })
+        .collect();
+    largest_namespaces.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
+    largest_namespaces.truncate(NAMESPACES_SHOWN);
     GarbageCollectionRun {
         job: job.name_any(),
         finished_at,
         result,
-        bytes_freed: summary.as_ref().map_or(0, |s| s.bytes_freed),
-        blobs_deleted: summary.as_ref().map_or(0, |s| s.blobs_deleted),
-        manifests_deleted: summary.as_ref().map_or(0, |s| s.manifests_deleted),
+        bytes_freed: summary.bytes_freed,
+        blobs_deleted: summary.blobs_deleted,
+        manifests_deleted: summary.manifests_deleted,
+        mode: match summary.mode.as_deref() {
+            Some("incremental") => Some(CollectionMode::Incremental),
+            Some("full") => Some(CollectionMode::Full),
+            _ => None,
+        },
+        journal_pending: summary.journal_pending,
+        index_entries_added: summary.index_entries_added,
+        index_entries_pruned: summary.index_entries_pruned,
+        stored_bytes: summary.stored_bytes,
+        largest_namespaces,
+    }
+}
+
+/// The last full collection, now that `latest` finished: `latest` itself if it was full, else
+/// the one known before.
+pub fn last_full_gc(
+    latest: Option<&GarbageCollectionRun>,
+    known: Option<GarbageCollectionRun>,
+) -> Option<GarbageCollectionRun> {
+    match latest {
+        Some(run) if run.mode == Some(CollectionMode::Full) => Some(run.clone()),
+        _ => known,
     }
 }
 

@@ -43,6 +43,7 @@ fn observe<'a>(deployment: Option<&'a Deployment>, storage: &'a StorageCheck) ->
         tls: None,
         service_monitor: None,
         last_gc: None,
+        last_full_gc: None,
         last_replication: None,
         last_retention: None,
         error: None,
@@ -304,6 +305,79 @@ fn the_latest_finished_gc_job_is_reported_with_its_counts() {
         ("True", "Succeeded")
     );
     assert!(gc.message.contains("123456 bytes freed"));
+}
+
+/// What `stowage gc --report-file` writes after a full run (the server's report test pins the
+/// same keys).
+const FULL_SUMMARY: &str = r#"{"dry_run":false,"mode":"full","manifests_deleted":0,"blobs_deleted":3,"links_deleted":0,"uploads_deleted":0,"mirrors_expired":0,"bytes_freed":900,"reviewed":4,"journal_pending":2,"index_entries_added":5,"index_entries_pruned":1,"duration_seconds":1.5,"storage_requests":77,"stored_bytes":4000,"largest_namespaces":{"small":1000,"team":3000}}"#;
+
+#[test]
+fn a_full_run_reports_its_drift_and_usage_and_stays_known_after_incremental_ones() {
+    let jobs = [job("images-gc-1", 10, true), job("images-gc-2", 20, true)];
+    let full = gc_run(
+        &jobs[0],
+        Some(time(10)),
+        JobResult::Succeeded,
+        &[pod(0, FULL_SUMMARY)],
+    );
+    assert_eq!(full.mode, Some(CollectionMode::Full));
+    assert_eq!(
+        (full.index_entries_added, full.index_entries_pruned),
+        (5, 1)
+    );
+    assert_eq!(full.journal_pending, 2);
+    assert_eq!(full.stored_bytes, Some(4000));
+    assert_eq!(
+        full.largest_namespaces,
+        [
+            NamespaceUsage {
+                name: "team".to_owned(),
+                bytes: 3000
+            },
+            NamespaceUsage {
+                name: "small".to_owned(),
+                bytes: 1000
+            }
+        ]
+    );
+    let known = last_full_gc(Some(&full), None);
+    assert_eq!(known.as_ref(), Some(&full));
+
+    let summary = r#"{"mode":"incremental","blobs_deleted":1,"journal_pending":0}"#;
+    let incremental = gc_run(
+        &jobs[1],
+        Some(time(20)),
+        JobResult::Succeeded,
+        &[pod(0, summary)],
+    );
+    assert_eq!(incremental.mode, Some(CollectionMode::Incremental));
+    assert_eq!(incremental.stored_bytes, None);
+    let still = last_full_gc(Some(&incremental), known);
+    assert_eq!(still.as_ref(), Some(&full));
+
+    let storage = StorageCheck::ready("ok");
+    let status = compute(
+        &s3_registry(),
+        Observed {
+            last_gc: Some(incremental),
+            last_full_gc: still,
+            ..observe(None, &storage)
+        },
+    );
+    assert_eq!(
+        status
+            .last_full_garbage_collection
+            .as_ref()
+            .and_then(|r| r.stored_bytes),
+        Some(4000)
+    );
+    let gc = condition(&status, "GarbageCollected");
+    assert!(
+        gc.message.starts_with("incremental job images-gc-2")
+            && gc.message.contains("lacking 5 entries and 1 stale"),
+        "{}",
+        gc.message
+    );
 }
 
 fn replication_pod(message: &str) -> Pod {

@@ -25,7 +25,7 @@ use std::time::SystemTime;
 use futures::StreamExt;
 
 use super::{Mode, Options, Report, TIMESTAMP_GRANULARITY, audit, delete_in_batches, mirrors};
-use crate::index::{self, Entry, ReferenceIndex};
+use crate::index::{self, Entry, LinkKind, ReferenceIndex, Usage};
 use crate::manifest;
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{self, BlobStore, ObjectInfo, layout};
@@ -326,6 +326,11 @@ pub(super) async fn collect(
     }
     if !options.dry_run {
         delete_in_batches(store, &doomed).await?;
+        // While the sweep still stands, what the deleted stood for leaves the index (and the
+        // usage) at once; the audit below would only prune it once settled.
+        index
+            .forget(&entries_of_deleted(index, &blobs, &manifests).await?)
+            .await?;
     }
     let dangling = sweep_dangling_links(store, &scan, &blobs, cutoff, options.dry_run).await?;
     report.links_deleted = dangling.len();
@@ -336,6 +341,7 @@ pub(super) async fn collect(
     let expected =
         expected_entries(store, after, &tags, &mut marks, &deleted_manifests, &gone).await?;
     let settle = audit::settle(run_start);
+    report.usage = Some(Usage::of(&expected));
     let drift = audit::reconcile(index, expected, settle, options.dry_run).await?;
     report.index_entries_added = drift.added;
     report.index_entries_pruned = drift.pruned;
@@ -367,10 +373,19 @@ async fn expected_entries(
     dangling: &HashSet<&str>,
 ) -> storage::Result<HashSet<Entry>> {
     let mut expected = HashSet::new();
+    let size = |blob: &Digest| scan.blobs.get(blob).map(|(size, _)| *size);
     for revision in &scan.revisions {
         let key = (revision.repository.clone(), revision.digest.clone());
         if deleted.contains(&key) {
             continue;
+        }
+        if let Some(size) = size(&revision.digest) {
+            expected.insert(Entry::stores(
+                &revision.repository,
+                LinkKind::Manifest,
+                &revision.digest,
+                size,
+            ));
         }
         let parsed = marks.parsed_manifest(store, &revision.digest).await?;
         match parsed {
@@ -388,21 +403,67 @@ async fn expected_entries(
             }
         }
     }
-    expected.extend(
-        scan.layers
-            .iter()
-            .filter(|l| !dangling.contains(l.key.as_str()))
-            .map(|l| Entry::Links {
-                blob: l.digest.clone(),
-                repository: l.repository.clone(),
-            }),
-    );
+    for layer in scan
+        .layers
+        .iter()
+        .filter(|l| !dangling.contains(l.key.as_str()))
+    {
+        expected.insert(Entry::Links {
+            blob: layer.digest.clone(),
+            repository: layer.repository.clone(),
+        });
+        if let Some(size) = size(&layer.digest) {
+            expected.insert(Entry::stores(
+                &layer.repository,
+                LinkKind::Layer,
+                &layer.digest,
+                size,
+            ));
+        }
+    }
     expected.extend(tags.iter().map(|(repository, tag, manifest)| Entry::Tags {
         manifest: manifest.clone(),
         repository: repository.clone(),
         tag: tag.clone(),
     }));
     Ok(expected)
+}
+
+/// The index entries of deleted `blobs` (their uses, links and usage) and of the deleted
+/// `manifests`' revision links (their usage).
+async fn entries_of_deleted(
+    index: &dyn ReferenceIndex,
+    blobs: &BTreeSet<Digest>,
+    manifests: &[Link],
+) -> storage::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for blob in blobs {
+        for user in index.users_of(blob).await? {
+            if let Entry::Links { repository, .. } = &user.entry {
+                entries.extend(
+                    index
+                        .stored_in(repository, blob)
+                        .await?
+                        .into_iter()
+                        .map(|s| s.entry),
+                );
+            }
+            entries.push(user.entry);
+        }
+    }
+    for link in manifests {
+        let stored = index.stored_in(&link.repository, &link.digest).await?;
+        entries.extend(stored.into_iter().map(|s| s.entry).filter(|e| {
+            matches!(
+                e,
+                Entry::Stores {
+                    link: LinkKind::Manifest,
+                    ..
+                }
+            )
+        }));
+    }
+    Ok(entries)
 }
 
 /// The manifests marking starts from, and every tag with the manifest it names.

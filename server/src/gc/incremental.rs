@@ -25,7 +25,7 @@ use futures::future::{BoxFuture, FutureExt};
 use super::{
     Mode, Options, Report, TIMESTAMP_GRANULARITY, audit, delete_in_batches, full, mirrors,
 };
-use crate::index::{self, Entry, Recorded, ReferenceIndex, Review};
+use crate::index::{self, Entry, LinkKind, Recorded, ReferenceIndex, Review};
 use crate::manifest::Manifest;
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{self, BlobStore, layout};
@@ -146,7 +146,7 @@ impl Run<'_> {
                     self.manifest_alive((repository.clone(), index.clone()), depth + 1)
                         .await?
                 }
-                Entry::Uses { .. } | Entry::Links { .. } => continue,
+                Entry::Uses { .. } | Entry::Links { .. } | Entry::Stores { .. } => continue,
             };
             if holds {
                 return Ok(true);
@@ -555,11 +555,22 @@ async fn sweep(run: &mut Run<'_>, judged: &Judged, report: &mut Report) -> stora
                 entries.extend(index::entries_of_manifest(repository, manifest, parsed));
             }
         }
-        // The holders of a manifest that is no more stand for nothing; a fresh one (a push of it
-        // in flight) stays.
+        // The holders of a manifest that is no more stand for nothing, nor does what its
+        // revision link counted in the usage; a fresh one (a push of it in flight) stays.
+        let stored = run.index.stored_in(repository, manifest).await?;
+        let stored = stored.into_iter().filter(|s| {
+            matches!(
+                s.entry,
+                Entry::Stores {
+                    link: LinkKind::Manifest,
+                    ..
+                }
+            )
+        });
         entries.extend(
             holders
                 .into_iter()
+                .chain(stored)
                 .filter(|h| !gone || h.at < run.settle)
                 .map(|h| h.entry),
         );
@@ -570,12 +581,13 @@ async fn sweep(run: &mut Run<'_>, judged: &Judged, report: &mut Report) -> stora
         report.bytes_freed += size;
         keys.push(layout::blob_data(blob));
     }
-    // A condemned blob's links and uses go with it; a missing blob's old links too.
-    for blob in judged.blobs.keys() {
+    // A condemned blob's links, uses and usage go with it; a missing blob's old links too.
+    for (blob, size) in &judged.blobs {
         for user in run.index.users_of(blob).await? {
             if let Entry::Links { repository, .. } = &user.entry {
                 keys.push(layout::layer_link(repository, blob));
                 report.links_deleted += 1;
+                entries.push(Entry::stores(repository, LinkKind::Layer, blob, *size));
             }
             entries.push(user.entry);
         }
@@ -585,6 +597,16 @@ async fn sweep(run: &mut Run<'_>, judged: &Judged, report: &mut Report) -> stora
             if let Entry::Links { repository, .. } = entry {
                 keys.push(layout::layer_link(repository, blob));
                 report.links_deleted += 1;
+                let stored = run.index.stored_in(repository, blob).await?;
+                entries.extend(stored.into_iter().map(|s| s.entry).filter(|e| {
+                    matches!(
+                        e,
+                        Entry::Stores {
+                            link: LinkKind::Layer,
+                            ..
+                        }
+                    )
+                }));
             }
         }
         entries.extend(dangling.iter().cloned());
@@ -625,6 +647,14 @@ async fn expire_mirrors(
             index.append(&reviews).await?;
             for name in &names {
                 store.delete(&layout::repository(name)).await?;
+                let stored: Vec<Entry> = index
+                    .stored(Some(name))
+                    .await?
+                    .into_iter()
+                    .map(|s| s.entry)
+                    .filter(|e| matches!(e, Entry::Stores { repository, .. } if repository == name))
+                    .collect();
+                index.forget(&stored).await?;
             }
         }
         due.extend(reviews);

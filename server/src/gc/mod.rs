@@ -29,11 +29,11 @@ mod purge;
 mod retention;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::index::{ReferenceIndex, StoredIndex};
+use crate::index::{ReferenceIndex, StoredIndex, Usage};
 use crate::manifest;
 use crate::oci::Digest;
 use crate::storage::{self, BlobStore, layout};
@@ -58,6 +58,9 @@ pub struct Options {
     pub dry_run: bool,
     /// Mark and sweep from every link and audit the index, rather than review the journal.
     pub full: bool,
+    /// Run in full anyway when the index was last audited (found whole) longer ago than this:
+    /// one schedule runs both kinds, never two collections at once.
+    pub full_every: Option<Duration>,
     /// Also delete manifests no tag (and nothing kept) refers to.
     pub delete_untagged: bool,
     /// Nothing younger than this is deleted.
@@ -89,13 +92,19 @@ impl Mode {
     }
 }
 
-/// Runs one collection over `store`: incremental when the index is whole and `--full` was not
-/// asked for, full otherwise.
+/// Runs one collection over `store`: full when asked for, when the index was never whole, or
+/// when its last audit is older than `full_every`; incremental otherwise.
 pub async fn run_once(store: Arc<dyn BlobStore>, options: &Options) -> storage::Result<Report> {
     let started = Instant::now();
     let counting = Arc::new(storage::Counting::new(store));
     let index = StoredIndex::new(counting.clone());
-    let full = options.full || index.complete_since().await?.is_none();
+    let audited = index.complete_since().await?;
+    let overdue = |since: SystemTime| {
+        options
+            .full_every
+            .is_some_and(|every| since.elapsed().is_ok_and(|age| age >= every))
+    };
+    let full = options.full || audited.is_none_or(overdue);
     let mut report = if full {
         full::collect(counting.as_ref(), &index, options).await?
     } else {
@@ -155,6 +164,9 @@ pub struct Report {
     pub index_entries_pruned: usize,
     pub duration_seconds: f64,
     pub storage_requests: u64,
+    /// What is stored once the run is over, counted from the links (a full run reads them all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     /// `blob <digest>`, `manifest <repository>@<digest>` and `upload <repository>/<id>` for
     /// everything deleted.
     pub deleted: Vec<String>,

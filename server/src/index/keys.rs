@@ -5,16 +5,19 @@
 //! _stowage/index/blobs/<alg>/<hex>/<repository>/_layer                   Links
 //! _stowage/index/manifests/<alg>/<hex>/<repository>/_tags/<tag>          Tags
 //! _stowage/index/manifests/<alg>/<hex>/<repository>/_indexes/<alg>/<hex> Lists
+//! _stowage/index/usage/<repository>/_layers/<alg>/<hex>/<size>           Stores, a layer
+//! _stowage/index/usage/<repository>/_manifests/<alg>/<hex>/<size>        Stores, a manifest
 //! _stowage/index/complete                                                since when it is whole
 //! _stowage/journal/<hour>/<nanos>-<random>                               one page of reviews
 //! ```
 //!
 //! Repository names never have a part starting with `_`, so the first such part ends the name.
-//! Entries are empty objects: the key is the fact.
+//! Entries are empty objects: the key is the fact, so a listing of `usage/<repository>/` alone
+//! sums what a repository stores.
 
 use std::time::{Duration, SystemTime};
 
-use super::Entry;
+use super::{Entry, LinkKind};
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::layout;
 
@@ -31,6 +34,31 @@ pub(super) fn holders_dir(repository: &RepositoryName, manifest: &Digest) -> Str
         "{}/manifests/{}/{repository}",
         layout::index_root(),
         digest_path(manifest)
+    )
+}
+
+/// Where `repository`'s `Stores` entries are, and those of the repositories below it.
+pub(super) fn usage_dir(repository: Option<&RepositoryName>) -> String {
+    match repository {
+        Some(repository) => format!("{}/usage/{repository}", layout::index_root()),
+        None => format!("{}/usage", layout::index_root()),
+    }
+}
+
+fn link_dir(link: LinkKind) -> &'static str {
+    match link {
+        LinkKind::Layer => "_layers",
+        LinkKind::Manifest => "_manifests",
+    }
+}
+
+/// Where `repository`'s `Stores` entries for `blob` are, whatever its size.
+pub(super) fn stored_dir(repository: &RepositoryName, link: LinkKind, blob: &Digest) -> String {
+    format!(
+        "{}/{}/{}",
+        usage_dir(Some(repository)),
+        link_dir(link),
+        digest_path(blob)
     )
 }
 
@@ -65,6 +93,12 @@ pub(super) fn of(entry: &Entry) -> String {
             holders_dir(repository, manifest),
             digest_path(index)
         ),
+        Entry::Stores {
+            repository,
+            link,
+            blob,
+            size,
+        } => format!("{}/{size}", stored_dir(repository, *link, blob)),
     }
 }
 
@@ -110,6 +144,20 @@ pub(super) fn parse(key: &str) -> Option<Entry> {
                 }),
                 _ => None,
             }
+        }
+        ["usage", rest @ ..] => {
+            let (repository, rest) = repository_and_rest(rest)?;
+            let (link, alg, hex, size) = match rest {
+                ["_layers", alg, hex, size] => (LinkKind::Layer, alg, hex, size),
+                ["_manifests", alg, hex, size] => (LinkKind::Manifest, alg, hex, size),
+                _ => return None,
+            };
+            Some(Entry::Stores {
+                repository,
+                link,
+                blob: digest(alg, hex)?,
+                size: size.parse().ok()?,
+            })
         }
         _ => None,
     }

@@ -11,11 +11,16 @@
 //!   blob uploaded or unlinked), in time-ordered keys sharded by hour so replicas never write
 //!   the same key. A collection reads only the entries old enough to be reviewed.
 //!
+//! - **Usage** falls out of the index: every link a repository holds is recorded with the size
+//!   of what it links ([`Entry::Stores`]), so what a repository or a namespace stores is one
+//!   listing away ([`usage`]), with no counter replicas would contend for.
+//!
 //! Both live in the registry's own storage ([`StoredIndex`]), so there is no new moving part;
 //! [`ReferenceIndex`] is the boundary another store (a database) could implement.
 
 mod keys;
 mod stored;
+pub mod usage;
 
 use std::fmt;
 use std::time::SystemTime;
@@ -26,6 +31,7 @@ use crate::oci::{Digest, RepositoryName};
 use crate::storage;
 
 pub use stored::StoredIndex;
+pub use usage::Usage;
 
 /// One fact the index records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,6 +59,35 @@ pub enum Entry {
         repository: RepositoryName,
         index: Digest,
     },
+    /// `repository` links `blob`, of `size` bytes, as a layer or a manifest: what its usage
+    /// counts.
+    Stores {
+        repository: RepositoryName,
+        link: LinkKind,
+        blob: Digest,
+        size: u64,
+    },
+}
+
+impl Entry {
+    /// That `repository` stores `blob`, of `size` bytes, through a link of `link`.
+    pub fn stores(repository: &RepositoryName, link: LinkKind, blob: &Digest, size: u64) -> Self {
+        Self::Stores {
+            repository: repository.clone(),
+            link,
+            blob: blob.clone(),
+            size,
+        }
+    }
+}
+
+/// Which link of a repository a [`Entry::Stores`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinkKind {
+    /// A layer link: a blob pushed, mounted or mirrored into the repository.
+    Layer,
+    /// A revision link: a manifest of the repository.
+    Manifest,
 }
 
 /// An entry, with when it was last recorded (recording again refreshes it).
@@ -124,6 +159,17 @@ pub trait ReferenceIndex: Send + Sync + fmt::Debug + 'static {
         manifest: &Digest,
     ) -> storage::Result<Vec<Recorded>>;
 
+    /// The `Stores` entries of `repository` for `blob`.
+    async fn stored_in(
+        &self,
+        repository: &RepositoryName,
+        blob: &Digest,
+    ) -> storage::Result<Vec<Recorded>>;
+
+    /// The `Stores` entries of `namespace` (a repository and those below it), or of every
+    /// repository: what [`Usage`] is counted from.
+    async fn stored(&self, namespace: Option<&RepositoryName>) -> storage::Result<Vec<Recorded>>;
+
     /// Every entry: for the audit, which compares the index with the links.
     async fn all(&self) -> storage::Result<Vec<Recorded>>;
 
@@ -145,7 +191,7 @@ pub trait ReferenceIndex: Send + Sync + fmt::Debug + 'static {
 }
 
 /// The entries a manifest push records before its revision link: what the manifest uses, and
-/// what it lists.
+/// what it lists (with [`Entry::stores`] for its own bytes).
 pub fn entries_of_manifest(
     repository: &RepositoryName,
     manifest: &Digest,

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Entry, JournalPage, Recorded, ReferenceIndex, Review, keys};
+use super::{Entry, JournalPage, LinkKind, Recorded, ReferenceIndex, Review, keys};
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{self, BlobStore, layout};
 
@@ -101,6 +101,27 @@ impl ReferenceIndex for StoredIndex {
             _ => false,
         });
         Ok(holders)
+    }
+
+    async fn stored_in(
+        &self,
+        repository: &RepositoryName,
+        blob: &Digest,
+    ) -> storage::Result<Vec<Recorded>> {
+        let mut stored = Vec::new();
+        for link in [LinkKind::Layer, LinkKind::Manifest] {
+            stored.extend(
+                self.walk_entries(&keys::stored_dir(repository, link, blob))
+                    .await?,
+            );
+        }
+        Ok(stored)
+    }
+
+    async fn stored(&self, namespace: Option<&RepositoryName>) -> storage::Result<Vec<Recorded>> {
+        let mut stored = self.walk_entries(&keys::usage_dir(namespace)).await?;
+        stored.retain(|r| matches!(r.entry, Entry::Stores { .. }));
+        Ok(stored)
     }
 
     async fn all(&self) -> storage::Result<Vec<Recorded>> {

@@ -40,6 +40,8 @@ fn every_entry_survives_its_key() {
             repository: repo("team/app"),
             index: digest(3),
         },
+        Entry::stores(&repo("team/app/web"), LinkKind::Layer, &digest(4), 1234),
+        Entry::stores(&repo("a"), LinkKind::Manifest, &digest(4), 0),
     ];
     let root = format!("{}/", crate::storage::layout::index_root());
     for entry in entries {
@@ -49,6 +51,79 @@ fn every_entry_survives_its_key() {
     }
     assert_eq!(keys::parse("blobs/sha256/zz/team/_layer"), None);
     assert_eq!(keys::parse("complete"), None);
+    assert_eq!(keys::parse("usage/a/_layers/sha256/zz/12"), None);
+    let hex = "04".repeat(32);
+    assert_eq!(
+        keys::parse(&format!("usage/a/_layers/sha256/{hex}/-1")),
+        None
+    );
+}
+
+#[test]
+fn usage_counts_a_blob_once_per_repository_and_once_per_namespace() {
+    let stores = |name: &str, link, n: u8, size| Entry::stores(&repo(name), link, &digest(n), size);
+    let entries = [
+        // One blob as a layer of two repositories of `team`, and as a manifest of one.
+        stores("team/app", LinkKind::Layer, 1, 100),
+        stores("team/web", LinkKind::Layer, 1, 100),
+        stores("team/web", LinkKind::Manifest, 1, 100),
+        stores("team/web", LinkKind::Layer, 2, 20),
+        stores("team", LinkKind::Layer, 3, 3),
+        stores("solo", LinkKind::Layer, 1, 100),
+        // Not usage.
+        Entry::Links {
+            blob: digest(9),
+            repository: repo("team/app"),
+        },
+    ];
+    let usage = Usage::of(&entries);
+    let expect = |pairs: &[(&str, u64)]| {
+        pairs
+            .iter()
+            .map(|(n, b)| ((*n).to_owned(), *b))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(
+        usage.repositories,
+        expect(&[
+            ("team/app", 100),
+            ("team/web", 120),
+            ("team", 3),
+            ("solo", 100)
+        ])
+    );
+    assert_eq!(usage.namespaces, expect(&[("team", 123), ("solo", 100)]));
+    assert_eq!(usage.total_bytes, 123);
+    assert_eq!(usage.largest_namespaces(1), vec![("team", 123)]);
+}
+
+#[tokio::test]
+async fn a_namespace_s_usage_is_one_listing_below_it() {
+    let index = index();
+    let entries = [
+        Entry::stores(&repo("team"), LinkKind::Layer, &digest(1), 10),
+        Entry::stores(&repo("team/app"), LinkKind::Layer, &digest(2), 20),
+        Entry::stores(&repo("teamx"), LinkKind::Layer, &digest(3), 30),
+    ];
+    index.record(&entries).await.unwrap();
+    let team = usage::count(&index, Some(&repo("team"))).await.unwrap();
+    assert!(!team.complete);
+    assert_eq!(team.usage.total_bytes, 30);
+    assert_eq!(
+        index
+            .stored_in(&repo("team/app"), &digest(2))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        index
+            .stored_in(&repo("team"), &digest(2))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

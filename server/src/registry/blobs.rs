@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::descriptors::{BlobDescriptors, Known, Ticket};
 use super::{Error, Registry, Result};
-use crate::index::{Entry, Review};
+use crate::index::{Entry, LinkKind, Review};
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{ByteStream, layout};
 use crate::upload::{UploadState, Uploads};
@@ -145,7 +145,7 @@ impl Registry {
         for _ in 0..2 {
             let started = std::time::Instant::now();
             let wrote = uploads.commit(state, digest).await?;
-            self.link_blob(&name, digest).await?;
+            self.link_blob(&name, digest, state.offset()).await?;
             if wrote || started.elapsed() <= super::MANIFEST_PUT_DEADLINE {
                 break;
             }
@@ -160,15 +160,24 @@ impl Registry {
         Ok(())
     }
 
-    /// Links stored blob `digest` into `name`: the index entry and the review first (nothing
-    /// may use the blob yet, so gc looks at it after the grace period), then the link.
-    pub(super) async fn link_blob(&self, name: &RepositoryName, digest: &Digest) -> Result<()> {
-        let entry = [Entry::Links {
-            blob: digest.clone(),
-            repository: name.clone(),
-        }];
+    /// Links stored blob `digest`, of `size` bytes, into `name`: the index entries and the
+    /// review first (nothing may use the blob yet, so gc looks at it after the grace period),
+    /// then the link.
+    pub(super) async fn link_blob(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        let entries = [
+            Entry::Links {
+                blob: digest.clone(),
+                repository: name.clone(),
+            },
+            Entry::stores(name, LinkKind::Layer, digest, size),
+        ];
         let review = [Review::Blob(digest.clone())];
-        futures::try_join!(self.index.record(&entry), self.index.append(&review))?;
+        futures::try_join!(self.index.record(&entries), self.index.append(&review))?;
         self.write_link(&layout::layer_link(name, digest), digest)
             .await
     }
@@ -185,7 +194,22 @@ impl Registry {
         }
         // Delete the link's directory, as Distribution does, so no empty entry lingers.
         let dir = link.trim_end_matches("/link");
-        Ok(self.store.delete(dir).await?)
+        self.store.delete(dir).await?;
+        self.forget_stored(name, LinkKind::Layer, digest).await
+    }
+
+    /// Forgets that `name` stores `digest` through a `link`, once that link is gone: its usage
+    /// drops at once rather than at the next collection.
+    pub(super) async fn forget_stored(
+        &self,
+        name: &RepositoryName,
+        link: LinkKind,
+        digest: &Digest,
+    ) -> Result<()> {
+        let mut stored = self.index.stored_in(name, digest).await?;
+        stored.retain(|r| matches!(r.entry, Entry::Stores { link: l, .. } if l == link));
+        let entries: Vec<Entry> = stored.into_iter().map(|r| r.entry).collect();
+        Ok(self.index.forget(&entries).await?)
     }
 
     /// Links a blob that `from` holds into `name`; false when `from` does not hold it.
@@ -203,12 +227,12 @@ impl Registry {
         {
             return Ok(false);
         }
-        match self.blob_size(from, digest).await {
-            Ok(_) => {}
+        let size = match self.blob_size(from, digest).await {
+            Ok(size) => size,
             Err(Error::BlobUnknown) => return Ok(false),
             Err(err) => return Err(err),
-        }
-        self.link_blob(name, digest).await?;
+        };
+        self.link_blob(name, digest, size).await?;
         Ok(true)
     }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::future::try_join_all;
 
 use super::{Error, Registry, Result};
-use crate::index::{Entry, Review};
+use crate::index::{Entry, LinkKind, Review};
 use crate::manifest::{self, Kind};
 use crate::oci::{Digest, Reference, RepositoryName, Tag};
 use crate::storage::{self, layout};
@@ -78,6 +78,12 @@ impl Registry {
         }
 
         let mut entries = crate::index::entries_of_manifest(name, &digest, &parsed);
+        entries.push(Entry::stores(
+            name,
+            LinkKind::Manifest,
+            &digest,
+            body.len() as u64,
+        ));
         let mut reviews = Vec::new();
         match reference {
             Reference::Tag(tag) => {
@@ -259,6 +265,7 @@ impl Registry {
                 let link = layout::revision_link(name, digest);
                 self.store.delete(link.trim_end_matches("/link")).await?;
                 self.store.delete(&layout::last_pull(name, digest)).await?;
+                self.forget_stored(name, LinkKind::Manifest, digest).await?;
                 Ok(tags)
             }
         }

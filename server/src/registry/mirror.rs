@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::{Registry, Result};
-use crate::index::{Entry, Review};
+use crate::index::{Entry, LinkKind, Review};
 use crate::manifest;
 use crate::oci::{Digest, RepositoryName, Tag};
 use crate::storage::{ByteStream, layout};
@@ -21,10 +21,17 @@ impl Registry {
         tag: Option<&Tag>,
     ) -> Result<()> {
         let parsed = manifest::parse(&body, None).ok();
-        if let Some(parsed) = &parsed {
-            let entries = crate::index::entries_of_manifest(name, digest, parsed);
-            self.index.record(&entries).await?;
-        }
+        let mut entries = parsed
+            .as_ref()
+            .map(|parsed| crate::index::entries_of_manifest(name, digest, parsed))
+            .unwrap_or_default();
+        entries.push(Entry::stores(
+            name,
+            LinkKind::Manifest,
+            digest,
+            body.len() as u64,
+        ));
+        self.index.record(&entries).await?;
         let subject = parsed.and_then(|m| m.subject);
         self.store.put(&layout::blob_data(digest), body).await?;
         self.write_link(&layout::revision_link(name, digest), digest)
@@ -91,15 +98,16 @@ impl Registry {
             let state = self.store.append(&data, &state, body).await?;
             self.store
                 .commit_resumable(&data, &state, &layout::blob_data(digest))
-                .await
+                .await?;
+            Ok::<_, crate::storage::Error>(state.size)
         }
         .await;
         if outcome.is_err() {
             let _ = self.store.abort_resumable(&data).await;
         }
         let _ = self.store.delete(&layout::upload_dir(name, &id)).await;
-        outcome?;
-        self.link_blob(name, digest).await
+        let size = outcome?;
+        self.link_blob(name, digest, size).await
     }
 
     /// A stored manifest by digest (the mirror resolved it already).

@@ -228,6 +228,12 @@ pub async fn serve(config: Settings) -> Result<(), Box<dyn std::error::Error + S
         TokenKeys::new(SecretKey::random(), None)
     });
     let metrics = config.metrics_listen.map(|_| Arc::new(Metrics::default()));
+    if let Some(metrics) = &metrics {
+        tokio::spawn(count_usage_periodically(
+            Arc::clone(&store),
+            Arc::clone(metrics),
+        ));
+    }
     if let Some((interval, older_than)) = config.purge_uploads {
         tokio::spawn(purge_periodically(
             Arc::clone(&store),
@@ -378,6 +384,29 @@ async fn purge_periodically(
                 );
             }
             Err(err) => tracing::warn!(error = %err, "purging stale uploads failed"),
+        }
+    }
+}
+
+/// How often a replica counts what is stored for its metrics: one listing of the index's usage
+/// entries (a request per thousand blobs on S3).
+const USAGE_COUNT_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+async fn count_usage_periodically(store: Arc<dyn storage::BlobStore>, metrics: Arc<Metrics>) {
+    let index = crate::index::StoredIndex::new(store);
+    let mut ticks = tokio::time::interval(USAGE_COUNT_INTERVAL);
+    loop {
+        ticks.tick().await;
+        match crate::index::usage::count(&index, None).await {
+            Ok(counted) => {
+                let usage = &counted.usage;
+                metrics.stored(
+                    usage.total_bytes,
+                    &usage.largest_namespaces(crate::metrics::STORED_SERIES),
+                    &usage.largest_repositories(crate::metrics::STORED_SERIES),
+                );
+            }
+            Err(err) => tracing::warn!(error = %err, "counting what is stored failed"),
         }
     }
 }

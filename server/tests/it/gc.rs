@@ -17,6 +17,7 @@ fn options(delete_untagged: bool, dry_run: bool) -> Options {
     Options {
         dry_run,
         full: false,
+        full_every: None,
         delete_untagged,
         grace_period: Duration::ZERO,
         // The server keeps serving, its blob cache on: only a sweep announced this long ahead
@@ -195,7 +196,7 @@ async fn collects_what_nothing_kept_references(full: bool) {
     // The dangling links of deleted blobs went too, and a second run finds nothing.
     assert!(
         server
-            .stored_keys(&format!("_layers/sha256/{}", orphan.hex()))
+            .stored_keys(&format!("_layers/sha256/{}/link", orphan.hex()))
             .await
             .is_empty()
     );
@@ -212,6 +213,7 @@ async fn collects_what_nothing_kept_references(full: bool) {
         server.store(),
         &Options {
             full: true,
+            full_every: None,
             ..options(true, true)
         },
     )
@@ -465,4 +467,29 @@ async fn purge_removes_only_old_upload_sessions() {
             .await
             .is_empty()
     );
+}
+
+/// One schedule runs both kinds: a run is full once the last audit is older than `full_every`.
+#[tokio::test]
+async fn a_run_is_full_when_the_last_audit_is_older_than_full_every() {
+    let server = Server::start().await;
+    server.push_image("cadence/app", "v1", b"layer").await;
+    let every = |every| Options {
+        full_every: Some(every),
+        ..options(false, false)
+    };
+    let fresh = gc::run_once(server.store(), &every(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert_eq!(fresh.mode, gc::Mode::Incremental);
+    assert_eq!(fresh.usage, None);
+    let overdue = gc::run_once(server.store(), &every(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(overdue.mode, gc::Mode::Full);
+    assert!(overdue.usage.is_some_and(|u| u.total_bytes > 0));
+    let after = gc::run_once(server.store(), &every(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert_eq!(after.mode, gc::Mode::Incremental);
 }

@@ -16,3 +16,4 @@ mod referrers;
 mod settings;
 mod ui;
 mod uploads;
+mod usage;
