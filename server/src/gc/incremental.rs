@@ -554,6 +554,22 @@ async fn sweep(run: &mut Run<'_>, judged: &Judged, report: &mut Report) -> stora
             if let Some(parsed) = run.manifest(manifest).await? {
                 entries.extend(index::entries_of_manifest(repository, manifest, parsed));
             }
+        } else if let Some(parsed) = run.manifest(manifest).await? {
+            // Deleted through the API: its uses stand for nothing once settled (a fresher one
+            // belongs to a push of it again, in flight).
+            let uses = index::entries_of_manifest(repository, manifest, parsed);
+            for blob in uses.iter().filter_map(|e| match e {
+                Entry::Uses { blob, .. } => Some(blob.clone()),
+                _ => None,
+            }) {
+                let users = run.index.users_of(&blob).await?;
+                entries.extend(
+                    users
+                        .into_iter()
+                        .filter(|u| u.at < run.settle && uses.contains(&u.entry))
+                        .map(|u| u.entry),
+                );
+            }
         }
         // The holders of a manifest that is no more stand for nothing, nor does what its
         // revision link counted in the usage; a fresh one (a push of it in flight) stays.
