@@ -12,6 +12,7 @@ mod copy;
 mod distribution_compat;
 mod events;
 mod gc;
+mod gc_crash;
 mod images;
 mod immutable;
 mod lifecycle;
