@@ -27,13 +27,8 @@ pub(crate) async fn push_image(
     let mut descriptors = Vec::new();
     for blob in std::iter::once(config).chain(layers.iter().map(Vec::as_slice)) {
         let digest = sha256(blob);
-        let pushed = http
-            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
-            .body(blob.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(pushed.status(), StatusCode::CREATED);
+        let pushed = upload(http, base, repo, blob).await;
+        assert_eq!(pushed, StatusCode::CREATED);
         descriptors.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": blob.len()}));
     }
     let mut config_descriptor = descriptors.remove(0);
@@ -42,6 +37,34 @@ pub(crate) async fn push_image(
     http.put(format!("{base}/v2/{repo}/manifests/{tag}"))
         .header("content-type", OCI_MANIFEST)
         .body(manifest.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Uploads `blob` to `repo` in one request where the registry takes that (Stowage), else in a
+/// session: a POST, then a PUT with the bytes (Distribution). The final status.
+async fn upload(http: &reqwest::Client, base: &str, repo: &str, blob: &[u8]) -> StatusCode {
+    let digest = sha256(blob);
+    let started = http
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
+        .body(blob.to_vec())
+        .send()
+        .await
+        .unwrap();
+    if started.status() != StatusCode::ACCEPTED {
+        return started.status();
+    }
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let location = if location.starts_with('/') {
+        format!("{base}{location}")
+    } else {
+        location
+    };
+    let separator = if location.contains('?') { '&' } else { '?' };
+    http.put(format!("{location}{separator}digest={digest}"))
+        .body(blob.to_vec())
         .send()
         .await
         .unwrap()
@@ -458,4 +481,166 @@ async fn serve_purges_stale_uploads_periodically() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(registry.logs().contains("purged stale uploads"));
+}
+
+/// The blob digests and the `repository@digest` revisions stored under `root`.
+fn stored(root: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let v2 = root.join("docker/registry/v2");
+    let mut blobs = BTreeSet::new();
+    for entry in walkdir(&v2.join("blobs")) {
+        if entry.ends_with("/data") {
+            let hex = entry.rsplit('/').nth(1).unwrap();
+            blobs.insert(format!("sha256:{hex}"));
+        }
+    }
+    let mut revisions = BTreeSet::new();
+    let repositories = v2.join("repositories");
+    for entry in walkdir(&repositories) {
+        let relative = entry
+            .strip_prefix(&format!("{}/", repositories.display()))
+            .unwrap();
+        if let Some((repository, rest)) = relative.split_once("/_manifests/revisions/sha256/")
+            && let Some(hex) = rest.strip_suffix("/link")
+        {
+            revisions.insert(format!("{repository}@sha256:{hex}"));
+        }
+    }
+    (blobs, revisions)
+}
+
+fn walkdir(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path.display().to_string());
+            }
+        }
+    }
+    files
+}
+
+/// A registry Distribution filled is adopted while Stowage serves it: its first collection runs
+/// in full and builds the index (a push in the meantime keeps its image), and reclaims exactly
+/// what Distribution's own `garbage-collect --delete-untagged` reclaims from a copy of the same
+/// data. The runs after it are incremental.
+#[tokio::test]
+async fn adopts_a_registry_distribution_filled_and_reclaims_what_distribution_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let http = stowage_e2e::http();
+    {
+        let distribution = stowage_e2e::Distribution::start(&root);
+        let base = format!("http://{}", distribution.address);
+        let shared = b"a base layer Distribution stored".to_vec();
+        for (repo, tag, unique) in [
+            ("adopt/app", "v1", "one"),
+            ("adopt/app", "v2", "two"),
+            ("adopt/app", "v3", "three"),
+            ("adopt/db", "v1", "db one"),
+            // Moves v2 to a new image: the first v2 is left untagged.
+            ("adopt/app", "v2", "two again"),
+        ] {
+            let status = push_image(
+                &http,
+                &base,
+                repo,
+                tag,
+                format!("config {repo} {tag} {unique}").as_bytes(),
+                &[shared.clone(), unique.as_bytes().to_vec()],
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+        let uploaded = upload(&http, &base, "adopt/db", b"uploaded, never referenced").await;
+        assert_eq!(uploaded, StatusCode::CREATED);
+    }
+    // Content written within a second of a run counts as written during it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let copy = dir.path().join("copy");
+    run(Command::new("cp").arg("-a").arg(&root).arg(&copy));
+
+    // Distribution collects its copy.
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
+            copy.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new(require("docker-registry"))
+        .args(["garbage-collect", "--delete-untagged"])
+        .arg(&config));
+    let (their_blobs, their_revisions) = stored(&copy);
+
+    // Stowage serves the original and collects it online; a push lands during the backfill.
+    let registry = Stowage::start(&root, &[]);
+    let base = format!("http://{}", registry.address);
+    let gc = tokio::task::spawn_blocking({
+        let root = root.clone();
+        move || stowage_gc(&root, &["--delete-untagged", "--sweep-wait", "10s"])
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = push_image(
+        &http,
+        &base,
+        "adopt/new",
+        "v1",
+        b"config pushed during the backfill",
+        &[b"a layer pushed during the backfill".to_vec()],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let report = gc.await.unwrap();
+    assert_eq!(report["mode"], "full", "{report}");
+    assert!(
+        report["index_entries_added"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+
+    let (mut our_blobs, mut our_revisions) = stored(&root);
+    for pushed in [
+        sha256(b"config pushed during the backfill"),
+        sha256(b"a layer pushed during the backfill"),
+    ] {
+        assert!(
+            our_blobs.remove(&pushed),
+            "the push during the backfill lost {pushed}"
+        );
+    }
+    let new_revisions: Vec<String> = our_revisions
+        .iter()
+        .filter(|r| r.starts_with("adopt/new@"))
+        .cloned()
+        .collect();
+    assert_eq!(new_revisions.len(), 1, "{our_revisions:?}");
+    our_blobs.remove(new_revisions[0].split_once('@').unwrap().1);
+    our_revisions.remove(&new_revisions[0]);
+    assert_eq!(our_blobs, their_blobs, "blobs left");
+    assert_eq!(our_revisions, their_revisions, "manifests left");
+
+    // From here on, collections are incremental and see what the backfill recorded.
+    let deleted = http
+        .delete(format!("{base}/v2/adopt/db/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 202);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let next = stowage_gc(&root, &["--delete-untagged", "--sweep-wait", "10s"]);
+    assert_eq!(next["mode"], "incremental", "{next}");
+    assert_eq!(next["manifests_deleted"], 1, "{next}");
+    assert!(
+        ours(&next).0.contains(&sha256(b"db one")),
+        "the deleted image's layer was not reclaimed: {next}"
+    );
 }
