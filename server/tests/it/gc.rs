@@ -493,3 +493,39 @@ async fn a_run_is_full_when_the_last_audit_is_older_than_full_every() {
         .unwrap();
     assert_eq!(after.mode, gc::Mode::Incremental);
 }
+
+/// Time to reclaim: a deletion is reviewed by the first run once the grace period has passed
+/// since it, so what it leaves is gone within the grace period plus one gc interval; a run
+/// before that leaves it pending.
+#[tokio::test]
+async fn deleted_content_goes_with_the_first_run_after_the_grace_period() {
+    let server = Server::start().await;
+    let grace = Duration::from_secs(2);
+    let with_grace = Options {
+        grace_period: grace,
+        ..options(true, false)
+    };
+    server.push_image("reclaim/app", "v1", b"layer to reclaim").await;
+    tokio::time::sleep(grace + Duration::from_millis(100)).await;
+    let settled = gc::run_once(server.store(), &with_grace).await.unwrap();
+    assert!(settled.deleted.is_empty(), "{:?}", settled.deleted);
+    let delete = server
+        .http
+        .delete(server.url("/v2/reclaim/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 202);
+    let early = gc::run_once(server.store(), &with_grace).await.unwrap();
+    assert!(early.deleted.is_empty(), "{:?}", early.deleted);
+    assert!(early.journal_pending >= 1, "{early:?}");
+    tokio::time::sleep(grace + Duration::from_millis(100)).await;
+    let due = gc::run_once(server.store(), &with_grace).await.unwrap();
+    let layer = Digest::sha256_of(b"layer to reclaim");
+    assert!(
+        due.deleted.contains(&format!("blob {layer}")),
+        "{:?}",
+        due.deleted
+    );
+    assert!(!blob_exists(&server, "reclaim/app", &layer).await);
+}
