@@ -13,6 +13,9 @@
 //! `make bench`.
 //!
 //! Content is written as the registry writes it: index entries first, then the links.
+//!
+//! Last, what the index costs a push: manifest `PUT`s (the registry's own code, one at a time)
+//! on Garage, recording in the index as always, and with an index that records nothing.
 
 // A benchmark reports failure by panicking.
 #![allow(clippy::unwrap_used)]
@@ -317,6 +320,122 @@ async fn churn_series() {
     }
 }
 
+/// An index that records nothing: the registry as it was before it had one.
+#[derive(Debug)]
+struct Unindexed;
+
+#[async_trait::async_trait]
+impl ReferenceIndex for Unindexed {
+    async fn record(&self, _: &[Entry]) -> storage::Result<()> {
+        Ok(())
+    }
+    async fn forget(&self, _: &[Entry]) -> storage::Result<()> {
+        Ok(())
+    }
+    async fn users_of(&self, _: &Digest) -> storage::Result<Vec<index::Recorded>> {
+        Ok(Vec::new())
+    }
+    async fn holders_of(
+        &self,
+        _: &RepositoryName,
+        _: &Digest,
+    ) -> storage::Result<Vec<index::Recorded>> {
+        Ok(Vec::new())
+    }
+    async fn stored_in(
+        &self,
+        _: &RepositoryName,
+        _: &Digest,
+    ) -> storage::Result<Vec<index::Recorded>> {
+        Ok(Vec::new())
+    }
+    async fn stored(&self, _: Option<&RepositoryName>) -> storage::Result<Vec<index::Recorded>> {
+        Ok(Vec::new())
+    }
+    async fn all(&self) -> storage::Result<Vec<index::Recorded>> {
+        Ok(Vec::new())
+    }
+    async fn complete_since(&self) -> storage::Result<Option<std::time::SystemTime>> {
+        Ok(None)
+    }
+    async fn mark_complete(&self, _: std::time::SystemTime) -> storage::Result<()> {
+        Ok(())
+    }
+    async fn append(&self, _: &[Review]) -> storage::Result<()> {
+        Ok(())
+    }
+    async fn due(
+        &self,
+        _: std::time::SystemTime,
+    ) -> storage::Result<(Vec<index::JournalPage>, usize)> {
+        Ok((Vec::new(), 0))
+    }
+    async fn consume(&self, _: &[String]) -> storage::Result<()> {
+        Ok(())
+    }
+}
+
+/// p50 and p99 of `PUTS` tagged manifest pushes through `registry`, each of a config and
+/// eight layers already in the repository, alternating with the other variant's pushes so
+/// both see the same storage.
+async fn manifest_put_latency(config: StorageConfig) {
+    const PUTS: usize = 200;
+    let store = storage::open(&config).await.unwrap();
+    let limits = stowage::registry::Limits {
+        max_manifest_size: 4 * 1024 * 1024,
+        manifest_cache_bytes: 0,
+    };
+    let indexed = stowage::registry::Registry::new(Arc::clone(&store), limits.clone());
+    let unindexed = stowage::registry::Registry::new(Arc::clone(&store), limits)
+        .with_index(Arc::new(Unindexed));
+    let repository: RepositoryName = "latency/app".parse().unwrap();
+    let mut layers = Vec::new();
+    for layer in 0..8 {
+        let digest = put_blob(
+            &store,
+            &repository,
+            format!("latency layer {layer}").into_bytes(),
+        )
+        .await;
+        layers.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest.to_string(), "size": 1}));
+    }
+    let config_digest = put_blob(&store, &repository, b"latency config".to_vec()).await;
+    let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    for n in 0..PUTS {
+        for (which, registry) in [&indexed, &unindexed].into_iter().enumerate() {
+            let manifest = serde_json::json!({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": 1},
+                "layers": layers,
+                "annotations": {"n": format!("{which}-{n}")},
+            });
+            let tag: stowage::oci::Reference = format!("v{which}-{n}").parse().unwrap();
+            let started = Instant::now();
+            registry
+                .put_manifest(
+                    &repository,
+                    &tag,
+                    Some("application/vnd.oci.image.manifest.v1+json"),
+                    Bytes::from(manifest.to_string()),
+                )
+                .await
+                .unwrap();
+            times[which].push(started.elapsed());
+        }
+    }
+    println!("manifest PUT latency on S3 (Garage), {PUTS} pushes each, one at a time");
+    for (which, name) in [(0, "with the index"), (1, "without")] {
+        let mut sorted = times[which].clone();
+        sorted.sort();
+        let ms = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+        println!(
+            "  {name:<16} p50 {:>6.2} ms  p99 {:>6.2} ms",
+            ms(0.5),
+            ms(0.99)
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let scratch = tempfile::Builder::new()
@@ -348,7 +467,16 @@ async fn main() {
         redirect: false,
         timeouts: storage::Timeouts::default(),
     };
-    measure("S3 (Garage on the same machine)", StorageConfig::S3(config)).await;
+    measure(
+        "S3 (Garage on the same machine)",
+        StorageConfig::S3(config.clone()),
+    )
+    .await;
+    manifest_put_latency(StorageConfig::S3(S3Config {
+        root_prefix: "latency-bench".into(),
+        ..config
+    }))
+    .await;
 
     churn_series().await;
 }

@@ -102,6 +102,13 @@ impl Registry {
         self
     }
 
+    /// The same registry, recording its links in `index` rather than in its storage.
+    #[must_use]
+    pub fn with_index(mut self, index: Arc<dyn ReferenceIndex>) -> Self {
+        self.index = index;
+        self
+    }
+
     pub fn store(&self) -> &Arc<dyn BlobStore> {
         &self.store
     }

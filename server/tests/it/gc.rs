@@ -505,7 +505,9 @@ async fn deleted_content_goes_with_the_first_run_after_the_grace_period() {
         grace_period: grace,
         ..options(true, false)
     };
-    server.push_image("reclaim/app", "v1", b"layer to reclaim").await;
+    server
+        .push_image("reclaim/app", "v1", b"layer to reclaim")
+        .await;
     tokio::time::sleep(grace + Duration::from_millis(100)).await;
     let settled = gc::run_once(server.store(), &with_grace).await.unwrap();
     assert!(settled.deleted.is_empty(), "{:?}", settled.deleted);
