@@ -628,6 +628,24 @@ async fn adopts_a_registry_distribution_filled_and_reclaims_what_distribution_wo
     assert_eq!(our_blobs, their_blobs, "blobs left");
     assert_eq!(our_revisions, their_revisions, "manifests left");
 
+    // What `stowage usage` counts from the index is every byte left in the blob store (each
+    // remaining blob is some repository's).
+    let usage = run(Command::new(stowage_bin())
+        .args(["usage", "--output", "json", "--fs-root"])
+        .arg(&root));
+    let usage: Value = serde_json::from_slice(&usage.stdout).unwrap();
+    assert_eq!(usage["complete"], true, "{usage}");
+    let stored_bytes: u64 = walkdir(&root.join("docker/registry/v2/blobs"))
+        .iter()
+        .filter(|path| path.ends_with("/data"))
+        .map(|path| std::fs::metadata(path).unwrap().len())
+        .sum();
+    assert_eq!(usage["total_bytes"], stored_bytes, "{usage}");
+    assert_eq!(
+        usage["namespaces"]["adopt"], stored_bytes,
+        "one namespace holds it all: {usage}"
+    );
+
     // From here on, collections are incremental and see what the backfill recorded.
     let deleted = http
         .delete(format!("{base}/v2/adopt/db/manifests/v1"))
