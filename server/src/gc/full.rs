@@ -216,9 +216,7 @@ pub(super) async fn collect(
     options: &Options,
 ) -> storage::Result<Report> {
     let run_start = SystemTime::now();
-    let cutoff = run_start
-        .checked_sub(options.grace_period)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = options.cutoff(run_start);
 
     let mut scan = Scan::take(store).await?;
     let expired = match &options.mirror_retention {

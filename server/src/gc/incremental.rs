@@ -436,9 +436,7 @@ pub(super) async fn collect(
     options: &Options,
 ) -> storage::Result<Report> {
     let run_start = SystemTime::now();
-    let cutoff = run_start
-        .checked_sub(options.grace_period)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = options.cutoff(run_start);
     let mut report = Report {
         dry_run: options.dry_run,
         mode: Mode::Incremental,

@@ -72,6 +72,15 @@ pub struct Options {
     pub mirror_retention: Option<MirrorRetention>,
 }
 
+impl Options {
+    /// What is older than this, in a run started at `run_start`, is past the grace period.
+    fn cutoff(&self, run_start: SystemTime) -> SystemTime {
+        run_start
+            .checked_sub(self.grace_period)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
 /// How a run decided.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -399,9 +399,20 @@ async fn gc_runs_while_pushes_continue_on(storage: &[String]) {
     assert!(waited > 0, "no push ever raced a sweep");
 
     // Every tag, through either replica, pulls whole: manifest, config and layers.
+    let repos: Vec<String> = (0..3).map(|task| format!("online/p{task}")).collect();
+    let checked = every_tag_pulls_whole(&http, &bases, &repos).await;
+    assert!(checked >= 6, "only {checked} tags to check");
+}
+
+/// Every tag of `repos` pulls whole, through each of `bases` in turn: manifest, config and
+/// layers, each blob matching its digest. How many tags there were.
+pub(crate) async fn every_tag_pulls_whole(
+    http: &reqwest::Client,
+    bases: &[String],
+    repos: &[String],
+) -> usize {
     let mut checked = 0;
-    for task in 0..3 {
-        let repo = format!("online/p{task}");
+    for repo in repos {
         let tags: Value = http
             .get(format!("{}/v2/{repo}/tags/list", bases[0]))
             .send()
@@ -410,18 +421,17 @@ async fn gc_runs_while_pushes_continue_on(storage: &[String]) {
             .json()
             .await
             .unwrap();
-        for tag in tags["tags"].as_array().unwrap() {
+        for tag in tags["tags"].as_array().into_iter().flatten() {
             let tag = tag.as_str().unwrap();
             let base = &bases[checked % bases.len()];
-            let manifest: Value = http
+            let response = http
                 .get(format!("{base}/v2/{repo}/manifests/{tag}"))
                 .header("accept", OCI_MANIFEST)
                 .send()
                 .await
-                .unwrap()
-                .json()
-                .await
                 .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{repo}:{tag}");
+            let manifest: Value = response.json().await.unwrap();
             let blobs =
                 std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap());
             for descriptor in blobs {
@@ -437,7 +447,7 @@ async fn gc_runs_while_pushes_continue_on(storage: &[String]) {
             checked += 1;
         }
     }
-    assert!(checked >= 6, "only {checked} tags to check");
+    checked
 }
 
 /// `serve --purge-uploads-interval` purges stale upload sessions by itself.
