@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
-use crate::index::{Entry, ReferenceIndex};
+use crate::index::{Entry, Recorded, ReferenceIndex};
 use crate::storage;
 use crate::sweep::MIN_SWEEP_WAIT;
 
@@ -30,11 +30,13 @@ pub(super) struct Drift {
 }
 
 /// Records the `expected` entries the index lacks and forgets the ones it holds beyond them that
-/// were recorded before `settle`; with `dry_run`, only counts.
+/// were recorded before `settle`, or that stand for what this run `swept`; with `dry_run`, only
+/// counts.
 pub(super) async fn reconcile(
     index: &dyn ReferenceIndex,
     expected: HashSet<Entry>,
     settle: SystemTime,
+    swept: impl Fn(&Entry) -> bool,
     dry_run: bool,
 ) -> storage::Result<Drift> {
     let held = index.all().await?;
@@ -45,15 +47,21 @@ pub(super) async fn reconcile(
         .cloned()
         .collect();
     missing.sort();
-    let stale: Vec<Entry> = held
+    let (swept, stale): (Vec<&Recorded>, Vec<&Recorded>) = held
         .iter()
-        .filter(|r| r.at < settle && !expected.contains(&r.entry))
-        .map(|r| r.entry.clone())
-        .collect();
+        .filter(|r| !expected.contains(&r.entry))
+        .filter(|r| r.at < settle || swept(&r.entry))
+        .partition(|r| swept(&r.entry));
     if !dry_run {
         index.record(&missing).await?;
-        index.forget(&stale).await?;
+        let gone: Vec<Entry> = swept
+            .iter()
+            .chain(&stale)
+            .map(|r| r.entry.clone())
+            .collect();
+        index.forget(&gone).await?;
     }
+    // What the run swept is no drift: the index held it rightly until then.
     Ok(Drift {
         added: missing.len(),
         pruned: stale.len(),

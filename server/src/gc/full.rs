@@ -324,11 +324,6 @@ pub(super) async fn collect(
     }
     if !options.dry_run {
         delete_in_batches(store, &doomed).await?;
-        // While the sweep still stands, what the deleted stood for leaves the index (and the
-        // usage) at once; the audit below would only prune it once settled.
-        index
-            .forget(&entries_of_deleted(index, &blobs, &manifests).await?)
-            .await?;
     }
     let dangling = sweep_dangling_links(store, &scan, &blobs, cutoff, options.dry_run).await?;
     report.links_deleted = dangling.len();
@@ -340,7 +335,51 @@ pub(super) async fn collect(
         expected_entries(store, after, &tags, &mut marks, &deleted_manifests, &gone).await?;
     let settle = audit::settle(run_start);
     report.usage = Some(Usage::of(&expected));
-    let drift = audit::reconcile(index, expected, settle, options.dry_run).await?;
+    // While the announcement still stands, what this run deleted stood for can leave the index
+    // (and the usage) at once, settled or not: nothing can record it again before the end.
+    let deleted_blobs: HashSet<&Digest> = if options.dry_run {
+        HashSet::new()
+    } else {
+        blobs.iter().collect()
+    };
+    let deleted_revisions = if options.dry_run {
+        HashSet::new()
+    } else {
+        deleted_manifests.clone()
+    };
+    let swept = |entry: &Entry| {
+        let revision = |repository: &RepositoryName, manifest: &Digest| {
+            deleted_revisions.contains(&(repository.clone(), manifest.clone()))
+        };
+        match entry {
+            Entry::Uses {
+                blob,
+                repository,
+                manifest,
+            } => deleted_blobs.contains(blob) || revision(repository, manifest),
+            Entry::Links { blob, .. } => deleted_blobs.contains(blob),
+            Entry::Stores {
+                repository,
+                link,
+                blob,
+                ..
+            } => {
+                deleted_blobs.contains(blob)
+                    || (*link == LinkKind::Manifest && revision(repository, blob))
+            }
+            Entry::Tags {
+                manifest,
+                repository,
+                ..
+            } => revision(repository, manifest),
+            Entry::Lists {
+                manifest,
+                repository,
+                index,
+            } => revision(repository, manifest) || revision(repository, index),
+        }
+    };
+    let drift = audit::reconcile(index, expected, settle, swept, options.dry_run).await?;
     report.index_entries_added = drift.added;
     report.index_entries_pruned = drift.pruned;
     if !options.dry_run {
@@ -425,43 +464,6 @@ async fn expected_entries(
         tag: tag.clone(),
     }));
     Ok(expected)
-}
-
-/// The index entries of deleted `blobs` (their uses, links and usage) and of the deleted
-/// `manifests`' revision links (their usage).
-async fn entries_of_deleted(
-    index: &dyn ReferenceIndex,
-    blobs: &BTreeSet<Digest>,
-    manifests: &[Link],
-) -> storage::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    for blob in blobs {
-        for user in index.users_of(blob).await? {
-            if let Entry::Links { repository, .. } = &user.entry {
-                entries.extend(
-                    index
-                        .stored_in(repository, blob)
-                        .await?
-                        .into_iter()
-                        .map(|s| s.entry),
-                );
-            }
-            entries.push(user.entry);
-        }
-    }
-    for link in manifests {
-        let stored = index.stored_in(&link.repository, &link.digest).await?;
-        entries.extend(stored.into_iter().map(|s| s.entry).filter(|e| {
-            matches!(
-                e,
-                Entry::Stores {
-                    link: LinkKind::Manifest,
-                    ..
-                }
-            )
-        }));
-    }
-    Ok(entries)
 }
 
 /// The manifests marking starts from, and every tag with the manifest it names.

@@ -405,6 +405,13 @@ async fn rejudge(run: &mut Run<'_>, judged: &mut Judged) -> storage::Result<()> 
             judged.requeue.insert(Review::Manifest(key.0, key.1));
         }
     }
+    // A manifest pushed again since it was deleted is no longer gone.
+    for key in judged.gone_manifests.clone() {
+        if run.revision(&key).await?.is_some() {
+            judged.gone_manifests.remove(&key);
+            judged.requeue.insert(Review::Manifest(key.0, key.1));
+        }
+    }
     let blobs: Vec<Digest> = judged.blobs.keys().cloned().collect();
     for blob in blobs {
         let (verdict, _) = run.judge_blob(&blob).await?;
@@ -470,8 +477,12 @@ pub(super) async fn collect(
     };
     let mut judged = judge(&mut run, reviews).await?;
     report.reviewed = judged.reviewed;
-    let condemned =
-        !judged.manifests.is_empty() || !judged.blobs.is_empty() || !judged.gone_blobs.is_empty();
+    // Manifests already gone are announced too: a push of one again waits the sweep out, so
+    // the entries its deletion left can go without a push's fresh ones going with them.
+    let condemned = !judged.manifests.is_empty()
+        || !judged.gone_manifests.is_empty()
+        || !judged.blobs.is_empty()
+        || !judged.gone_blobs.is_empty();
     if !options.dry_run && condemned {
         let announced = Pending {
             announced: crate::upload::token::unix_seconds(SystemTime::now()),
@@ -480,7 +491,13 @@ pub(super) async fn collect(
                 .keys()
                 .chain(judged.gone_blobs.keys())
                 .cloned()
-                .chain(judged.manifests.iter().map(|(_, d)| d.clone()))
+                .chain(
+                    judged
+                        .manifests
+                        .iter()
+                        .chain(&judged.gone_manifests)
+                        .map(|(_, d)| d.clone()),
+                )
                 .collect(),
         };
         crate::sweep::announce(store, &announced).await?;
@@ -553,41 +570,18 @@ async fn sweep(run: &mut Run<'_>, judged: &Judged, report: &mut Report) -> stora
                 entries.extend(index::entries_of_manifest(repository, manifest, parsed));
             }
         } else if let Some(parsed) = run.manifest(manifest).await? {
-            // Deleted through the API: its uses stand for nothing once settled (a fresher one
-            // belongs to a push of it again, in flight).
-            let uses = index::entries_of_manifest(repository, manifest, parsed);
-            for blob in uses.iter().filter_map(|e| match e {
-                Entry::Uses { blob, .. } => Some(blob.clone()),
-                _ => None,
-            }) {
-                let users = run.index.users_of(&blob).await?;
-                entries.extend(
-                    users
-                        .into_iter()
-                        .filter(|u| u.at < run.settle && uses.contains(&u.entry))
-                        .map(|u| u.entry),
-                );
-            }
+            // Deleted through the API: what it used and listed stands for nothing (announced, it
+            // cannot be pushed again before the sweep is over, and the judgement after the
+            // wait saw any push of it that was under way).
+            entries.extend(index::entries_of_manifest(repository, manifest, parsed));
         }
         // The holders of a manifest that is no more stand for nothing, nor does what its
-        // revision link counted in the usage; a fresh one (a push of it in flight) stays.
-        let stored = run.index.stored_in(repository, manifest).await?;
-        let stored = stored.into_iter().filter(|s| {
-            matches!(
-                s.entry,
-                Entry::Stores {
-                    link: LinkKind::Manifest,
-                    ..
-                }
-            )
-        });
-        entries.extend(
-            holders
-                .into_iter()
-                .chain(stored)
-                .filter(|h| !gone || h.at < run.settle)
-                .map(|h| h.entry),
-        );
+        // revision link counted in the usage.
+        let stored = run
+            .index
+            .stored_in(repository, LinkKind::Manifest, manifest)
+            .await?;
+        entries.extend(holders.into_iter().chain(stored).map(|h| h.entry));
     }
     for (blob, size) in &judged.blobs {
         report.deleted.push(format!("blob {blob}"));
@@ -611,16 +605,11 @@ async fn sweep(run: &mut Run<'_>, judged: &Judged, report: &mut Report) -> stora
             if let Entry::Links { repository, .. } = entry {
                 keys.push(layout::layer_link(repository, blob));
                 report.links_deleted += 1;
-                let stored = run.index.stored_in(repository, blob).await?;
-                entries.extend(stored.into_iter().map(|s| s.entry).filter(|e| {
-                    matches!(
-                        e,
-                        Entry::Stores {
-                            link: LinkKind::Layer,
-                            ..
-                        }
-                    )
-                }));
+                let stored = run
+                    .index
+                    .stored_in(repository, LinkKind::Layer, blob)
+                    .await?;
+                entries.extend(stored.into_iter().map(|s| s.entry));
             }
         }
         entries.extend(dangling.iter().cloned());

@@ -159,10 +159,11 @@ pub trait ReferenceIndex: Send + Sync + fmt::Debug + 'static {
         manifest: &Digest,
     ) -> storage::Result<Vec<Recorded>>;
 
-    /// The `Stores` entries of `repository` for `blob`.
+    /// The `Stores` entries of `repository` for `blob` through a link of `link`.
     async fn stored_in(
         &self,
         repository: &RepositoryName,
+        link: LinkKind,
         blob: &Digest,
     ) -> storage::Result<Vec<Recorded>>;
 

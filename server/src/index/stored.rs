@@ -106,16 +106,11 @@ impl ReferenceIndex for StoredIndex {
     async fn stored_in(
         &self,
         repository: &RepositoryName,
+        link: LinkKind,
         blob: &Digest,
     ) -> storage::Result<Vec<Recorded>> {
-        let mut stored = Vec::new();
-        for link in [LinkKind::Layer, LinkKind::Manifest] {
-            stored.extend(
-                self.walk_entries(&keys::stored_dir(repository, link, blob))
-                    .await?,
-            );
-        }
-        Ok(stored)
+        self.walk_entries(&keys::stored_dir(repository, link, blob))
+            .await
     }
 
     async fn stored(&self, namespace: Option<&RepositoryName>) -> storage::Result<Vec<Recorded>> {

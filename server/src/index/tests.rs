@@ -111,7 +111,7 @@ async fn a_namespace_s_usage_is_one_listing_below_it() {
     assert_eq!(team.usage.total_bytes, 30);
     assert_eq!(
         index
-            .stored_in(&repo("team/app"), &digest(2))
+            .stored_in(&repo("team/app"), LinkKind::Layer, &digest(2))
             .await
             .unwrap()
             .len(),
@@ -119,7 +119,7 @@ async fn a_namespace_s_usage_is_one_listing_below_it() {
     );
     assert!(
         index
-            .stored_in(&repo("team"), &digest(2))
+            .stored_in(&repo("team"), LinkKind::Layer, &digest(2))
             .await
             .unwrap()
             .is_empty()

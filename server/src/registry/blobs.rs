@@ -206,8 +206,7 @@ impl Registry {
         link: LinkKind,
         digest: &Digest,
     ) -> Result<()> {
-        let mut stored = self.index.stored_in(name, digest).await?;
-        stored.retain(|r| matches!(r.entry, Entry::Stores { link: l, .. } if l == link));
+        let stored = self.index.stored_in(name, link, digest).await?;
         let entries: Vec<Entry> = stored.into_iter().map(|r| r.entry).collect();
         Ok(self.index.forget(&entries).await?)
     }
