@@ -337,47 +337,39 @@ pub(super) async fn collect(
     report.usage = Some(Usage::of(&expected));
     // While the announcement still stands, what this run deleted stood for can leave the index
     // (and the usage) at once, settled or not: nothing can record it again before the end.
-    let deleted_blobs: HashSet<&Digest> = if options.dry_run {
-        HashSet::new()
-    } else {
-        blobs.iter().collect()
-    };
-    let deleted_revisions = if options.dry_run {
-        HashSet::new()
-    } else {
-        deleted_manifests.clone()
-    };
     let swept = |entry: &Entry| {
+        let deleted_blobs = &blobs;
         let revision = |repository: &RepositoryName, manifest: &Digest| {
-            deleted_revisions.contains(&(repository.clone(), manifest.clone()))
+            deleted_manifests.contains(&(repository.clone(), manifest.clone()))
         };
-        match entry {
-            Entry::Uses {
-                blob,
-                repository,
-                manifest,
-            } => deleted_blobs.contains(blob) || revision(repository, manifest),
-            Entry::Links { blob, .. } => deleted_blobs.contains(blob),
-            Entry::Stores {
-                repository,
-                link,
-                blob,
-                ..
-            } => {
-                deleted_blobs.contains(blob)
-                    || (*link == LinkKind::Manifest && revision(repository, blob))
+        !options.dry_run
+            && match entry {
+                Entry::Uses {
+                    blob,
+                    repository,
+                    manifest,
+                } => deleted_blobs.contains(blob) || revision(repository, manifest),
+                Entry::Links { blob, .. } => deleted_blobs.contains(blob),
+                Entry::Stores {
+                    repository,
+                    link,
+                    blob,
+                    ..
+                } => {
+                    deleted_blobs.contains(blob)
+                        || (*link == LinkKind::Manifest && revision(repository, blob))
+                }
+                Entry::Tags {
+                    manifest,
+                    repository,
+                    ..
+                } => revision(repository, manifest),
+                Entry::Lists {
+                    manifest,
+                    repository,
+                    index,
+                } => revision(repository, manifest) || revision(repository, index),
             }
-            Entry::Tags {
-                manifest,
-                repository,
-                ..
-            } => revision(repository, manifest),
-            Entry::Lists {
-                manifest,
-                repository,
-                index,
-            } => revision(repository, manifest) || revision(repository, index),
-        }
     };
     let drift = audit::reconcile(index, expected, settle, swept, options.dry_run).await?;
     report.index_entries_added = drift.added;

@@ -565,14 +565,11 @@ async fn sweep(run: &mut Run<'_>, judged: &Judged, report: &mut Report) -> stora
             if let Some(subject) = subject {
                 keys.push(layout::referrer_link(repository, &subject, manifest));
             }
-            // What it used and listed no longer has it as a user.
-            if let Some(parsed) = run.manifest(manifest).await? {
-                entries.extend(index::entries_of_manifest(repository, manifest, parsed));
-            }
-        } else if let Some(parsed) = run.manifest(manifest).await? {
-            // Deleted through the API: what it used and listed stands for nothing (announced, it
-            // cannot be pushed again before the sweep is over, and the judgement after the
-            // wait saw any push of it that was under way).
+        }
+        // What it used and listed no longer has it as a user. (One deleted through the API is
+        // announced too: it cannot be pushed again before the sweep is over, and the judgement
+        // after the wait saw any push of it that was under way.)
+        if let Some(parsed) = run.manifest(manifest).await? {
             entries.extend(index::entries_of_manifest(repository, manifest, parsed));
         }
         // The holders of a manifest that is no more stand for nothing, nor does what its
