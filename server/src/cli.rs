@@ -260,6 +260,7 @@ async fn run_service(service: Service) -> Result<(), Box<dyn std::error::Error +
                             .collect(),
                         unused_for,
                     }),
+                quotas: config.policies.quotas().to_vec(),
             };
             let report = gc::run_once(storage::open(&config.storage).await?, &options).await?;
             print_report(

@@ -19,7 +19,7 @@
 //! | 4 | `registry`, `auth`, `events`, `transfer` | repositories, manifests and blobs; who may do what; webhooks; copying images between registries and layouts |
 //! | 3 | `metrics`, `upload`, `sweep`, `index`, `client` | Prometheus metrics; upload sessions and their tokens; what gc announces it will delete; the reverse index and review journal gc decides from, and the usage they count; a client of other registries |
 //! | 2 | `limits`, `manifest`, `policies`, `routes`, `storage`, `tls` | overload limits; manifest parsing; immutable tags; route templates; the storage backends; certificates |
-//! | 1 | `oci`, `idle`, `reload`, `telemetry` | the spec's vocabulary (names, digests, paths, error codes); small tools below everything |
+//! | 1 | `oci`, `idle`, `reload`, `telemetry`, `units` | the spec's vocabulary (names, digests, paths, error codes); small tools below everything |
 
 pub mod api;
 pub mod auth;
@@ -49,6 +49,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod transfer;
 pub mod ui;
+pub mod units;
 pub mod upload;
 
 pub use api::router;

@@ -98,6 +98,25 @@ struct RepositoryLabels {
     repository: String,
 }
 
+/// A quota rule and the repository or namespace it counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    quota: String,
+    /// `repository` or `namespace`.
+    scope: String,
+    name: String,
+}
+
+/// One repository or namespace under a quota: what it stores and what it may.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaFigure<'a> {
+    pub quota: &'a str,
+    pub scope: &'a str,
+    pub name: &'a str,
+    pub used: u64,
+    pub limit: u64,
+}
+
 /// The most namespaces, and repositories, whose usage is exported: the largest, so a registry
 /// of many small repositories cannot swell the scrape.
 pub const STORED_SERIES: usize = 500;
@@ -135,6 +154,8 @@ pub struct Metrics {
     stored_bytes: Gauge,
     namespace_bytes: Family<NamespaceLabels, Gauge>,
     repository_bytes: Family<RepositoryLabels, Gauge>,
+    quota_used: Family<QuotaLabels, Gauge>,
+    quota_limit: Family<QuotaLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -225,6 +246,19 @@ impl Default for Metrics {
             "repository_stored_bytes",
             "Bytes a repository stores, each blob once; the largest 500",
             repository_bytes.clone(),
+        );
+        let quota_used = Family::<QuotaLabels, Gauge>::default();
+        registry.register(
+            "quota_used_bytes",
+            "Bytes a repository or namespace under a quota stores, as last counted here; the \
+             fullest 500",
+            quota_used.clone(),
+        );
+        let quota_limit = Family::<QuotaLabels, Gauge>::default();
+        registry.register(
+            "quota_limit_bytes",
+            "Bytes a repository or namespace under a quota may store",
+            quota_limit.clone(),
         );
         let storage_available = Gauge::default();
         registry.register(
@@ -344,6 +378,8 @@ impl Default for Metrics {
             stored_bytes,
             namespace_bytes,
             repository_bytes,
+            quota_used,
+            quota_limit,
         }
     }
 }
@@ -461,6 +497,27 @@ impl Metrics {
                     repository: repository.to_owned(),
                 })
                 .set(gauge(bytes));
+        }
+    }
+
+    /// Replaces the quota figures with a new count, at most [`STORED_SERIES`] of them (the
+    /// fullest, when `figures` come fullest first).
+    pub fn quotas(&self, figures: &[QuotaFigure<'_>]) {
+        let gauge = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.quota_used.clear();
+        self.quota_limit.clear();
+        for figure in figures.iter().take(STORED_SERIES) {
+            let labels = QuotaLabels {
+                quota: figure.quota.to_owned(),
+                scope: figure.scope.to_owned(),
+                name: figure.name.to_owned(),
+            };
+            self.quota_used
+                .get_or_create(&labels)
+                .set(gauge(figure.used));
+            self.quota_limit
+                .get_or_create(&labels)
+                .set(gauge(figure.limit));
         }
     }
 }

@@ -59,6 +59,15 @@ impl CommandReport for gc::Report {
                 fields.insert("largest_namespaces".into(), largest.into());
             }
         }
+        // The fullest quotas that fit beside the rest.
+        while counts.to_string().len() > TERMINATION_MESSAGE {
+            let Some(serde_json::Value::Array(quotas)) = counts.get_mut("quotas") else {
+                break;
+            };
+            if quotas.pop().is_none() {
+                break;
+            }
+        }
         Ok(counts)
     }
 }
@@ -305,10 +314,44 @@ mod tests {
         assert_eq!(largest[&format!("{:0>255}", 39)], 39_000);
         assert!(counts.get("deleted").is_none() && counts.get("usage").is_none());
         assert!(
-            counts.to_string().len() <= 4096,
+            counts.to_string().len() <= TERMINATION_MESSAGE,
             "{}",
             counts.to_string().len()
         );
+    }
+
+    /// As many of the fullest quotas as fit, however long their names.
+    #[test]
+    fn a_gc_report_file_carries_the_fullest_quotas_that_fit() {
+        let quota = |n: u64| crate::index::usage::QuotaUsage {
+            quota: format!("{n:0>63}"),
+            scope: "repository",
+            name: format!("{n:0>255}"),
+            used_bytes: 100 - n,
+            limit_bytes: 100,
+        };
+        let report = gc::Report {
+            mode: gc::Mode::Full,
+            usage: Some(crate::index::Usage {
+                total_bytes: 4000,
+                namespaces: (0..40u64).map(|n| (format!("{n:0>255}"), n)).collect(),
+                repositories: Default::default(),
+            }),
+            quotas: (0..50).map(quota).collect(),
+            ..gc::Report::default()
+        };
+        let counts = report.counts().unwrap();
+        assert!(counts.to_string().len() <= TERMINATION_MESSAGE);
+        let quotas = counts["quotas"].as_array().unwrap();
+        assert!(!quotas.is_empty() && quotas.len() < 50, "{}", quotas.len());
+        assert_eq!(quotas[0]["used_bytes"], 100, "the fullest first");
+        assert_eq!(quotas[0]["limit_bytes"], 100);
+
+        let few = gc::Report {
+            quotas: (0..3).map(quota).collect(),
+            ..gc::Report::default()
+        };
+        assert_eq!(few.counts().unwrap()["quotas"].as_array().unwrap().len(), 3);
     }
 
     fn rule(index: usize, refusals: usize) -> Reconciled {

@@ -171,6 +171,7 @@ fn options(full: bool, grace_period: Duration) -> Options {
         grace_period,
         sweep_wait: Duration::ZERO,
         mirror_retention: None,
+        quotas: Vec::new(),
     }
 }
 

@@ -275,7 +275,13 @@ fn s3_pods_start_with_the_settings_asked_for() {
         "readOnly": true,
         "logLevel": "debug",
         "ui": {"enabled": true, "sessionTtl": "90m"},
-        "policies": {"immutableTags": [{"name": "releases", "repositories": ["team/**"], "tags": ["v*"]}]},
+        "policies": {
+            "immutableTags": [{"name": "releases", "repositories": ["team/**"], "tags": ["v*"]}],
+            "quotas": [
+                {"name": "teams", "namespaces": ["team"], "bytes": "500Gi"},
+                {"name": "sandbox", "repositories": ["sandbox/**"], "bytes": "5 GiB"}
+            ]
+        },
         "storage": {"s3": {
             "bucket": "images", "region": "eu-west-3", "endpoint": "http://garage:3900",
             "pathStyle": true, "rootPrefix": "team-a", "redirect": true,
@@ -314,6 +320,17 @@ fn s3_pods_start_with_the_settings_asked_for() {
         assert!(
             config.policies.immutable("team/app", "latest").is_none(),
             "{what}"
+        );
+        let quotas: Vec<(&str, u64)> = config
+            .policies
+            .quotas()
+            .iter()
+            .map(|q| (q.name.as_str(), q.limit))
+            .collect();
+        assert_eq!(
+            quotas,
+            [("teams", 500 << 30), ("sandbox", 5 << 30)],
+            "{what}: quotas reach every pod, gc's too"
         );
         assert_eq!(config.log_level, "debug", "{what}");
         assert_eq!(config.connections.max_connections, 1000, "{what}");

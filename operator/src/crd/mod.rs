@@ -37,13 +37,15 @@ pub use notifications::{Endpoint, EventAction, Notifications, SecretKey};
 pub use pods::{
     Limits, LogLevel, PullPolicy, Scheduling, ServiceSettings, ServiceType, SigningKey,
 };
-pub use policies::{ImmutableTags, Policies, RetentionRule, RetentionRun, SemverKeep, SemverLine};
+pub use policies::{
+    ImmutableTags, Policies, Quota, RetentionRule, RetentionRun, SemverKeep, SemverLine,
+};
 pub use proxy::{Proxy, Upstream};
 pub use replication::{DestinationTls, Reconciliation, Replication, ReplicationRule};
 pub use scaling::Autoscaling;
 pub use status::{
-    CollectionMode, GarbageCollectionRun, JobResult, JobRun, NamespaceUsage, Reconciled,
-    ReconciledRule, RegistryStatus, RetentionOutcome,
+    CollectionMode, GarbageCollectionRun, JobResult, JobRun, NamespaceUsage, QuotaUsage,
+    Reconciled, ReconciledRule, RegistryStatus, RetentionOutcome,
 };
 pub use storage::{
     AzureClientSecret, AzureStorage, AzureWorkloadIdentity, FilesystemStorage, GcsStorage,

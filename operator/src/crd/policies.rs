@@ -28,6 +28,47 @@ pub struct Policies {
     /// The CronJob applying the retention rules.
     #[serde(default)]
     pub retention_run: RetentionRun,
+
+    /// Quotas, each with its own name (a list keyed by `name`): a blob upload or manifest push
+    /// that would take a repository or namespace over one gets `403 DENIED` naming the quota and
+    /// the usage, and leaves nothing behind. Replicas pushing at once may overshoot by at most
+    /// one blob each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::POLICY_RULES))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub quotas: Vec<Quota>,
+}
+
+/// One quota: each repository matching `repositories`, or each namespace (a repository name's
+/// first part) matching `namespaces`, stores at most `bytes`; a namespace counts each blob
+/// once across its repositories.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new(
+    "has(self.repositories) != has(self.namespaces)"
+).message("name repositories or namespaces, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct Quota {
+    /// How refusals, metrics and the status name the quota.
+    #[schemars(length(min = 1, max = bounds::LABEL_VALUE))]
+    pub name: String,
+    /// Repository patterns, each matching repository counted on its own: `*` matches within
+    /// one path segment, `**` across segments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(min = 1, max = bounds::RULE_ENTRIES),
+        inner(length(max = bounds::REPOSITORY))
+    )]
+    pub repositories: Vec<String>,
+    /// Namespace patterns (`team-*`), each matching namespace counted as a whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(min = 1, max = bounds::RULE_ENTRIES),
+        inner(length(max = bounds::REPOSITORY))
+    )]
+    pub namespaces: Vec<String>,
+    /// The most each may store, such as `500Gi` or `20GiB` (binary units).
+    #[schemars(length(max = 24), pattern(r"^[0-9]+ ?([KMGTkmgt]i?B?|B)?$"))]
+    pub bytes: String,
 }
 
 /// One immutable-tags rule.

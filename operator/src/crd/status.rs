@@ -130,6 +130,10 @@ pub struct GarbageCollectionRun {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub largest_namespaces: Vec<NamespaceUsage>,
+    /// Repositories and namespaces under a quota, the fullest first; counted by full runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub quotas: Vec<QuotaUsage>,
 }
 
 /// How a garbage collection decided.
@@ -146,6 +150,25 @@ pub struct NamespaceUsage {
     pub name: String,
     #[schemars(range(min = 0))]
     pub bytes: i64,
+}
+
+/// What one repository or namespace under a quota stores, and may.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaUsage {
+    /// The quota's name in `spec.policies.quotas`.
+    #[schemars(length(max = 63))]
+    pub quota: String,
+    /// `repository` or `namespace`.
+    #[schemars(length(max = 16))]
+    pub scope: String,
+    /// The repository or namespace.
+    #[schemars(length(max = 255))]
+    pub name: String,
+    #[schemars(range(min = 0))]
+    pub used_bytes: i64,
+    #[schemars(range(min = 0))]
+    pub limit_bytes: i64,
 }
 
 /// What the status records of a maintenance Job's run: which Job, and how it ended.

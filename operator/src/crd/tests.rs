@@ -112,6 +112,26 @@ fn replication_rules_name_a_registry_and_their_own_name() {
 }
 
 #[test]
+fn a_quota_names_repositories_or_namespaces_and_a_size() {
+    let spec = |quotas: Value| json!({"storage": {"s3": {"bucket": "images"}}, "policies": {"quotas": quotas}});
+    let teams = json!({"name": "teams", "namespaces": ["team-*"], "bytes": "500Gi"});
+    let sandbox = json!({"name": "sandbox", "repositories": ["sandbox/**"], "bytes": "5 GiB"});
+    assert!(broken(spec(json!([teams, sandbox])), None).is_empty());
+    let quotas = &schema()["properties"]["spec"]["properties"]["policies"]["properties"]["quotas"];
+    assert_eq!(quotas["x-kubernetes-list-type"], "map");
+    assert_eq!(quotas["x-kubernetes-list-map-keys"], json!(["name"]));
+    let message = "name repositories or namespaces, not both";
+    let both = json!({"name": "q", "repositories": ["a"], "namespaces": ["a"], "bytes": "1G"});
+    let neither = json!({"name": "q", "bytes": "1G"});
+    for quota in [both, neither] {
+        assert_eq!(broken(spec(json!([quota])), None), [message], "{quota}");
+    }
+    let bytes = &quotas["items"]["properties"]["bytes"];
+    assert_eq!(bytes["maxLength"], 24);
+    assert!(bytes["pattern"].is_string());
+}
+
+#[test]
 fn proxy_upstreams_need_their_own_prefix_and_a_scheme() {
     let spec = |upstreams: Value| json!({"storage": {"s3": {"bucket": "images"}}, "proxy": {"upstreams": upstreams}});
     let hub = json!({"prefix": "docker.io", "url": "https://registry-1.docker.io"});

@@ -108,10 +108,13 @@ pub(super) fn toml_strings(list: &[String]) -> Value {
     Value::Array(list.iter().cloned().map(Value::from).collect())
 }
 
-/// The `[policies]` table: immutable tags and retention rules.
+/// The `[policies]` table: immutable tags, retention rules and quotas.
 fn policies_table(registry: &Registry) -> Option<Table> {
     let policies = registry.spec.policies.as_ref()?;
-    if policies.immutable_tags.is_empty() && policies.retention.is_empty() {
+    if policies.immutable_tags.is_empty()
+        && policies.retention.is_empty()
+        && policies.quotas.is_empty()
+    {
         return None;
     }
     let immutable = policies
@@ -130,9 +133,26 @@ fn policies_table(registry: &Registry) -> Option<Table> {
         .iter()
         .map(|rule| Value::Table(retention_table(rule)))
         .collect();
+    let quotas = policies
+        .quotas
+        .iter()
+        .map(|quota| {
+            let mut table = Table::new();
+            table.insert("name".to_owned(), quota.name.clone().into());
+            if !quota.repositories.is_empty() {
+                table.insert("repositories".to_owned(), toml_strings(&quota.repositories));
+            }
+            if !quota.namespaces.is_empty() {
+                table.insert("namespaces".to_owned(), toml_strings(&quota.namespaces));
+            }
+            table.insert("bytes".to_owned(), quota.bytes.clone().into());
+            Value::Table(table)
+        })
+        .collect();
     let mut table = Table::new();
     table.insert("immutable-tags".to_owned(), Value::Array(immutable));
     table.insert("retention".to_owned(), Value::Array(retention));
+    table.insert("quota".to_owned(), Value::Array(quotas));
     Some(table)
 }
 
@@ -266,7 +286,7 @@ mod tests {
             "ui": {"enabled": true, "sessionTtl": "2h"},
             "policies": {"immutableTags": [
                 {"name": "releases", "repositories": ["team/**"], "tags": ["v*", "release-*"]}
-            ]}
+            ], "quotas": [{"name": "teams", "namespaces": ["team-*"], "bytes": "500Gi"}]}
         }));
         let config = parsed(&server_config(&registry, &ClusterFacts::default()));
         assert_eq!(config["read-only"].as_bool(), Some(true));
@@ -277,6 +297,11 @@ mod tests {
         let rule = &config["policies"]["immutable-tags"][0];
         assert_eq!(rule["name"].as_str(), Some("releases"));
         assert_eq!(rule["tags"][1].as_str(), Some("release-*"));
+        let quota = &config["policies"]["quota"][0];
+        assert_eq!(quota["name"].as_str(), Some("teams"));
+        assert_eq!(quota["namespaces"][0].as_str(), Some("team-*"));
+        assert!(quota.get("repositories").is_none());
+        assert_eq!(quota["bytes"].as_str(), Some("500Gi"));
         assert_eq!(config["log-format"].as_str(), Some("json"));
         assert_eq!(config["s3-root-prefix"].as_str(), Some("team-a"));
         // The limits' defaults are written out, so the pods run with what the spec shows.

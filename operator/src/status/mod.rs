@@ -9,8 +9,8 @@ use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::crd::{
-    CollectionMode, GarbageCollectionRun, JobResult, NamespaceUsage, Reconciled, ReconciledRule,
-    Registry, RegistryStatus, RetentionOutcome,
+    CollectionMode, GarbageCollectionRun, JobResult, NamespaceUsage, QuotaUsage, Reconciled,
+    ReconciledRule, Registry, RegistryStatus, RetentionOutcome,
 };
 use crate::resources;
 use crate::storage::{Health, StorageCheck};
@@ -373,9 +373,21 @@ struct GcSummary {
     stored_bytes: Option<i64>,
     /// Name to bytes, for the largest namespaces.
     largest_namespaces: std::collections::BTreeMap<String, i64>,
+    /// The fullest repositories and namespaces under a quota.
+    quotas: Vec<QuotaSummary>,
 }
 
-/// How many namespaces the status names.
+/// One of [`GcSummary::quotas`].
+#[derive(Deserialize)]
+struct QuotaSummary {
+    quota: String,
+    scope: String,
+    name: String,
+    used_bytes: i64,
+    limit_bytes: i64,
+}
+
+/// How many namespaces the status names, and quotas it shows.
 const NAMESPACES_SHOWN: usize = 10;
 
 /// The most recently finished of `jobs`, with when it finished and whether it succeeded.
@@ -432,6 +444,19 @@ pub fn gc_run(
         .collect();
     largest_namespaces.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
     largest_namespaces.truncate(NAMESPACES_SHOWN);
+    let quotas = summary
+        .quotas
+        .into_iter()
+        .filter(|q| q.quota.len() <= 63 && q.scope.len() <= 16 && q.name.len() <= 255)
+        .take(NAMESPACES_SHOWN)
+        .map(|q| QuotaUsage {
+            quota: q.quota,
+            scope: q.scope,
+            name: q.name,
+            used_bytes: q.used_bytes,
+            limit_bytes: q.limit_bytes,
+        })
+        .collect();
     GarbageCollectionRun {
         job: job.name_any(),
         finished_at,
@@ -449,6 +474,7 @@ pub fn gc_run(
         index_entries_pruned: summary.index_entries_pruned,
         stored_bytes: summary.stored_bytes,
         largest_namespaces,
+        quotas,
     }
 }
 

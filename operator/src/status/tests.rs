@@ -309,7 +309,7 @@ fn the_latest_finished_gc_job_is_reported_with_its_counts() {
 
 /// What `stowage gc --report-file` writes after a full run (the server's report test pins the
 /// same keys).
-const FULL_SUMMARY: &str = r#"{"dry_run":false,"mode":"full","manifests_deleted":0,"blobs_deleted":3,"links_deleted":0,"uploads_deleted":0,"mirrors_expired":0,"bytes_freed":900,"reviewed":4,"journal_pending":2,"index_entries_added":5,"index_entries_pruned":1,"duration_seconds":1.5,"storage_requests":77,"stored_bytes":4000,"largest_namespaces":{"small":1000,"team":3000}}"#;
+const FULL_SUMMARY: &str = r#"{"dry_run":false,"mode":"full","manifests_deleted":0,"blobs_deleted":3,"links_deleted":0,"uploads_deleted":0,"mirrors_expired":0,"bytes_freed":900,"reviewed":4,"journal_pending":2,"index_entries_added":5,"index_entries_pruned":1,"duration_seconds":1.5,"storage_requests":77,"stored_bytes":4000,"largest_namespaces":{"small":1000,"team":3000},"quotas":[{"quota":"teams","scope":"namespace","name":"team","used_bytes":3000,"limit_bytes":4000},{"quota":"teams","scope":"namespace","name":"small","used_bytes":1000,"limit_bytes":4000}]}"#;
 
 #[test]
 fn a_full_run_reports_its_drift_and_usage_and_stays_known_after_incremental_ones() {
@@ -339,6 +339,19 @@ fn a_full_run_reports_its_drift_and_usage_and_stays_known_after_incremental_ones
                 bytes: 1000
             }
         ]
+    );
+    assert_eq!(
+        full.quotas
+            .iter()
+            .map(|q| (q.name.as_str(), q.used_bytes, q.limit_bytes))
+            .collect::<Vec<_>>(),
+        [("team", 3000, 4000), ("small", 1000, 4000)],
+        "the fullest first, as reported"
+    );
+    assert!(
+        full.quotas
+            .iter()
+            .all(|q| q.quota == "teams" && q.scope == "namespace")
     );
     let known = last_full_gc(Some(&full), None);
     assert_eq!(known.as_ref(), Some(&full));

@@ -241,6 +241,7 @@ impl From<registry::Error> for ApiError {
             .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")),
             E::CorruptLink(_) => Self::internal(&err),
             E::Upload(err) => err.into(),
+            E::OverQuota(_) => Self::new(StatusCode::FORBIDDEN, ErrorCode::Denied, err.to_string()),
         }
     }
 }

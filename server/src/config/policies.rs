@@ -19,6 +19,16 @@
 //! name = "releases"
 //! repositories = ["team/**"]
 //! semver = { range = ">=1.0.0", newest-per = "minor", count = 3 }
+//!
+//! [[policies.quota]]
+//! name = "teams"
+//! namespaces = ["team-*"]          # each namespace on its own, each blob counted once
+//! bytes = "500GiB"
+//!
+//! [[policies.quota]]
+//! name = "sandbox"
+//! repositories = ["sandbox/**"]    # each repository on its own
+//! bytes = "5GiB"
 //! ```
 
 use std::time::Duration;
@@ -27,7 +37,7 @@ use serde::Deserialize;
 
 use super::{ConfigError, humantime_serde_opt};
 use crate::policies::retention::{Keep, Line, RuleSpec, SemverKeep};
-use crate::policies::{ImmutableTags, Policies, Retention, RetentionRule};
+use crate::policies::{ImmutableTags, Policies, Quota, QuotaScope, Retention, RetentionRule};
 
 /// The `[policies]` table.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -37,6 +47,39 @@ pub struct PolicySettings {
     pub immutable_tags: Vec<ImmutableTagsTable>,
     #[serde(default)]
     pub retention: Vec<RetentionTable>,
+    #[serde(default)]
+    pub quota: Vec<QuotaTable>,
+}
+
+/// One `[[policies.quota]]` table: each repository matching `repositories`, or each namespace
+/// matching `namespaces` (one of the two), stores at most `bytes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct QuotaTable {
+    /// How refusals, metrics and reports name the rule; its position when unset.
+    pub name: Option<String>,
+    pub repositories: Option<Vec<String>>,
+    pub namespaces: Option<Vec<String>>,
+    /// `500GiB`, `5G`, `1TiB` or plain bytes.
+    pub bytes: String,
+}
+
+impl QuotaTable {
+    fn resolve(self, name: &str) -> Result<Quota, ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid(format!("quota {name:?}: {problem}"));
+        let (scope, patterns) = match (self.repositories, self.namespaces) {
+            (Some(repositories), None) => (QuotaScope::Repository, repositories),
+            (None, Some(namespaces)) => (QuotaScope::Namespace, namespaces),
+            _ => {
+                return Err(invalid(
+                    "set repositories or namespaces, not both".to_owned(),
+                ));
+            }
+        };
+        let limit = crate::units::parse_size(&self.bytes).map_err(invalid)?;
+        Quota::new(name, scope, &patterns, limit)
+            .map_err(|err| ConfigError::Invalid(err.to_string()))
+    }
 }
 
 /// One `[[policies.immutable-tags]]` table: tags matching `tags` in repositories matching
@@ -160,7 +203,19 @@ impl PolicySettings {
                 table.resolve(name)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Policies::new(immutable, Retention::new(retention)))
+        let quotas = self
+            .quota
+            .into_iter()
+            .enumerate()
+            .map(|(n, table)| {
+                let name = table
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("quota #{}", n + 1));
+                table.resolve(&name)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policies::new(immutable, Retention::new(retention)).with_quotas(quotas))
     }
 }
 
@@ -302,6 +357,50 @@ mod tests {
             ),
         ] {
             let err = resolved(text).expect_err(text);
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn quota_tables_name_repositories_or_namespaces_and_a_size() {
+        let policies = resolved(
+            r#"
+            [[policies.quota]]
+            name = "teams"
+            namespaces = ["team-*"]
+            bytes = "500GiB"
+
+            [[policies.quota]]
+            repositories = ["sandbox/**"]
+            bytes = "5G"
+            "#,
+        )
+        .unwrap();
+        let quotas = policies.quotas();
+        assert_eq!(quotas.len(), 2);
+        assert_eq!(
+            (quotas[0].name.as_str(), quotas[0].scope, quotas[0].limit),
+            ("teams", QuotaScope::Namespace, 500 << 30)
+        );
+        assert_eq!(
+            (quotas[1].name.as_str(), quotas[1].scope, quotas[1].limit),
+            ("quota #2", QuotaScope::Repository, 5 << 30)
+        );
+        let app: crate::oci::RepositoryName = "team-a/app".parse().unwrap();
+        assert_eq!(quotas[0].scope_of(&app), Some("team-a"));
+
+        for (text, expected) in [
+            ("bytes = \"1G\"\n", "not both"),
+            (
+                "repositories = [\"a\"]\nnamespaces = [\"a\"]\nbytes = \"1G\"\n",
+                "not both",
+            ),
+            ("repositories = [\"a\"]\nbytes = \"lots\"\n", "not a size"),
+            ("repositories = [\"a\"]\nbytes = \"0\"\n", "out of range"),
+            ("repositories = []\nbytes = \"1G\"\n", "at least one"),
+        ] {
+            let text = format!("[[policies.quota]]\nname = \"q\"\n{text}");
+            let err = resolved(&text).expect_err(&text);
             assert!(err.to_string().contains(expected), "{text}: {err}");
         }
     }

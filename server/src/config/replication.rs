@@ -110,7 +110,7 @@ pub fn resolve(tables: Vec<ReplicationTable>) -> Result<Vec<RuleSettings>, Confi
             let size = |value: &Option<String>, what: &str| {
                 value
                     .as_deref()
-                    .map(crate::transfer::parse_size)
+                    .map(crate::units::parse_size)
                     .transpose()
                     .map_err(|err| invalid(format!("{what}: {err}")))
             };

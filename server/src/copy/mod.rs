@@ -99,7 +99,7 @@ pub struct CopyArgs {
 
     /// Upload blobs larger than this in chunks of this size (default 16MiB, raised to the
     /// registry's `OCI-Chunk-Min-Length`).
-    #[arg(long, value_parser = transfer::parse_size)]
+    #[arg(long, value_parser = crate::units::parse_size)]
     pub chunk_size: Option<u64>,
 
     /// Blobs copied at once.
@@ -107,7 +107,7 @@ pub struct CopyArgs {
     pub jobs: u16,
 
     /// Read at most this many bytes per second from the source (`50MiB`).
-    #[arg(long, value_parser = transfer::parse_size)]
+    #[arg(long, value_parser = crate::units::parse_size)]
     pub limit_rate: Option<u64>,
 
     /// Where interrupted uploads are recorded so a second run resumes them (default

@@ -334,7 +334,9 @@ pub(super) async fn collect(
     let expected =
         expected_entries(store, after, &tags, &mut marks, &deleted_manifests, &gone).await?;
     let settle = audit::settle(run_start);
-    report.usage = Some(Usage::of(&expected));
+    let usage = Usage::of(&expected);
+    report.quotas = usage.against(&options.quotas);
+    report.usage = Some(usage);
     // While the announcement still stands, what this run deleted stood for can leave the index
     // (and the usage) at once, settled or not: nothing can record it again before the end.
     let swept = |entry: &Entry| {

@@ -70,6 +70,8 @@ pub struct Options {
     pub sweep_wait: Duration,
     /// Drop the pull-through cache's repositories that nobody pulled for this long.
     pub mirror_retention: Option<MirrorRetention>,
+    /// Quotas a full run reports usage against.
+    pub quotas: Vec<crate::policies::Quota>,
 }
 
 impl Options {
@@ -176,6 +178,9 @@ pub struct Report {
     /// What is stored once the run is over, counted from the links (a full run reads them all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// With the usage: each repository and namespace under a quota, the fullest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<crate::index::usage::QuotaUsage>,
     /// `blob <digest>`, `manifest <repository>@<digest>` and `upload <repository>/<id>` for
     /// everything deleted.
     pub deleted: Vec<String>,

@@ -97,6 +97,44 @@ fn usage_counts_a_blob_once_per_repository_and_once_per_namespace() {
     assert_eq!(usage.largest_namespaces(1), vec![("team", 123)]);
 }
 
+#[test]
+fn quotas_are_set_against_what_each_repository_or_namespace_stores_fullest_first() {
+    use crate::policies::{Quota, QuotaScope};
+    let stores =
+        |name: &str, n: u8, size| Entry::stores(&repo(name), LinkKind::Layer, &digest(n), size);
+    let usage = Usage::of(&[
+        stores("team/app", 1, 60),
+        stores("team/web", 1, 60),
+        stores("team/web", 2, 30),
+        stores("solo", 3, 10),
+    ]);
+    let quotas = [
+        Quota::new("teams", QuotaScope::Namespace, &["team".to_owned()], 100).unwrap(),
+        Quota::new("apps", QuotaScope::Repository, &["team/*".to_owned()], 1000).unwrap(),
+    ];
+    let against = usage.against(&quotas);
+    let found: Vec<(&str, &str, u64, u64)> = against
+        .iter()
+        .map(|q| {
+            (
+                q.quota.as_str(),
+                q.name.as_str(),
+                q.used_bytes,
+                q.limit_bytes,
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("teams", "team", 90, 100),
+            ("apps", "team/web", 90, 1000),
+            ("apps", "team/app", 60, 1000),
+        ],
+        "solo is under no quota"
+    );
+}
+
 #[tokio::test]
 async fn a_namespace_s_usage_is_one_listing_below_it() {
     let index = index();

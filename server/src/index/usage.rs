@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::{Entry, Recorded, ReferenceIndex};
 use crate::oci::{Digest, RepositoryName};
+use crate::policies::{Quota, QuotaScope};
 use crate::storage;
 
 /// Bytes stored, by repository and by namespace.
@@ -20,12 +21,6 @@ pub struct Usage {
     pub total_bytes: u64,
     pub namespaces: BTreeMap<String, u64>,
     pub repositories: BTreeMap<String, u64>,
-}
-
-/// The namespace `repository` counts towards: its first path part.
-pub fn namespace_of(repository: &RepositoryName) -> &str {
-    let name = repository.as_str();
-    name.split_once('/').map_or(name, |(first, _)| first)
 }
 
 impl Usage {
@@ -49,7 +44,7 @@ impl Usage {
         let mut namespaces: HashMap<&str, HashSet<&Digest>> = HashMap::new();
         for (repository, blobs) in &repositories {
             namespaces
-                .entry(namespace_of(repository))
+                .entry(repository.namespace())
                 .or_default()
                 .extend(blobs.iter().copied());
         }
@@ -79,6 +74,56 @@ impl Usage {
     /// The `limit` repositories storing most, largest first.
     pub fn largest_repositories(&self, limit: usize) -> Vec<(&str, u64)> {
         largest(&self.repositories, limit)
+    }
+}
+
+/// What one repository or namespace a quota covers stores, beside the quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuotaUsage {
+    pub quota: String,
+    /// `repository` or `namespace`.
+    pub scope: &'static str,
+    /// The repository or namespace.
+    pub name: String,
+    pub used_bytes: u64,
+    pub limit_bytes: u64,
+}
+
+impl Usage {
+    /// Every repository and namespace `quotas` cover that stores anything, against its quota:
+    /// the fullest first.
+    pub fn against(&self, quotas: &[Quota]) -> Vec<QuotaUsage> {
+        let mut found = Vec::new();
+        for quota in quotas {
+            let counted = match quota.scope {
+                QuotaScope::Repository => &self.repositories,
+                QuotaScope::Namespace => &self.namespaces,
+            };
+            for (name, used) in counted {
+                let Ok(repository) = name.parse::<RepositoryName>() else {
+                    continue;
+                };
+                if quota.scope_of(&repository).is_some() {
+                    found.push(QuotaUsage {
+                        quota: quota.name.clone(),
+                        scope: quota.scope.as_str(),
+                        name: name.clone(),
+                        used_bytes: *used,
+                        limit_bytes: quota.limit,
+                    });
+                }
+            }
+        }
+        // Fullest first: used/limit compared without division, as used·limit' against used'·limit.
+        found.sort_by(|a, b| {
+            let fill = |q: &QuotaUsage, other: &QuotaUsage| {
+                u128::from(q.used_bytes) * u128::from(other.limit_bytes)
+            };
+            fill(b, a)
+                .cmp(&fill(a, b))
+                .then_with(|| (&a.quota, &a.name).cmp(&(&b.quota, &b.name)))
+        });
+        found
     }
 }
 

@@ -20,6 +20,18 @@ impl RepositoryName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The namespace the repository belongs to: its first path part (`team` for
+    /// `team/app/web`), what usage and quotas count together.
+    pub fn namespace(&self) -> &str {
+        self.0.split_once('/').map_or(&self.0, |(first, _)| first)
+    }
+
+    /// The namespace as a repository name (a name's first part is a name too): the root of
+    /// everything the namespace stores.
+    pub fn namespace_root(&self) -> Self {
+        Self(self.namespace().to_owned())
+    }
 }
 
 impl fmt::Display for RepositoryName {
@@ -84,6 +96,19 @@ mod tests {
             "a-----b",
         ] {
             assert!(name.parse::<RepositoryName>().is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_namespace_is_the_first_path_part() {
+        for (name, namespace) in [
+            ("team/app/web", "team"),
+            ("team/app", "team"),
+            ("solo", "solo"),
+        ] {
+            let name: RepositoryName = name.parse().unwrap();
+            assert_eq!(name.namespace(), namespace);
+            assert_eq!(name.namespace_root().as_str(), namespace);
         }
     }
 

@@ -1,11 +1,13 @@
-//! What a registry keeps no matter who asks, and what it lets go: immutable tags, and retention
-//! rules. Pure: rules, matching and decisions; the HTTP API enforces immutable tags, and
-//! `stowage retention` applies retention.
+//! What a registry keeps no matter who asks, what it lets go and how much it holds: immutable
+//! tags, retention rules and quotas. Pure: rules, matching and decisions; the HTTP API enforces
+//! immutable tags, the registry quotas, and `stowage retention` applies retention.
 
 mod immutable;
+mod quota;
 pub mod retention;
 
 pub use immutable::ImmutableTags;
+pub use quota::{Quota, QuotaScope};
 pub use retention::{Retention, RetentionRule};
 
 /// The policies in force.
@@ -13,6 +15,7 @@ pub use retention::{Retention, RetentionRule};
 pub struct Policies {
     immutable: Vec<ImmutableTags>,
     retention: Retention,
+    quotas: Vec<Quota>,
 }
 
 /// Compiles a rule's glob patterns: `*` stays within a path segment, `**` crosses them, as in
@@ -45,7 +48,20 @@ impl Policies {
         Self {
             immutable,
             retention,
+            quotas: Vec::new(),
         }
+    }
+
+    /// The same policies, with `quotas` limiting what repositories and namespaces store.
+    #[must_use]
+    pub fn with_quotas(mut self, quotas: Vec<Quota>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// Every quota rule.
+    pub fn quotas(&self) -> &[Quota] {
+        &self.quotas
     }
 
     /// The retention rules.

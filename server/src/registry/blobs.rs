@@ -126,7 +126,7 @@ impl Registry {
 
     /// Makes a finished upload blob `digest` of its repository: commits its bytes (unless the
     /// blob is stored already), records the link in the index and the journal, links it, and
-    /// closes the session.
+    /// closes the session. A blob over a quota is refused, and its session closed.
     ///
     /// A blob a sweep has announced is waited out first: a push never builds on a blob about
     /// to go. When the blob was already stored and linking took longer than a sweep waits (so
@@ -142,6 +142,15 @@ impl Registry {
         if let Some(doomed) = crate::sweep::wait_out(self.store.as_ref(), &[digest]).await? {
             return Err(Error::ManifestBlobUnknown(doomed));
         }
+        let _admitted = match self.admit(&name, digest, state.offset()).await {
+            Ok(admitted) => admitted,
+            Err(refused @ Error::OverQuota(_)) => {
+                // Nothing of a refused blob stays: not its bytes, not its session.
+                uploads.close(state).await;
+                return Err(refused);
+            }
+            Err(err) => return Err(err),
+        };
         for _ in 0..2 {
             let started = std::time::Instant::now();
             let wrote = uploads.commit(state, digest).await?;
@@ -211,7 +220,8 @@ impl Registry {
         Ok(self.index.forget(&entries).await?)
     }
 
-    /// Links a blob that `from` holds into `name`; false when `from` does not hold it.
+    /// Links a blob that `from` holds into `name`; false when `from` does not hold it, and
+    /// refused when it would take `name` over a quota.
     pub async fn mount_blob(
         &self,
         name: &RepositoryName,
@@ -231,6 +241,7 @@ impl Registry {
             Err(Error::BlobUnknown) => return Ok(false),
             Err(err) => return Err(err),
         };
+        let _admitted = self.admit(name, digest, size).await?;
         self.link_blob(name, digest, size).await?;
         Ok(true)
     }

@@ -64,6 +64,7 @@ impl Registry {
         if let Some(doomed) = crate::sweep::wait_out(self.store.as_ref(), &needed).await? {
             return Err(Error::ManifestBlobUnknown(doomed));
         }
+        let _admitted = self.admit(name, &digest, body.len() as u64).await?;
         // From here to the revision link, no longer than a sweep waits after its announcement.
         let started = std::time::Instant::now();
         let previous = async {

@@ -8,6 +8,7 @@ mod listing;
 mod manifests;
 mod mirror;
 pub mod pulls;
+mod quota;
 mod referrers;
 mod retention;
 
@@ -21,6 +22,7 @@ use cache::ManifestCache;
 
 pub use listing::Page;
 pub use manifests::{PutOutcome, StoredManifest};
+pub use quota::OverQuota;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -50,6 +52,8 @@ pub enum Error {
     /// Finishing an upload failed before its blob was linked.
     #[error(transparent)]
     Upload(#[from] crate::upload::Error),
+    #[error("{0}")]
+    OverQuota(Box<OverQuota>),
 }
 
 impl From<storage::Error> for Error {
@@ -77,6 +81,7 @@ pub struct Registry {
     manifests: Option<Arc<ManifestCache>>,
     descriptors: Option<Arc<descriptors::BlobDescriptors>>,
     pulls: Arc<pulls::PullMarks>,
+    quotas: Arc<quota::Quotas>,
 }
 
 impl Registry {
@@ -89,7 +94,16 @@ impl Registry {
             manifests,
             descriptors: None,
             pulls: Arc::default(),
+            quotas: Arc::new(quota::Quotas::new(Vec::new())),
         }
+    }
+
+    /// The same registry, refusing pushes that would take a repository or namespace over one of
+    /// `quotas`.
+    #[must_use]
+    pub fn with_quotas(mut self, quotas: Vec<crate::policies::Quota>) -> Self {
+        self.quotas = Arc::new(quota::Quotas::new(quotas));
+        self
     }
 
     /// The same registry, answering blob lookups from `descriptors` where it can.

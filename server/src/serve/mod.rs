@@ -156,8 +156,9 @@ async fn build(
         Arc::clone(&store),
         metrics.clone(),
     );
-    let registry =
-        Registry::new(Arc::clone(&store), config.limits.clone()).with_descriptors(descriptors);
+    let registry = Registry::new(Arc::clone(&store), config.limits.clone())
+        .with_descriptors(descriptors)
+        .with_quotas(config.policies.quotas().to_vec());
     let upload_key = keys.current().clone();
     let uploads = Uploads::new(Arc::clone(&store), keys, config.upload_token_ttl);
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
@@ -232,6 +233,7 @@ pub async fn serve(config: Settings) -> Result<(), Box<dyn std::error::Error + S
         tokio::spawn(count_usage_periodically(
             Arc::clone(&store),
             Arc::clone(metrics),
+            config.policies.quotas().to_vec(),
         ));
     }
     if let Some((interval, older_than)) = config.purge_uploads {
@@ -392,7 +394,11 @@ async fn purge_periodically(
 /// entries (a request per thousand blobs on S3).
 const USAGE_COUNT_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
-async fn count_usage_periodically(store: Arc<dyn storage::BlobStore>, metrics: Arc<Metrics>) {
+async fn count_usage_periodically(
+    store: Arc<dyn storage::BlobStore>,
+    metrics: Arc<Metrics>,
+    quotas: Vec<crate::policies::Quota>,
+) {
     let index = crate::index::StoredIndex::new(store);
     let mut ticks = tokio::time::interval(USAGE_COUNT_INTERVAL);
     loop {
@@ -405,6 +411,18 @@ async fn count_usage_periodically(store: Arc<dyn storage::BlobStore>, metrics: A
                     &usage.largest_namespaces(crate::metrics::STORED_SERIES),
                     &usage.largest_repositories(crate::metrics::STORED_SERIES),
                 );
+                let against = usage.against(&quotas);
+                let figures: Vec<crate::metrics::QuotaFigure<'_>> = against
+                    .iter()
+                    .map(|q| crate::metrics::QuotaFigure {
+                        quota: &q.quota,
+                        scope: q.scope,
+                        name: &q.name,
+                        used: q.used_bytes,
+                        limit: q.limit_bytes,
+                    })
+                    .collect();
+                metrics.quotas(&figures);
             }
             Err(err) => tracing::warn!(error = %err, "counting what is stored failed"),
         }

@@ -140,31 +140,6 @@ where
     Ok(serde_json::from_value(value).ok())
 }
 
-/// Bytes as registries' pages show them: decimal units, three significant figures.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64;
-    let mut unit = "B";
-    for next in UNITS {
-        if value < 1000.0 {
-            break;
-        }
-        value /= 1000.0;
-        unit = next;
-    }
-    let decimals = if value < 10.0 {
-        2
-    } else if value < 100.0 {
-        1
-    } else {
-        0
-    };
-    format!("{value:.decimals$} {unit}")
-}
-
 /// The short form of a digest: its algorithm's first 12 hex digits.
 pub fn short_digest(digest: &str) -> &str {
     let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
@@ -226,18 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_read_as_people_write_them() {
-        let cases = [
-            (0, "0 B"),
-            (999, "999 B"),
-            (1000, "1.00 kB"),
-            (101_571, "102 kB"),
-            (12_345_678, "12.3 MB"),
-            (5_000_000_000, "5.00 GB"),
-        ];
-        for (bytes, shown) in cases {
-            assert_eq!(human_size(bytes), shown);
-        }
+    fn digests_shorten_to_twelve_characters() {
         assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
         assert_eq!(short_digest("sha256:01"), "01");
     }

@@ -8,11 +8,12 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::assets;
 use super::content::{ManifestView, TagRow};
-use super::image::{ImageConfig, human_size, short_digest};
+use super::image::{ImageConfig, short_digest};
 use super::pages::Paged;
 use super::session::{LOGIN_PATH, LOGOUT_PATH};
 use crate::manifest::{Descriptor, Kind};
 use crate::oci::{Reference, RepositoryName};
+use crate::units::human_size;
 
 /// What every page shows of the visitor.
 #[derive(Debug, Clone)]

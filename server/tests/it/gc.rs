@@ -24,6 +24,7 @@ fn options(delete_untagged: bool, dry_run: bool) -> Options {
         // is sure to be seen (a shorter one would let the cache answer for deleted blobs).
         sweep_wait: gc::MIN_SWEEP_WAIT,
         mirror_retention: None,
+        quotas: Vec::new(),
     }
 }
 

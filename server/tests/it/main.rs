@@ -12,6 +12,7 @@ mod immutable;
 mod listing;
 mod manifests;
 mod pulls;
+mod quota;
 mod referrers;
 mod settings;
 mod ui;

@@ -135,6 +135,7 @@ async fn usage_per_repository_and_namespace_matches_a_recount_from_the_storage()
         grace_period: Duration::ZERO,
         sweep_wait: gc::MIN_SWEEP_WAIT,
         mirror_retention: None,
+        quotas: Vec::new(),
     };
     let report = gc::run_once(server.store(), &options).await.unwrap();
     assert_eq!(report.manifests_deleted, 0, "{:?}", report.deleted);
@@ -178,6 +179,7 @@ async fn a_full_run_counts_a_registry_written_without_usage_entries() {
         grace_period: Duration::ZERO,
         sweep_wait: gc::MIN_SWEEP_WAIT,
         mirror_retention: None,
+        quotas: Vec::new(),
     };
     let report = gc::run_once(server.store(), &options).await.unwrap();
     assert_eq!(report.index_entries_added, 6, "{report:?}");

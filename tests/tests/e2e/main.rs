@@ -21,6 +21,7 @@ mod oras;
 mod overload;
 mod proxy;
 mod proxy_chain;
+mod quota;
 mod replicas;
 mod replication;
 mod retention;

@@ -5,10 +5,10 @@ use base64::Engine;
 use stowage_e2e::{Stowage, free_port, sha256};
 
 /// The samples of one scrape, by metric name and labels.
-struct Scrape(Vec<prometheus_parse::Sample>);
+pub(crate) struct Scrape(Vec<prometheus_parse::Sample>);
 
 impl Scrape {
-    async fn take(http: &reqwest::Client, address: &str) -> Self {
+    pub(crate) async fn take(http: &reqwest::Client, address: &str) -> Self {
         let text = http
             .get(format!("http://{address}/metrics"))
             .send()
@@ -23,7 +23,7 @@ impl Scrape {
     }
 
     /// The value of `name` with exactly these labels (0 when absent).
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.total(name, |s| s.labels.len() == labels.len() && has(s, labels))
     }
 
