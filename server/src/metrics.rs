@@ -107,6 +107,12 @@ struct QuotaLabels {
     name: String,
 }
 
+/// A quota rule, as refusals name it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaNameLabels {
+    quota: String,
+}
+
 /// One repository or namespace under a quota: what it stores and what it may.
 #[derive(Debug, Clone, Copy)]
 pub struct QuotaFigure<'a> {
@@ -156,6 +162,7 @@ pub struct Metrics {
     repository_bytes: Family<RepositoryLabels, Gauge>,
     quota_used: Family<QuotaLabels, Gauge>,
     quota_limit: Family<QuotaLabels, Gauge>,
+    quota_refusals: Family<QuotaNameLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -259,6 +266,12 @@ impl Default for Metrics {
             "quota_limit_bytes",
             "Bytes a repository or namespace under a quota may store",
             quota_limit.clone(),
+        );
+        let quota_refusals = Family::<QuotaNameLabels, Counter>::default();
+        registry.register(
+            "quota_refusals",
+            "Blob uploads, mounts and manifest pushes refused for going over a quota",
+            quota_refusals.clone(),
         );
         let storage_available = Gauge::default();
         registry.register(
@@ -380,6 +393,7 @@ impl Default for Metrics {
             repository_bytes,
             quota_used,
             quota_limit,
+            quota_refusals,
         }
     }
 }
@@ -498,6 +512,15 @@ impl Metrics {
                 })
                 .set(gauge(bytes));
         }
+    }
+
+    /// A push refused for going over `quota`.
+    pub fn quota_refused(&self, quota: &str) {
+        self.quota_refusals
+            .get_or_create(&QuotaNameLabels {
+                quota: quota.to_owned(),
+            })
+            .inc();
     }
 
     /// Replaces the quota figures with a new count, at most [`STORED_SERIES`] of them (the

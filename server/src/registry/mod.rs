@@ -94,15 +94,19 @@ impl Registry {
             manifests,
             descriptors: None,
             pulls: Arc::default(),
-            quotas: Arc::new(quota::Quotas::new(Vec::new())),
+            quotas: Arc::new(quota::Quotas::new(Vec::new(), None)),
         }
     }
 
     /// The same registry, refusing pushes that would take a repository or namespace over one of
-    /// `quotas`.
+    /// `quotas`, and counting the refusals in `metrics`.
     #[must_use]
-    pub fn with_quotas(mut self, quotas: Vec<crate::policies::Quota>) -> Self {
-        self.quotas = Arc::new(quota::Quotas::new(quotas));
+    pub fn with_quotas(
+        mut self,
+        quotas: Vec<crate::policies::Quota>,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Self {
+        self.quotas = Arc::new(quota::Quotas::new(quotas, metrics));
         self
     }
 

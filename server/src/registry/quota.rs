@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{Error, Registry, Result};
 use crate::index::Entry;
+use crate::metrics::Metrics;
 use crate::oci::{Digest, RepositoryName};
 use crate::policies::{Quota, QuotaScope};
 use crate::units::human_size;
@@ -21,18 +22,20 @@ use crate::units::human_size;
 /// Locks namespaces are spread over: namespaces sharing one only wait for each other.
 const STRIPES: usize = 64;
 
-/// The quota rules and this replica's namespace locks.
+/// The quota rules, this replica's namespace locks, and where refusals are counted.
 #[derive(Debug)]
 pub(super) struct Quotas {
     rules: Vec<Quota>,
     stripes: Vec<Arc<Mutex<()>>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Quotas {
-    pub(super) fn new(rules: Vec<Quota>) -> Self {
+    pub(super) fn new(rules: Vec<Quota>, metrics: Option<Arc<Metrics>>) -> Self {
         Self {
             rules,
             stripes: (0..STRIPES).map(|_| Arc::default()).collect(),
+            metrics,
         }
     }
 
@@ -124,6 +127,9 @@ impl Registry {
             let used = blobs.values().sum();
             let adding = if blobs.contains_key(digest) { 0 } else { size };
             if !quota.admits(used, adding) {
+                if let Some(metrics) = &self.quotas.metrics {
+                    metrics.quota_refused(&quota.name);
+                }
                 return Err(Error::OverQuota(Box::new(OverQuota {
                     quota: quota.name.clone(),
                     scope: quota.scope,

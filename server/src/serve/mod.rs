@@ -158,7 +158,7 @@ async fn build(
     );
     let registry = Registry::new(Arc::clone(&store), config.limits.clone())
         .with_descriptors(descriptors)
-        .with_quotas(config.policies.quotas().to_vec());
+        .with_quotas(config.policies.quotas().to_vec(), metrics.clone());
     let upload_key = keys.current().clone();
     let uploads = Uploads::new(Arc::clone(&store), keys, config.upload_token_ttl);
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());

@@ -170,8 +170,16 @@ async fn three_replicas_pushing_at_once_overshoot_by_at_most_one_blob_per_other_
         "--upload-secret".to_owned(),
         "one upload key for every replica of this test".to_owned(),
     ]);
-    let replicas: Vec<Stowage> = (0..RACE_REPLICAS)
-        .map(|_| Stowage::start_args(&flags))
+    let metrics: Vec<String> = (0..RACE_REPLICAS)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let replicas: Vec<Stowage> = metrics
+        .iter()
+        .map(|address| {
+            let mut flags = flags.clone();
+            flags.extend(["--metrics-listen".to_owned(), address.clone()]);
+            Stowage::start_args(&flags)
+        })
         .collect();
     let accepted = Arc::new(AtomicUsize::new(0));
     let seed = Arc::new(AtomicUsize::new(0));
@@ -225,6 +233,14 @@ async fn three_replicas_pushing_at_once_overshoot_by_at_most_one_blob_per_other_
         stored + RACE_BLOB as u64 > RACE_LIMIT,
         "refused while {stored} bytes left room"
     );
+
+    // Every refusal is counted where it happened.
+    let mut refused = 0.0;
+    for address in &metrics {
+        let scrape = Scrape::take(&http, address).await;
+        refused += scrape.value("stowage_quota_refusals_total", &[("quota", "race")]);
+    }
+    assert_eq!(refused, (2 * RACE_REPLICAS * PUSHERS_PER_REPLICA) as f64);
 
     // A replica counts its metrics as it starts: the quota's figures are the same.
     let metrics_address = format!("127.0.0.1:{}", free_port());
