@@ -16,10 +16,10 @@
 //! | 7 | `ui` | the web interface: pages over the API's state and rules |
 //! | 6 | `api`, `report` | the HTTP API: routing, access checks, the one mapping of errors to responses; what the commands print |
 //! | 5 | `proxy`, `gc`, `replication` | the pull-through cache; garbage collection and upload purging; images copied to other registries |
-//! | 4 | `registry`, `auth`, `events`, `transfer` | repositories, manifests and blobs; who may do what; webhooks; copying images between registries and layouts |
+//! | 4 | `registry`, `auth`, `events`, `transfer` | repositories, manifests and blobs, and the quotas their commits keep; who may do what; webhooks; copying images between registries and layouts |
 //! | 3 | `metrics`, `upload`, `sweep`, `index`, `client` | Prometheus metrics; upload sessions and their tokens; what gc announces it will delete; the reverse index and review journal gc decides from, and the usage they count; a client of other registries |
-//! | 2 | `limits`, `manifest`, `policies`, `routes`, `storage`, `tls` | overload limits; manifest parsing; immutable tags; route templates; the storage backends; certificates |
-//! | 1 | `oci`, `idle`, `reload`, `telemetry`, `units` | the spec's vocabulary (names, digests, paths, error codes); small tools below everything |
+//! | 2 | `limits`, `manifest`, `policies`, `routes`, `storage`, `tls` | overload limits; manifest parsing; immutable tags, retention and quota rules; route templates; the storage backends; certificates |
+//! | 1 | `oci`, `idle`, `reload`, `telemetry`, `units` | the spec's vocabulary (names, digests, paths, error codes); small tools below everything (sizes among them) |
 
 pub mod api;
 pub mod auth;
