@@ -135,7 +135,7 @@ pub enum LineName {
 }
 
 impl RetentionTable {
-    fn resolve(self, name: String) -> Result<RetentionRule, ConfigError> {
+    fn resolve(self, name: &str) -> Result<RetentionRule, ConfigError> {
         let semver = self
             .semver
             .map(|semver| {
@@ -160,7 +160,7 @@ impl RetentionTable {
             })
             .transpose()?;
         RetentionRule::new(RuleSpec {
-            name,
+            name: name.to_owned(),
             repositories: self.repositories,
             tags: self.tags,
             keep: Keep {
@@ -179,44 +179,48 @@ impl RetentionTable {
 
 impl PolicySettings {
     pub fn resolve(self) -> Result<Policies, ConfigError> {
-        let immutable = self
-            .immutable_tags
-            .into_iter()
-            .enumerate()
-            .map(|(n, table)| {
-                let name = table
-                    .name
-                    .unwrap_or_else(|| format!("immutable-tags #{}", n + 1));
-                ImmutableTags::new(&name, &table.repositories, &table.tags)
+        let immutable = each_named(
+            self.immutable_tags,
+            "immutable-tags",
+            |table| table.name.as_ref(),
+            |table, name| {
+                ImmutableTags::new(name, &table.repositories, &table.tags)
                     .map_err(|err| ConfigError::Invalid(err.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let retention = self
-            .retention
-            .into_iter()
-            .enumerate()
-            .map(|(n, table)| {
-                let name = table
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("retention #{}", n + 1));
-                table.resolve(name)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let quotas = self
-            .quota
-            .into_iter()
-            .enumerate()
-            .map(|(n, table)| {
-                let name = table
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("quota #{}", n + 1));
-                table.resolve(&name)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            },
+        )?;
+        let retention = each_named(
+            self.retention,
+            "retention",
+            |table| table.name.as_ref(),
+            RetentionTable::resolve,
+        )?;
+        let quotas = each_named(
+            self.quota,
+            "quota",
+            |table| table.name.as_ref(),
+            QuotaTable::resolve,
+        )?;
         Ok(Policies::new(immutable, Retention::new(retention)).with_quotas(quotas))
     }
+}
+
+/// Resolves each of `tables` under its own name, or `<kind> #<position>` when it has none.
+fn each_named<T, R>(
+    tables: Vec<T>,
+    kind: &str,
+    name: impl Fn(&T) -> Option<&String>,
+    resolve: impl Fn(T, &str) -> Result<R, ConfigError>,
+) -> Result<Vec<R>, ConfigError> {
+    tables
+        .into_iter()
+        .enumerate()
+        .map(|(n, table)| {
+            let name = name(&table)
+                .cloned()
+                .unwrap_or_else(|| format!("{kind} #{}", n + 1));
+            resolve(table, &name)
+        })
+        .collect()
 }
 
 #[cfg(test)]

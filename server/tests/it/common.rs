@@ -184,6 +184,16 @@ impl Server {
         Self::launch(&all, replicas_from_env()).await
     }
 
+    /// As `start_with`, reading `config` as its `--config` file, which lives as long as the
+    /// directory returned.
+    pub async fn start_with_config(config: &str) -> (Self, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stowage.toml");
+        std::fs::write(&path, config).unwrap();
+        let server = Self::start_with(&["--config", path.to_str().unwrap()]).await;
+        (server, dir)
+    }
+
     /// As `start_with`, always as one process: for tests of what each replica keeps to itself
     /// by design (failed-login counts, the day's pull marks, remembered blob facts).
     pub async fn start_one_replica_with(flags: &[&str]) -> Self {
@@ -457,6 +467,18 @@ pub fn header(response: &Response, name: &str) -> String {
         .to_str()
         .unwrap()
         .to_owned()
+}
+
+/// The status, and the first error's code and message (empty when the body has none).
+pub async fn error_of(response: Response) -> (StatusCode, String, String) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or_default();
+    let error = &body["errors"][0];
+    (
+        status,
+        error["code"].as_str().unwrap_or_default().to_owned(),
+        error["message"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 /// Asserts that `response` is the spec's error body with `code` and `status`.

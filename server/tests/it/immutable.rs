@@ -2,9 +2,8 @@
 //! would remove one, get `403 DENIED` naming the rule; the same manifest again is no move.
 
 use reqwest::StatusCode;
-use serde_json::Value;
 
-use crate::common::{OCI_MANIFEST, Server, data};
+use crate::common::{OCI_MANIFEST, Server, data, error_of};
 
 const POLICIES: &str = r#"
 [[policies.immutable-tags]]
@@ -14,25 +13,7 @@ tags = ["v*"]
 "#;
 
 async fn server() -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("stowage.toml");
-    std::fs::write(&config, POLICIES).unwrap();
-    (
-        Server::start_with(&["--config", config.to_str().unwrap()]).await,
-        dir,
-    )
-}
-
-/// The status and the first error's code and message.
-async fn refusal(response: reqwest::Response) -> (StatusCode, String, String) {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or_default();
-    let error = &body["errors"][0];
-    (
-        status,
-        error["code"].as_str().unwrap_or_default().to_owned(),
-        error["message"].as_str().unwrap_or_default().to_owned(),
-    )
+    Server::start_with_config(POLICIES).await
 }
 
 #[tokio::test]
@@ -46,7 +27,7 @@ async fn an_immutable_tag_keeps_its_manifest() {
     assert_eq!(again.status(), StatusCode::CREATED);
 
     let other = server.image_manifest("team/app", &data(2, 10), None).await;
-    let (status, code, message) = refusal(
+    let (status, code, message) = error_of(
         server
             .put_manifest("team/app", "v1", OCI_MANIFEST, &other)
             .await,
@@ -86,10 +67,10 @@ async fn an_immutable_tag_cannot_be_deleted_alone_or_with_its_manifest() {
         let http = server.http.clone();
         async move { http.delete(url).send().await.unwrap() }
     };
-    let (status, code, message) = refusal(delete("v1".to_owned()).await).await;
+    let (status, code, message) = error_of(delete("v1".to_owned()).await).await;
     assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "DENIED"));
     assert!(message.contains("cannot be deleted"), "{message}");
-    let (status, _, message) = refusal(delete(digest.to_string()).await).await;
+    let (status, _, message) = error_of(delete(digest.to_string()).await).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(message.contains("with the manifest it names"), "{message}");
     // Nothing went: the tag and its manifest are both there.

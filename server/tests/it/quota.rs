@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::{OCI_MANIFEST, Server, data};
+use crate::common::{OCI_MANIFEST, Server, data, error_of};
 use stowage::oci::Digest;
 
 const POLICIES: &str = r#"
@@ -21,25 +21,7 @@ bytes = "1500"
 "#;
 
 async fn server() -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("stowage.toml");
-    std::fs::write(&config, POLICIES).unwrap();
-    (
-        Server::start_with(&["--config", config.to_str().unwrap()]).await,
-        dir,
-    )
-}
-
-/// The status, and the first error's code and message.
-async fn outcome(response: reqwest::Response) -> (StatusCode, String, String) {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or_default();
-    let error = &body["errors"][0];
-    (
-        status,
-        error["code"].as_str().unwrap_or_default().to_owned(),
-        error["message"].as_str().unwrap_or_default().to_owned(),
-    )
+    Server::start_with_config(POLICIES).await
 }
 
 /// Uploads `bytes` in a session (POST, PATCH, PUT); the PUT's outcome and the session's URL.
@@ -92,7 +74,7 @@ async fn a_blob_over_a_repository_quota_is_refused_and_leaves_nothing_behind() {
 
     let over = data(2, 500);
     let (refused, session) = upload(&server, "team/app", &over).await;
-    let (status, code, message) = outcome(refused).await;
+    let (status, code, message) = error_of(refused).await;
     assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "DENIED"));
     for part in [
         "quota \"apps\"",
@@ -130,7 +112,7 @@ async fn a_blob_over_a_repository_quota_is_refused_and_leaves_nothing_behind() {
         .send()
         .await
         .unwrap();
-    let (status, code, message) = outcome(mount).await;
+    let (status, code, message) = error_of(mount).await;
     assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "DENIED"));
     assert!(message.contains("adds 500 B"), "{message}");
     assert_eq!(
@@ -146,7 +128,7 @@ async fn a_manifest_over_a_quota_is_refused_and_no_tag_names_it() {
     let manifest = server
         .image_manifest("team/full", &data(3, 700), None)
         .await;
-    let (status, code, message) = outcome(
+    let (status, code, message) = error_of(
         server
             .put_manifest("team/full", "v1", OCI_MANIFEST, &manifest)
             .await,
@@ -192,7 +174,7 @@ async fn a_namespace_counts_each_blob_once_and_frees_what_is_deleted() {
     }
     let more = data(6, 600);
     let (refused, _) = upload(&server, "sandbox/c", &more).await;
-    let (status, _, message) = outcome(refused).await;
+    let (status, _, message) = error_of(refused).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(message.contains("namespace sandbox"), "{message}");
     assert!(message.contains("stores 1.00 kB"), "{message}");

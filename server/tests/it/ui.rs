@@ -216,14 +216,10 @@ async fn without_access_control_anyone_browses_and_deletes_with_the_forms_token(
 
 #[tokio::test]
 async fn an_immutable_tag_shows_no_delete_and_a_forced_one_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("stowage.toml");
-    std::fs::write(
-        &config,
+    let (server, _config) = Server::start_with_config(
         "ui = true\n[[policies.immutable-tags]]\nname = \"releases\"\nrepositories = [\"team/**\"]\ntags = [\"v*\"]\n",
     )
-    .unwrap();
-    let server = Server::start_with(&["--config", config.to_str().unwrap()]).await;
+    .await;
     server.push_image("team/app", "v1", &data(9, 10)).await;
     server.push_image("team/app", "latest", &data(10, 10)).await;
     let mut visitor = Visitor::new();
