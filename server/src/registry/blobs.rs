@@ -145,8 +145,11 @@ impl Registry {
         let _admitted = match self.admit(&name, digest, state.offset()).await {
             Ok(admitted) => admitted,
             Err(refused @ Error::OverQuota(_)) => {
-                // Nothing of a refused blob stays: not its bytes, not its session.
-                uploads.close(state).await;
+                // Nothing of a refused blob stays: not its bytes (nor a multipart upload
+                // holding them), not its session.
+                if let Err(err) = uploads.cancel(state).await {
+                    tracing::warn!(upload = %state.id, error = %err, "a refused upload's session was left for purging");
+                }
                 return Err(refused);
             }
             Err(err) => return Err(err),
