@@ -196,3 +196,61 @@ async fn a_namespace_counts_each_blob_once_and_frees_what_is_deleted() {
     let (free, _) = upload(&server, "elsewhere/app", &data(7, 5000)).await;
     assert_eq!(free.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_full_collection_reports_each_quota_s_usage_fullest_first() {
+    let (server, _dir) = server().await;
+    for (repo, size) in [("team/app", 900), ("team/web", 100), ("sandbox/a", 300)] {
+        let (done, _) = upload(&server, repo, &data(8, size)).await;
+        assert_eq!(done.status(), StatusCode::CREATED, "{repo}");
+    }
+    let quotas = [
+        stowage::policies::Quota::new(
+            "apps",
+            stowage::policies::QuotaScope::Repository,
+            &["team/**".to_owned()],
+            1000,
+        )
+        .unwrap(),
+        stowage::policies::Quota::new(
+            "sandboxes",
+            stowage::policies::QuotaScope::Namespace,
+            &["sandbox".to_owned()],
+            1500,
+        )
+        .unwrap(),
+    ];
+    let options = stowage::gc::Options {
+        dry_run: true,
+        full: true,
+        full_every: None,
+        delete_untagged: false,
+        grace_period: std::time::Duration::from_secs(3600),
+        sweep_wait: stowage::gc::MIN_SWEEP_WAIT,
+        mirror_retention: None,
+        quotas: quotas.to_vec(),
+    };
+    let report = stowage::gc::run_once(server.store(), &options)
+        .await
+        .unwrap();
+    let reported: Vec<(&str, &str, u64, u64)> = report
+        .quotas
+        .iter()
+        .map(|q| {
+            (
+                q.quota.as_str(),
+                q.name.as_str(),
+                q.used_bytes,
+                q.limit_bytes,
+            )
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            ("apps", "team/app", 900, 1000),
+            ("sandboxes", "sandbox", 300, 1500),
+            ("apps", "team/web", 100, 1000),
+        ]
+    );
+}
