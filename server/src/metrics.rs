@@ -123,6 +123,11 @@ pub struct QuotaFigure<'a> {
     pub limit: u64,
 }
 
+/// Bytes as a gauge holds them: saturating at `i64::MAX`.
+fn gauge(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
 /// The most namespaces, and repositories, whose usage is exported: the largest, so a registry
 /// of many small repositories cannot swell the scrape.
 pub const STORED_SERIES: usize = 500;
@@ -494,7 +499,6 @@ impl Metrics {
     /// Replaces the usage figures with a new count: `total` bytes, and (name, bytes) of
     /// `namespaces` and `repositories`, at most [`STORED_SERIES`] of each.
     pub fn stored(&self, total: u64, namespaces: &[(&str, u64)], repositories: &[(&str, u64)]) {
-        let gauge = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
         self.stored_bytes.set(gauge(total));
         self.namespace_bytes.clear();
         for &(namespace, bytes) in namespaces.iter().take(STORED_SERIES) {
@@ -526,7 +530,6 @@ impl Metrics {
     /// Replaces the quota figures with a new count, at most [`STORED_SERIES`] of them (the
     /// fullest, when `figures` come fullest first).
     pub fn quotas(&self, figures: &[QuotaFigure<'_>]) {
-        let gauge = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
         self.quota_used.clear();
         self.quota_limit.clear();
         for figure in figures.iter().take(STORED_SERIES) {

@@ -6,14 +6,13 @@
 //! may not yet be counted, so concurrent pushes overshoot a quota by at most one blob (or
 //! manifest) per other replica, and never by more than each replica's single commit in flight.
 
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{Error, Registry, Result};
-use crate::index::Entry;
+use crate::index::{Entry, Usage};
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepositoryName};
 use crate::policies::{Quota, QuotaScope};
@@ -110,22 +109,21 @@ impl Registry {
             name.clone()
         };
         let stored = self.index.stored(Some(&root)).await?;
+        let usage = Usage::of_recorded(&stored);
+        // Whether `digest` is stored already, by `within` (or anywhere in the listing).
+        let stores_it = |within: Option<&RepositoryName>| {
+            stored.iter().any(|recorded| {
+                matches!(&recorded.entry, Entry::Stores { repository, blob, .. }
+                    if blob == digest && within.is_none_or(|name| name == repository))
+            })
+        };
         for (quota, counted) in covering {
-            let mut blobs: HashMap<&Digest, u64> = HashMap::new();
-            for recorded in &stored {
-                if let Entry::Stores {
-                    repository,
-                    blob,
-                    size,
-                    ..
-                } = &recorded.entry
-                    && (quota.scope == QuotaScope::Namespace || repository == name)
-                {
-                    blobs.insert(blob, *size);
-                }
-            }
-            let used = blobs.values().sum();
-            let adding = if blobs.contains_key(digest) { 0 } else { size };
+            let (used, known) = match quota.scope {
+                QuotaScope::Repository => (usage.repositories.get(counted), stores_it(Some(name))),
+                QuotaScope::Namespace => (usage.namespaces.get(counted), stores_it(None)),
+            };
+            let used = used.copied().unwrap_or(0);
+            let adding = if known { 0 } else { size };
             if !quota.admits(used, adding) {
                 if let Some(metrics) = &self.quotas.metrics {
                     metrics.quota_refused(&quota.name);
