@@ -24,12 +24,14 @@ use std::time::SystemTime;
 
 use futures::StreamExt;
 
-use super::{Mode, Options, Report, TIMESTAMP_GRANULARITY, audit, delete_in_batches, mirrors};
+use super::{
+    Error, Mode, Options, Report, Result, TIMESTAMP_GRANULARITY, audit, delete_in_batches, mirrors,
+};
 use crate::index::{self, Entry, LinkKind, ReferenceIndex, Usage};
 use crate::manifest;
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{self, BlobStore, ObjectInfo, layout};
-use crate::sweep::Pending;
+use crate::sweep::Announcement;
 
 /// One link found in a repository.
 #[derive(Debug, Clone)]
@@ -214,7 +216,7 @@ pub(super) async fn collect(
     store: &dyn BlobStore,
     index: &dyn ReferenceIndex,
     options: &Options,
-) -> storage::Result<Report> {
+) -> Result<Report> {
     let run_start = SystemTime::now();
     let cutoff = options.cutoff(run_start);
 
@@ -231,166 +233,185 @@ pub(super) async fn collect(
 
     let (mut blobs, mut manifests) = candidates(&scan, &marks, options, cutoff);
     let nothing_to_delete = blobs.is_empty() && manifests.is_empty();
-    let mut rescan = None;
-    if !options.dry_run && !nothing_to_delete {
-        let announced = Pending {
-            announced: crate::upload::token::unix_seconds(SystemTime::now()),
-            digests: blobs
+    let announcement = if !options.dry_run && !nothing_to_delete {
+        let digests = blobs
+            .iter()
+            .cloned()
+            .chain(manifests.iter().map(|l| l.digest.clone()))
+            .collect();
+        Some(Announcement::announce(store, digests).await?)
+    } else {
+        None
+    };
+    // From the announcement on, everything runs while its lease holds: a write that went
+    // ahead of a lapsed one must find nothing of it deleted, nor its entries pruned.
+    let announced = announcement.is_some();
+    let sweep = async {
+        let mut rescan = None;
+        if announced {
+            tokio::time::sleep(options.sweep_wait).await;
+            // Manifests pushed since the first scan (new, or rewritten) protect what they reference.
+            let again = Scan::take(store).await?;
+            let seen: HashMap<&str, SystemTime> = scan
+                .revisions
                 .iter()
-                .cloned()
-                .chain(manifests.iter().map(|l| l.digest.clone()))
-                .collect(),
-        };
-        crate::sweep::announce(store, &announced).await?;
-        tokio::time::sleep(options.sweep_wait).await;
-        // Manifests pushed since the first scan (new, or rewritten) protect what they reference.
-        let again = Scan::take(store).await?;
-        let seen: HashMap<&str, SystemTime> = scan
-            .revisions
-            .iter()
-            .map(|r| (r.key.as_str(), r.modified))
-            .collect();
-        let recent = run_start
-            .checked_sub(TIMESTAMP_GRANULARITY)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let fresh: Vec<_> = again
-            .revisions
-            .iter()
-            .filter(|r| seen.get(r.key.as_str()) != Some(&r.modified) || r.modified >= recent)
-            .map(|r| (r.repository.clone(), r.digest.clone()))
-            .collect();
-        marks.mark(store, &again, fresh).await?;
-        // So do blobs linked since (an upload that found its blob already there only links it).
-        let linked: HashMap<&str, SystemTime> = scan
-            .layers
-            .iter()
-            .map(|l| (l.key.as_str(), l.modified))
-            .collect();
-        marks.blobs.extend(
-            again
+                .map(|r| (r.key.as_str(), r.modified))
+                .collect();
+            let recent = run_start
+                .checked_sub(TIMESTAMP_GRANULARITY)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let fresh: Vec<_> = again
+                .revisions
+                .iter()
+                .filter(|r| seen.get(r.key.as_str()) != Some(&r.modified) || r.modified >= recent)
+                .map(|r| (r.repository.clone(), r.digest.clone()))
+                .collect();
+            marks.mark(store, &again, fresh).await?;
+            // So do blobs linked since (an upload that found its blob already there only links it).
+            let linked: HashMap<&str, SystemTime> = scan
                 .layers
                 .iter()
-                .filter(|l| linked.get(l.key.as_str()) != Some(&l.modified) || l.modified >= recent)
-                .map(|l| l.digest.clone()),
-        );
-        blobs.retain(|digest| !marks.blobs.contains(digest));
-        manifests.retain(|link| {
-            !marks
-                .manifests
-                .contains(&(link.repository.clone(), link.digest.clone()))
-        });
-        rescan = Some(again);
-    }
+                .map(|l| (l.key.as_str(), l.modified))
+                .collect();
+            marks.blobs.extend(
+                again
+                    .layers
+                    .iter()
+                    .filter(|l| {
+                        linked.get(l.key.as_str()) != Some(&l.modified) || l.modified >= recent
+                    })
+                    .map(|l| l.digest.clone()),
+            );
+            blobs.retain(|digest| !marks.blobs.contains(digest));
+            manifests.retain(|link| {
+                !marks
+                    .manifests
+                    .contains(&(link.repository.clone(), link.digest.clone()))
+            });
+            rescan = Some(again);
+        }
 
-    let mut report = Report {
-        dry_run: options.dry_run,
-        mode: Mode::Full,
-        mirrors_expired: expired.len(),
-        deleted: expired
-            .iter()
-            .map(|name| format!("mirror {name}"))
-            .collect(),
-        ..Report::default()
-    };
-    let deleted_manifests: HashSet<(RepositoryName, Digest)> = manifests
-        .iter()
-        .map(|l| (l.repository.clone(), l.digest.clone()))
-        .collect();
-    let mut doomed: Vec<String> = Vec::new();
-    for link in &manifests {
-        report
-            .deleted
-            .push(format!("manifest {}@{}", link.repository, link.digest));
-        report.manifests_deleted += 1;
-        doomed.push(link.key.clone());
-    }
-    // The tag history, referrers entries and pull records of deleted manifests go with them.
-    let entries = scan
-        .tag_history
-        .iter()
-        .chain(scan.referrers.values().flatten())
-        .chain(&scan.pulls);
-    doomed.extend(
-        entries
-            .filter(|e| deleted_manifests.contains(&(e.repository.clone(), e.digest.clone())))
-            .map(|e| e.key.clone()),
-    );
-    for digest in &blobs {
-        let size = scan.blobs.get(digest).map_or(0, |(size, _)| *size);
-        report.deleted.push(format!("blob {digest}"));
-        report.blobs_deleted += 1;
-        report.bytes_freed += size;
-        doomed.push(layout::blob_data(digest));
-    }
-    if !options.dry_run {
-        delete_in_batches(store, &doomed).await?;
-    }
-    let dangling = sweep_dangling_links(store, &scan, &blobs, cutoff, options.dry_run).await?;
-    report.links_deleted = dangling.len();
-
-    // The index is audited against the links as they stand now, and is whole from here on.
-    let after = rescan.as_ref().unwrap_or(&scan);
-    let gone: HashSet<&str> = dangling.iter().map(String::as_str).collect();
-    let expected =
-        expected_entries(store, after, &tags, &mut marks, &deleted_manifests, &gone).await?;
-    let settle = audit::settle(run_start);
-    let usage = Usage::of(&expected);
-    report.quotas = usage.against(&options.quotas);
-    report.usage = Some(usage);
-    // While the announcement still stands, what this run deleted stood for can leave the index
-    // (and the usage) at once, settled or not: nothing can record it again before the end.
-    let swept = |entry: &Entry| {
-        let deleted_blobs = &blobs;
-        let revision = |repository: &RepositoryName, manifest: &Digest| {
-            deleted_manifests.contains(&(repository.clone(), manifest.clone()))
+        let mut report = Report {
+            dry_run: options.dry_run,
+            mode: Mode::Full,
+            mirrors_expired: expired.len(),
+            deleted: expired
+                .iter()
+                .map(|name| format!("mirror {name}"))
+                .collect(),
+            ..Report::default()
         };
-        !options.dry_run
-            && match entry {
-                Entry::Uses {
-                    blob,
-                    repository,
-                    manifest,
-                } => deleted_blobs.contains(blob) || revision(repository, manifest),
-                Entry::Links { blob, .. } => deleted_blobs.contains(blob),
-                Entry::Stores {
-                    repository,
-                    link,
-                    blob,
-                    ..
-                } => {
-                    deleted_blobs.contains(blob)
-                        || (*link == LinkKind::Manifest && revision(repository, blob))
-                }
-                Entry::Tags {
-                    manifest,
-                    repository,
-                    ..
-                } => revision(repository, manifest),
-                Entry::Lists {
-                    manifest,
-                    repository,
-                    index,
-                } => revision(repository, manifest) || revision(repository, index),
-            }
-    };
-    let drift = audit::reconcile(index, expected, settle, swept, options.dry_run).await?;
-    report.index_entries_added = drift.added;
-    report.index_entries_pruned = drift.pruned;
-    if !options.dry_run {
-        index.mark_complete(run_start).await?;
-        // Every change journaled before the run settled was seen by the scan.
-        let (pages, _) = index.due(settle).await?;
-        report.reviewed = pages.iter().map(|p| p.reviews.len()).sum();
-        let ids: Vec<String> = pages.into_iter().map(|p| p.id).collect();
-        index.consume(&ids).await?;
-    }
-    report.journal_pending = index.due(SystemTime::UNIX_EPOCH).await?.1;
+        let deleted_manifests: HashSet<(RepositoryName, Digest)> = manifests
+            .iter()
+            .map(|l| (l.repository.clone(), l.digest.clone()))
+            .collect();
+        let mut doomed: Vec<String> = Vec::new();
+        for link in &manifests {
+            report
+                .deleted
+                .push(format!("manifest {}@{}", link.repository, link.digest));
+            report.manifests_deleted += 1;
+            doomed.push(link.key.clone());
+        }
+        // The tag history, referrers entries and pull records of deleted manifests go with them.
+        let entries = scan
+            .tag_history
+            .iter()
+            .chain(scan.referrers.values().flatten())
+            .chain(&scan.pulls);
+        doomed.extend(
+            entries
+                .filter(|e| deleted_manifests.contains(&(e.repository.clone(), e.digest.clone())))
+                .map(|e| e.key.clone()),
+        );
+        for digest in &blobs {
+            let size = scan.blobs.get(digest).map_or(0, |(size, _)| *size);
+            report.deleted.push(format!("blob {digest}"));
+            report.blobs_deleted += 1;
+            report.bytes_freed += size;
+            doomed.push(layout::blob_data(digest));
+        }
+        if !options.dry_run {
+            delete_in_batches(store, &doomed).await?;
+        }
+        let dangling = sweep_dangling_links(store, &scan, &blobs, cutoff, options.dry_run).await?;
+        report.links_deleted = dangling.len();
 
-    if !options.dry_run && store.stat(&layout::gc_marker()).await.is_ok() {
-        crate::sweep::withdraw(store).await?;
+        // The index is audited against the links as they stand now, and is whole from here on.
+        let after = rescan.as_ref().unwrap_or(&scan);
+        let gone: HashSet<&str> = dangling.iter().map(String::as_str).collect();
+        let expected =
+            expected_entries(store, after, &tags, &mut marks, &deleted_manifests, &gone).await?;
+        let settle = audit::settle(run_start);
+        let usage = Usage::of(&expected);
+        report.quotas = usage.against(&options.quotas);
+        report.usage = Some(usage);
+        // While the announcement still stands, what this run deleted stood for can leave the index
+        // (and the usage) at once, settled or not: nothing can record it again before the end.
+        let swept = |entry: &Entry| {
+            let deleted_blobs = &blobs;
+            let revision = |repository: &RepositoryName, manifest: &Digest| {
+                deleted_manifests.contains(&(repository.clone(), manifest.clone()))
+            };
+            !options.dry_run
+                && match entry {
+                    Entry::Uses {
+                        blob,
+                        repository,
+                        manifest,
+                    } => deleted_blobs.contains(blob) || revision(repository, manifest),
+                    Entry::Links { blob, .. } => deleted_blobs.contains(blob),
+                    Entry::Stores {
+                        repository,
+                        link,
+                        blob,
+                        ..
+                    } => {
+                        deleted_blobs.contains(blob)
+                            || (*link == LinkKind::Manifest && revision(repository, blob))
+                    }
+                    Entry::Tags {
+                        manifest,
+                        repository,
+                        ..
+                    } => revision(repository, manifest),
+                    Entry::Lists {
+                        manifest,
+                        repository,
+                        index,
+                    } => revision(repository, manifest) || revision(repository, index),
+                }
+        };
+        let drift = audit::reconcile(index, expected, settle, swept, options.dry_run).await?;
+        report.index_entries_added = drift.added;
+        report.index_entries_pruned = drift.pruned;
+        if !options.dry_run {
+            index.mark_complete(run_start).await?;
+            // Every change journaled before the run settled was seen by the scan.
+            let (pages, _) = index.due(settle).await?;
+            report.reviewed = pages.iter().map(|p| p.reviews.len()).sum();
+            let ids: Vec<String> = pages.into_iter().map(|p| p.id).collect();
+            index.consume(&ids).await?;
+        }
+        report.journal_pending = index.due(SystemTime::UNIX_EPOCH).await?.1;
+
+        report.deleted.sort();
+        Ok::<_, Error>(report)
+    };
+    match announcement {
+        Some(announcement) => {
+            let report = announcement.hold(store, sweep).await?;
+            announcement.withdraw(store).await?;
+            Ok(report)
+        }
+        None => {
+            let report = sweep.await?;
+            if !options.dry_run {
+                crate::sweep::clear_lapsed(store).await?;
+            }
+            Ok(report)
+        }
     }
-    report.deleted.sort();
-    Ok(report)
 }
 
 /// The entries the links of `scan` call for, less what this run deleted: every revision's

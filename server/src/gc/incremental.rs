@@ -23,13 +23,14 @@ use std::time::SystemTime;
 use futures::future::{BoxFuture, FutureExt};
 
 use super::{
-    Mode, Options, Report, TIMESTAMP_GRANULARITY, audit, delete_in_batches, full, mirrors,
+    Error, Mode, Options, Report, Result, TIMESTAMP_GRANULARITY, audit, delete_in_batches, full,
+    mirrors,
 };
 use crate::index::{self, Entry, LinkKind, Recorded, ReferenceIndex, Review};
 use crate::manifest::Manifest;
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{self, BlobStore, layout};
-use crate::sweep::Pending;
+use crate::sweep::Announcement;
 
 /// Index users of a blob checked at once: most blobs are decided by their first.
 const USER_CHECKS: usize = 16;
@@ -441,7 +442,7 @@ pub(super) async fn collect(
     store: &dyn BlobStore,
     index: &dyn ReferenceIndex,
     options: &Options,
-) -> storage::Result<Report> {
+) -> Result<Report> {
     let run_start = SystemTime::now();
     let cutoff = options.cutoff(run_start);
     let mut report = Report {
@@ -483,46 +484,60 @@ pub(super) async fn collect(
         || !judged.gone_manifests.is_empty()
         || !judged.blobs.is_empty()
         || !judged.gone_blobs.is_empty();
-    if !options.dry_run && condemned {
-        let announced = Pending {
-            announced: crate::upload::token::unix_seconds(SystemTime::now()),
-            digests: judged
-                .blobs
-                .keys()
-                .chain(judged.gone_blobs.keys())
-                .cloned()
-                .chain(
-                    judged
-                        .manifests
-                        .iter()
-                        .chain(&judged.gone_manifests)
-                        .map(|(_, d)| d.clone()),
-                )
-                .collect(),
-        };
-        crate::sweep::announce(store, &announced).await?;
-        tokio::time::sleep(options.sweep_wait).await;
-        rejudge(&mut run, &mut judged).await?;
-    }
-
-    let doomed = sweep(&mut run, &judged, &mut report).await?;
-    if !options.dry_run {
+    let announcement = if !options.dry_run && condemned {
+        let digests = judged
+            .blobs
+            .keys()
+            .chain(judged.gone_blobs.keys())
+            .cloned()
+            .chain(
+                judged
+                    .manifests
+                    .iter()
+                    .chain(&judged.gone_manifests)
+                    .map(|(_, d)| d.clone()),
+            )
+            .collect();
+        Some(Announcement::announce(store, digests).await?)
+    } else {
+        None
+    };
+    // From the announcement on, everything runs while its lease holds: a write that went
+    // ahead of a lapsed one must find nothing of it deleted, nor its entries forgotten.
+    let announced = announcement.is_some();
+    let finish = async {
+        if announced {
+            tokio::time::sleep(options.sweep_wait).await;
+            rejudge(&mut run, &mut judged).await?;
+        }
+        let doomed = sweep(&mut run, &judged, &mut report).await?;
+        report.index_entries_pruned = run.stale.len();
+        if options.dry_run {
+            return Ok::<_, Error>(());
+        }
         delete_in_batches(store, &doomed.keys).await?;
         let mut forget: Vec<Entry> = doomed.entries;
         forget.extend(run.stale.iter().cloned());
         index.forget(&forget).await?;
-        report.index_entries_pruned = run.stale.len();
-        let requeue: Vec<Review> = judged.requeue.into_iter().collect();
+        let requeue: Vec<Review> = std::mem::take(&mut judged.requeue).into_iter().collect();
         if !requeue.is_empty() {
             index.append(&requeue).await?;
         }
         let ids: Vec<String> = pages.into_iter().map(|p| p.id).collect();
         index.consume(&ids).await?;
-        if condemned {
-            crate::sweep::withdraw(store).await?;
+        Ok(())
+    };
+    match announcement {
+        Some(announcement) => {
+            announcement.hold(store, finish).await?;
+            announcement.withdraw(store).await?;
         }
-    } else {
-        report.index_entries_pruned = run.stale.len();
+        None => {
+            finish.await?;
+            if !options.dry_run {
+                crate::sweep::clear_lapsed(store).await?;
+            }
+        }
     }
     report.deleted.sort();
     Ok(report)

@@ -38,12 +38,24 @@ use crate::manifest;
 use crate::oci::Digest;
 use crate::storage::{self, BlobStore, layout};
 
-pub use crate::sweep::{MIN_SWEEP_WAIT, Pending, pending};
+pub use crate::sweep::{CLOCK_ALLOWANCE, Lease, MIN_SWEEP_WAIT, Pending, pending};
 pub use mirrors::MirrorRetention;
 pub use purge::{PurgeOptions, purge_uploads};
 pub use retention::{
     ACTOR as RETENTION_ACTOR, Deletion, RetentionOptions, RetentionReport, apply_retention,
 };
+
+/// What stops a collection.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    /// Announcing or holding the sweep's announcement failed (see [`crate::sweep`]).
+    #[error(transparent)]
+    Sweep(#[from] crate::sweep::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// S3 times objects to the second: a manifest rewritten within the second of the first scan
 /// keeps its time, so anything that recent counts as written during the run.
@@ -105,7 +117,7 @@ impl Mode {
 
 /// Runs one collection over `store`: full when asked for, when the index was never whole, or
 /// when its last audit is older than `full_every`; incremental otherwise.
-pub async fn run_once(store: Arc<dyn BlobStore>, options: &Options) -> storage::Result<Report> {
+pub async fn run_once(store: Arc<dyn BlobStore>, options: &Options) -> Result<Report> {
     let started = Instant::now();
     let counting = Arc::new(storage::Counting::new(store));
     let index = StoredIndex::new(counting.clone());

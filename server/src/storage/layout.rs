@@ -33,6 +33,12 @@ pub fn gc_marker() -> String {
     format!("{ROOT}/_stowage/gc-sweep.json")
 }
 
+/// The lease on the announced sweep, renewed by the collection sweeping (see `crate::sweep`):
+/// a small object beside the marker, so a renewal never rewrites the candidate list.
+pub fn gc_lease() -> String {
+    format!("{ROOT}/_stowage/gc-sweep-lease.json")
+}
+
 /// The reverse index garbage collection decides from (see `crate::index`); Stowage's own.
 pub fn index_root() -> String {
     format!("{ROOT}/_stowage/index")

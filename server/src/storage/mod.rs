@@ -14,6 +14,8 @@ mod cloud;
 mod fs;
 mod memory;
 mod s3;
+#[cfg(test)]
+pub(crate) mod testing;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;

@@ -379,6 +379,7 @@ async fn manifests_needing_announced_candidates_wait_the_sweep_out() {
     let pending = gc::Pending {
         announced: 0,
         digests: BTreeSet::from([doomed.clone()]),
+        lease: None,
     };
     let marker = Bytes::from(serde_json::to_vec(&pending).unwrap());
     server
@@ -399,6 +400,53 @@ async fn manifests_needing_announced_candidates_wait_the_sweep_out() {
     }
     server.store().delete(&layout::gc_marker()).await.unwrap();
     assert_eq!(waiting.await.status(), 201);
+}
+
+/// A collection that died mid-sweep stops renewing its announcement: a manifest needing one of
+/// its candidates waits only until the lease lapses (and the clock allowance after it), then
+/// goes through, rather than until another collection replaces the announcement.
+#[tokio::test]
+async fn a_dead_collections_announcement_holds_writes_up_only_until_its_lease_lapses() {
+    let server = Server::start().await;
+    let manifest = server
+        .image_manifest("orphaned", b"a dead sweep's layer", None)
+        .await;
+    let lease_left = Duration::from_secs(2);
+    let holds_until = std::time::SystemTime::now() + lease_left;
+    let lease = gc::Lease {
+        sweep: "a collection that was killed".to_owned(),
+        holds_until: holds_until
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .try_into()
+            .unwrap(),
+    };
+    let pending = gc::Pending {
+        announced: 0,
+        digests: BTreeSet::from([Digest::sha256_of(b"a dead sweep's layer")]),
+        lease: Some(lease),
+    };
+    let marker = Bytes::from(serde_json::to_vec(&pending).unwrap());
+    server
+        .store()
+        .put(&layout::gc_marker(), marker)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let response = server
+        .put_manifest("orphaned", "v1", OCI_MANIFEST, &manifest)
+        .await;
+    assert_eq!(response.status(), 201);
+    let waited = started.elapsed();
+    assert!(
+        waited >= lease_left + gc::CLOCK_ALLOWANCE - Duration::from_millis(500),
+        "went through while the lease held: after {waited:?}"
+    );
+    assert!(
+        waited < lease_left + gc::CLOCK_ALLOWANCE + Duration::from_secs(5),
+        "waited {waited:?}"
+    );
 }
 
 #[tokio::test]

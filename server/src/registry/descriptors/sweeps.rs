@@ -139,6 +139,7 @@ mod tests {
         let pending = crate::sweep::Pending {
             announced: 1,
             digests: digests.iter().map(|d| (*d).clone()).collect(),
+            lease: None,
         };
         store
             .put(
