@@ -441,6 +441,13 @@ async fn manifest_put_latency(config: StorageConfig) {
     }
 }
 
+/// Whether `part` of the benchmark is to run: all of them, unless `STOWAGE_BENCH_GC_PARTS`
+/// names some (`filesystem`, `garage`, `latency`, `churn`, comma-separated).
+fn runs(part: &str) -> bool {
+    std::env::var("STOWAGE_BENCH_GC_PARTS")
+        .map_or(true, |parts| parts.split(',').any(|p| p.trim() == part))
+}
+
 #[tokio::main]
 async fn main() {
     let scratch = tempfile::Builder::new()
@@ -451,37 +458,45 @@ async fn main() {
         "gc over {} blobs in {REPOSITORIES} repositories (sweep wait left out)",
         REPOSITORIES * (LAYERS + ORPHANS + 2)
     );
-    let root = scratch.path().join("fs");
-    measure(
-        "filesystem",
-        StorageConfig::Filesystem { root, fsync: false },
-    )
-    .await;
-
-    let garage = Garage::start(&scratch.path().join("garage"));
-    let s3 = &garage.endpoint;
-    let config = S3Config {
-        bucket: s3.bucket.clone(),
-        region: s3.region.clone(),
-        endpoint: Some(s3.endpoint.clone()),
-        path_style: true,
-        root_prefix: "gc-bench".into(),
-        credentials: Some((s3.access_key_id.clone(), s3.secret_access_key.clone())),
-        part_size: storage::MIN_PART_SIZE,
-        upload_concurrency: storage::DEFAULT_UPLOAD_CONCURRENCY,
-        redirect: false,
-        timeouts: storage::Timeouts::default(),
-    };
-    measure(
-        "S3 (Garage on the same machine)",
-        StorageConfig::S3(config.clone()),
-    )
-    .await;
-    manifest_put_latency(StorageConfig::S3(S3Config {
-        root_prefix: "latency-bench".into(),
-        ..config
-    }))
-    .await;
-
-    churn_series().await;
+    if runs("filesystem") {
+        let root = scratch.path().join("fs");
+        measure(
+            "filesystem",
+            StorageConfig::Filesystem { root, fsync: false },
+        )
+        .await;
+    }
+    if runs("garage") || runs("latency") {
+        let garage = Garage::start(&scratch.path().join("garage"));
+        let s3 = &garage.endpoint;
+        let config = S3Config {
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone(),
+            endpoint: Some(s3.endpoint.clone()),
+            path_style: true,
+            root_prefix: "gc-bench".into(),
+            credentials: Some((s3.access_key_id.clone(), s3.secret_access_key.clone())),
+            part_size: storage::MIN_PART_SIZE,
+            upload_concurrency: storage::DEFAULT_UPLOAD_CONCURRENCY,
+            redirect: false,
+            timeouts: storage::Timeouts::default(),
+        };
+        if runs("garage") {
+            measure(
+                "S3 (Garage on the same machine)",
+                StorageConfig::S3(config.clone()),
+            )
+            .await;
+        }
+        if runs("latency") {
+            manifest_put_latency(StorageConfig::S3(S3Config {
+                root_prefix: "latency-bench".into(),
+                ..config
+            }))
+            .await;
+        }
+    }
+    if runs("churn") {
+        churn_series().await;
+    }
 }

@@ -33,7 +33,7 @@ fn flags(cloud: Cloud, prefix: &str) -> Vec<String> {
 }
 
 /// The storage the flags reach, opened as `stowage serve` would.
-async fn open(flags: &[String]) -> std::sync::Arc<dyn BlobStore> {
+pub(crate) async fn open(flags: &[String]) -> std::sync::Arc<dyn BlobStore> {
     use clap::Parser;
     let argv = ["stowage", "serve"]
         .into_iter()
@@ -88,7 +88,7 @@ async fn skopeo_and_podman_on_fake_gcs_server() {
 }
 
 /// Copies every object below `docker/` of `store` into files under `root`, by name.
-async fn objects_to_folder(store: &dyn BlobStore, root: &Path) {
+pub(crate) async fn objects_to_folder(store: &dyn BlobStore, root: &Path) {
     for object in store.walk("docker").await.unwrap() {
         let file = root.join("docker").join(&object.key);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();

@@ -553,17 +553,66 @@ fn walkdir(dir: &Path) -> Vec<String> {
     files
 }
 
-/// A registry Distribution filled is adopted while Stowage serves it: its first collection runs
-/// in full and builds the index (a push in the meantime keeps its image), and reclaims exactly
-/// what Distribution's own `garbage-collect --delete-untagged` reclaims from a copy of the same
-/// data. The runs after it are incremental.
+/// Where Distribution filled the registry Stowage adopts.
+enum Filled {
+    Filesystem(std::path::PathBuf),
+    /// Its `s3` driver, on the Garage `make test` runs, below a prefix.
+    S3(stowage_e2e::garage::S3Endpoint, String),
+}
+
+impl Filled {
+    fn distribution(&self) -> stowage_e2e::Distribution {
+        match self {
+            Self::Filesystem(root) => stowage_e2e::Distribution::start(root),
+            Self::S3(s3, prefix) => stowage_e2e::Distribution::start_s3(s3, prefix),
+        }
+    }
+
+    /// Stowage's flags for the same storage.
+    fn flags(&self) -> Vec<String> {
+        match self {
+            Self::Filesystem(root) => vec!["--fs-root".to_owned(), root.display().to_string()],
+            Self::S3(s3, prefix) => s3.stowage_flags(prefix),
+        }
+    }
+
+    /// Every object, as files under `to`.
+    async fn copy_to(&self, to: &Path) {
+        match self {
+            Self::Filesystem(root) => {
+                run(Command::new("cp").arg("-a").arg(root).arg(to));
+            }
+            Self::S3(..) => {
+                let store = crate::clouds_registry::open(&self.flags()).await;
+                crate::clouds_registry::objects_to_folder(store.as_ref(), to).await;
+            }
+        }
+    }
+}
+
+/// A registry Distribution filled on the filesystem is adopted while Stowage serves it: its
+/// first collection runs in full and builds the index (a push in the meantime keeps its image),
+/// and reclaims exactly what Distribution's own `garbage-collect --delete-untagged` reclaims
+/// from a copy of the same data. The runs after it are incremental.
 #[tokio::test]
 async fn adopts_a_registry_distribution_filled_and_reclaims_what_distribution_would() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("data");
+    adopts_and_reclaims_what_distribution_would(&Filled::Filesystem(dir.path().join("data"))).await;
+}
+
+/// As above, with Distribution's `s3` driver on Garage: Stowage adopts the bucket in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopts_a_bucket_distribution_filled_on_s3_and_reclaims_what_distribution_would() {
+    let prefix = format!("adopt-{:016x}", rand::random::<u64>());
+    let filled = Filled::S3(stowage_e2e::garage::S3Endpoint::from_env(), prefix);
+    adopts_and_reclaims_what_distribution_would(&filled).await;
+}
+
+async fn adopts_and_reclaims_what_distribution_would(filled: &Filled) {
+    let dir = tempfile::tempdir().unwrap();
     let http = stowage_e2e::http();
     {
-        let distribution = stowage_e2e::Distribution::start(&root);
+        let distribution = filled.distribution();
         let base = format!("http://{}", distribution.address);
         let shared = b"a base layer Distribution stored".to_vec();
         for (repo, tag, unique) in [
@@ -591,7 +640,7 @@ async fn adopts_a_registry_distribution_filled_and_reclaims_what_distribution_wo
     // Content written within a second of a run counts as written during it.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let copy = dir.path().join("copy");
-    run(Command::new("cp").arg("-a").arg(&root).arg(&copy));
+    filled.copy_to(&copy).await;
 
     // Distribution collects its copy.
     let config = dir.path().join("config.yml");
@@ -609,11 +658,12 @@ async fn adopts_a_registry_distribution_filled_and_reclaims_what_distribution_wo
     let (their_blobs, their_revisions) = stored(&copy);
 
     // Stowage serves the original and collects it online; a push lands during the backfill.
-    let registry = Stowage::start(&root, &[]);
+    let storage = filled.flags();
+    let registry = Stowage::start_args(&storage);
     let base = format!("http://{}", registry.address);
     let gc = tokio::task::spawn_blocking({
-        let root = root.clone();
-        move || stowage_gc(&root, &["--delete-untagged", "--sweep-wait", "10s"])
+        let storage = storage.clone();
+        move || stowage_gc_on(&storage, &["--delete-untagged", "--sweep-wait", "10s"])
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = push_image(
@@ -633,7 +683,9 @@ async fn adopts_a_registry_distribution_filled_and_reclaims_what_distribution_wo
         "{report}"
     );
 
-    let (mut our_blobs, mut our_revisions) = stored(&root);
+    let after = dir.path().join("after");
+    filled.copy_to(&after).await;
+    let (mut our_blobs, mut our_revisions) = stored(&after);
     for pushed in [
         sha256(b"config pushed during the backfill"),
         sha256(b"a layer pushed during the backfill"),
@@ -657,11 +709,11 @@ async fn adopts_a_registry_distribution_filled_and_reclaims_what_distribution_wo
     // What `stowage usage` counts from the index is every byte left in the blob store (each
     // remaining blob is some repository's).
     let usage = run(Command::new(stowage_bin())
-        .args(["usage", "--output", "json", "--fs-root"])
-        .arg(&root));
+        .args(["usage", "--output", "json"])
+        .args(&storage));
     let usage: Value = serde_json::from_slice(&usage.stdout).unwrap();
     assert_eq!(usage["complete"], true, "{usage}");
-    let stored_bytes: u64 = walkdir(&root.join("docker/registry/v2/blobs"))
+    let stored_bytes: u64 = walkdir(&after.join("docker/registry/v2/blobs"))
         .iter()
         .filter(|path| path.ends_with("/data"))
         .map(|path| std::fs::metadata(path).unwrap().len())
@@ -680,7 +732,7 @@ async fn adopts_a_registry_distribution_filled_and_reclaims_what_distribution_wo
         .unwrap();
     assert_eq!(deleted.status(), 202);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let next = stowage_gc(&root, &["--delete-untagged", "--sweep-wait", "10s"]);
+    let next = stowage_gc_on(&storage, &["--delete-untagged", "--sweep-wait", "10s"]);
     assert_eq!(next["mode"], "incremental", "{next}");
     assert_eq!(next["manifests_deleted"], 1, "{next}");
     assert!(
