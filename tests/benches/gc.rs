@@ -8,9 +8,10 @@
 //!
 //! Then the cost of churn as the registry grows: on the memory backend (listings counted as the
 //! pages S3 answers them in), registries of 10k, 100k and 1M blobs, each after the same churn
-//! (100 images deleted): what one incremental run costs, beside a full one. Sizes can be changed
-//! with `STOWAGE_BENCH_GC_SIZES` (blobs, comma-separated). Printed, not asserted. Run with
-//! `make bench`.
+//! (100 images deleted): what one incremental run costs, beside a full one. Then the same on
+//! Garage, at 10k and 100k blobs. Sizes can be changed with `STOWAGE_BENCH_GC_SIZES` and
+//! `STOWAGE_BENCH_GC_GARAGE_SIZES` (blobs, comma-separated), and parts run alone with
+//! `STOWAGE_BENCH_GC_PARTS`. Printed, not asserted. Run with `make bench`.
 //!
 //! Content is written as the registry writes it: index entries first, then the links.
 //!
@@ -259,23 +260,30 @@ async fn populate_images(
         .await
 }
 
-/// One gc run after 100 images are deleted (their tag and manifest, as the API deletes them),
-/// on registries of growing size: incremental, then (on a copy of the same churn) full.
-async fn churn_series() {
-    let sizes: Vec<usize> = std::env::var("STOWAGE_BENCH_GC_SIZES")
-        .unwrap_or_else(|_| "10000,100000,1000000".to_owned())
+/// Registry sizes (in blobs) from `variable`, or `default`.
+fn sizes(variable: &str, default: &str) -> Vec<usize> {
+    std::env::var(variable)
+        .unwrap_or_else(|_| default.to_owned())
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
-        .collect();
-    println!(
-        "gc after 100 images deleted, memory backend (listings counted in S3's pages of 1,000)"
-    );
+        .collect()
+}
+
+/// One gc run after 100 images are deleted (their tag and manifest, as the API deletes them),
+/// on registries of each of `sizes` (in blobs), each in a store of its own from `open`:
+/// incremental, then (on a copy of the same churn) full.
+async fn churn_series<F, O>(title: &str, sizes: Vec<usize>, open: F)
+where
+    F: Fn(usize) -> O,
+    O: std::future::Future<Output = Arc<dyn BlobStore>>,
+{
+    println!("gc after 100 images deleted, {title}");
     println!(
         "  {:>10} {:>14} {:>12} {:>10} {:>12} {:>10} {:>8}",
         "blobs", "populated (s)", "incr. (s)", "requests", "full (s)", "requests", "deleted"
     );
     for blobs in sizes {
-        let store: Arc<dyn BlobStore> = Arc::new(storage::MemoryStore::default());
+        let store = open(blobs).await;
         let started = Instant::now();
         let images = populate_images(Arc::clone(&store), (blobs / 10).max(CHURN)).await;
         let populated = started.elapsed();
@@ -366,7 +374,7 @@ impl ReferenceIndex for Unindexed {
     async fn mark_complete(&self, _: std::time::SystemTime) -> storage::Result<()> {
         Ok(())
     }
-    async fn append(&self, _: &[Review]) -> storage::Result<()> {
+    async fn append_page(&self, _: &[Review], _: &[Entry]) -> storage::Result<()> {
         Ok(())
     }
     async fn due(
@@ -442,7 +450,7 @@ async fn manifest_put_latency(config: StorageConfig) {
 }
 
 /// Whether `part` of the benchmark is to run: all of them, unless `STOWAGE_BENCH_GC_PARTS`
-/// names some (`filesystem`, `garage`, `latency`, `churn`, comma-separated).
+/// names some (`filesystem`, `garage`, `latency`, `churn`, `garage-churn`, comma-separated).
 fn runs(part: &str) -> bool {
     std::env::var("STOWAGE_BENCH_GC_PARTS")
         .map_or(true, |parts| parts.split(',').any(|p| p.trim() == part))
@@ -466,7 +474,15 @@ async fn main() {
         )
         .await;
     }
-    if runs("garage") || runs("latency") {
+    if runs("churn") {
+        churn_series(
+            "memory backend (listings counted in S3's pages of 1,000)",
+            sizes("STOWAGE_BENCH_GC_SIZES", "10000,100000,1000000"),
+            |_| async { Arc::new(storage::MemoryStore::default()) as Arc<dyn BlobStore> },
+        )
+        .await;
+    }
+    if runs("garage") || runs("latency") || runs("garage-churn") {
         let garage = Garage::start(&scratch.path().join("garage"));
         let s3 = &garage.endpoint;
         let config = S3Config {
@@ -491,12 +507,23 @@ async fn main() {
         if runs("latency") {
             manifest_put_latency(StorageConfig::S3(S3Config {
                 root_prefix: "latency-bench".into(),
-                ..config
+                ..config.clone()
             }))
             .await;
         }
-    }
-    if runs("churn") {
-        churn_series().await;
+        if runs("garage-churn") {
+            churn_series(
+                "S3 (Garage on the same machine)",
+                sizes("STOWAGE_BENCH_GC_GARAGE_SIZES", "10000,100000"),
+                |blobs| {
+                    let config = StorageConfig::S3(S3Config {
+                        root_prefix: format!("churn-{blobs}"),
+                        ..config.clone()
+                    });
+                    async move { storage::open(&config).await.unwrap() }
+                },
+            )
+            .await;
+        }
     }
 }

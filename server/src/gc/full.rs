@@ -27,7 +27,7 @@ use futures::StreamExt;
 use super::{
     Error, Mode, Options, Report, Result, TIMESTAMP_GRANULARITY, audit, delete_in_batches, mirrors,
 };
-use crate::index::{self, Entry, LinkKind, ReferenceIndex, Usage};
+use crate::index::{self, Entry, Journaled, LinkKind, ReferenceIndex, Usage};
 use crate::manifest;
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{self, BlobStore, ObjectInfo, layout};
@@ -343,6 +343,9 @@ pub(super) async fn collect(
         let expected =
             expected_entries(store, after, &tags, &mut marks, &deleted_manifests, &gone).await?;
         let settle = audit::settle(run_start);
+        // What pushes journaled is in the index before it is audited: not drift.
+        let journal = Journaled::read(index).await?;
+        journal.record_into(index).await?;
         let usage = Usage::of(&expected);
         report.quotas = usage.against(&options.quotas);
         report.usage = Some(usage);
@@ -388,9 +391,9 @@ pub(super) async fn collect(
         if !options.dry_run {
             index.mark_complete(run_start).await?;
             // Every change journaled before the run settled was seen by the scan.
-            let (pages, _) = index.due(settle).await?;
+            let (pages, _) = journal.due(settle);
             report.reviewed = pages.iter().map(|p| p.reviews.len()).sum();
-            let ids: Vec<String> = pages.into_iter().map(|p| p.id).collect();
+            let ids: Vec<String> = pages.into_iter().map(|p| p.id.clone()).collect();
             index.consume(&ids).await?;
         }
         report.journal_pending = index.due(SystemTime::UNIX_EPOCH).await?.1;

@@ -26,7 +26,7 @@ use super::{
     Error, Mode, Options, Report, Result, TIMESTAMP_GRANULARITY, audit, delete_in_batches, full,
     mirrors,
 };
-use crate::index::{self, Entry, LinkKind, Recorded, ReferenceIndex, Review};
+use crate::index::{self, Entry, Journaled, LinkKind, Recorded, ReferenceIndex, Review};
 use crate::manifest::Manifest;
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{self, BlobStore, layout};
@@ -450,9 +450,13 @@ pub(super) async fn collect(
         mode: Mode::Incremental,
         ..Report::default()
     };
-    let (pages, pending) = index.due(cutoff).await?;
+    // What pushes journaled goes into the index before anything is judged from it.
+    let mut journal = Journaled::read(index).await?;
+    journal.record_into(index).await?;
+    let (due, pending) = journal.due(cutoff);
     report.journal_pending = pending;
-    let mut reviews: Vec<Review> = pages.iter().flat_map(|p| p.reviews.clone()).collect();
+    let mut reviews: Vec<Review> = due.iter().flat_map(|p| p.reviews.clone()).collect();
+    let consumed: Vec<String> = due.into_iter().map(|p| p.id.clone()).collect();
     if let Some(retention) = &options.mirror_retention {
         let (expired, made_due) =
             expire_mirrors(store, index, retention, run_start, options.dry_run).await?;
@@ -508,6 +512,8 @@ pub(super) async fn collect(
     let finish = async {
         if announced {
             tokio::time::sleep(options.sweep_wait).await;
+            // Pushes that finished meanwhile journaled their references: record them first.
+            journal.catch_up(index).await?;
             rejudge(&mut run, &mut judged).await?;
         }
         let doomed = sweep(&mut run, &judged, &mut report).await?;
@@ -523,8 +529,7 @@ pub(super) async fn collect(
         if !requeue.is_empty() {
             index.append(&requeue).await?;
         }
-        let ids: Vec<String> = pages.into_iter().map(|p| p.id).collect();
-        index.consume(&ids).await?;
+        index.consume(&consumed).await?;
         Ok(())
     };
     match announcement {

@@ -66,6 +66,13 @@ pub(super) fn complete() -> String {
     format!("{}/complete", layout::index_root())
 }
 
+/// The key of `entry` relative to the index root, as [`parse`] takes it.
+pub(super) fn relative(entry: &Entry) -> String {
+    let key = of(entry);
+    let root = format!("{}/", layout::index_root());
+    key.strip_prefix(&root).map_or(key.clone(), str::to_owned)
+}
+
 /// The key of `entry`.
 pub(super) fn of(entry: &Entry) -> String {
     match entry {

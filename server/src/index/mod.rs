@@ -131,13 +131,77 @@ impl std::str::FromStr for Review {
     }
 }
 
-/// One page of the journal: the reviews one change appended, under one key.
+/// One page of the journal: the reviews one change appended, and the entries it journaled
+/// rather than recorded, under one key.
 #[derive(Debug, Clone)]
 pub struct JournalPage {
     /// Names the page for [`ReferenceIndex::consume`].
     pub id: String,
     pub written: SystemTime,
     pub reviews: Vec<Review>,
+    /// Entries for collections to record before they judge (see [`Journaled`]).
+    pub entries: Vec<Entry>,
+}
+
+/// The journal as a collection found it: every page, and so every journaled entry.
+#[derive(Debug, Default)]
+pub struct Journaled {
+    pub pages: Vec<JournalPage>,
+}
+
+impl Journaled {
+    /// Reads every page of `index`'s journal.
+    pub async fn read(index: &dyn ReferenceIndex) -> storage::Result<Self> {
+        let (pages, _) = index.due(far_future()).await?;
+        Ok(Self { pages })
+    }
+
+    /// Records in `index` the entries of every page: before a collection judges anything from
+    /// the index, so a push that journaled its references is seen as if it had recorded them.
+    /// Recording again is harmless (it refreshes an entry), so a page is recorded by every run
+    /// until one consumes it.
+    pub async fn record_into(&self, index: &dyn ReferenceIndex) -> storage::Result<usize> {
+        let entries: Vec<Entry> = self
+            .pages
+            .iter()
+            .flat_map(|page| page.entries.iter().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        index.record(&entries).await?;
+        Ok(entries.len())
+    }
+
+    /// Reads the journal again and records the entries of the pages written since `self` was
+    /// read; `self` then holds every page.
+    pub async fn catch_up(&mut self, index: &dyn ReferenceIndex) -> storage::Result<usize> {
+        let seen: std::collections::HashSet<String> =
+            self.pages.iter().map(|p| p.id.clone()).collect();
+        let now = Self::read(index).await?;
+        let fresh = Self {
+            pages: now
+                .pages
+                .iter()
+                .filter(|p| !seen.contains(&p.id))
+                .cloned()
+                .collect(),
+        };
+        let recorded = fresh.record_into(index).await?;
+        *self = now;
+        Ok(recorded)
+    }
+
+    /// The pages written before `before`, and how many are not.
+    pub fn due(&self, before: SystemTime) -> (Vec<&JournalPage>, usize) {
+        let (due, newer): (Vec<&JournalPage>, Vec<&JournalPage>) =
+            self.pages.iter().partition(|p| p.written < before);
+        (due, newer.len())
+    }
+}
+
+/// Later than any page could have been written.
+fn far_future() -> SystemTime {
+    SystemTime::now() + std::time::Duration::from_secs(366 * 24 * 3600)
 }
 
 /// The index and journal as a collection and every replica use them.
@@ -181,8 +245,15 @@ pub trait ReferenceIndex: Send + Sync + fmt::Debug + 'static {
     /// Records that the index holds every link that existed at `since`.
     async fn mark_complete(&self, since: SystemTime) -> storage::Result<()>;
 
+    /// Appends `reviews` and `entries` to the journal as one page; call before the change they
+    /// are for. The entries count as recorded for collections ([`Journaled`]) and for nothing
+    /// else: only entries no replica reads may go here.
+    async fn append_page(&self, reviews: &[Review], entries: &[Entry]) -> storage::Result<()>;
+
     /// Appends `reviews` to the journal as one page; call before the change they are for.
-    async fn append(&self, reviews: &[Review]) -> storage::Result<()>;
+    async fn append(&self, reviews: &[Review]) -> storage::Result<()> {
+        self.append_page(reviews, &[]).await
+    }
 
     /// The journal's pages written before `before`, oldest first, and how many are newer.
     async fn due(&self, before: SystemTime) -> storage::Result<(Vec<JournalPage>, usize)>;

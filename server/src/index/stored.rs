@@ -16,6 +16,8 @@ use crate::storage::{self, BlobStore, layout};
 const CONCURRENCY: usize = 16;
 /// The largest journal page read: far more reviews than one change appends.
 const PAGE_LIMIT: u64 = 4 * 1024 * 1024;
+/// How a journal page marks an entry (its key in the index) rather than a review.
+const ENTRY_LINE: &str = "entry ";
 
 /// [`ReferenceIndex`] over a [`BlobStore`].
 #[derive(Debug, Clone)]
@@ -140,8 +142,8 @@ impl ReferenceIndex for StoredIndex {
             .await
     }
 
-    async fn append(&self, reviews: &[Review]) -> storage::Result<()> {
-        if reviews.is_empty() {
+    async fn append_page(&self, reviews: &[Review], entries: &[Entry]) -> storage::Result<()> {
+        if reviews.is_empty() && entries.is_empty() {
             return Ok(());
         }
         let now = SystemTime::now();
@@ -151,7 +153,8 @@ impl ReferenceIndex for StoredIndex {
             keys::journal_shard(now),
             keys::journal_page(now)
         );
-        let body: String = reviews.iter().map(|r| format!("{r}\n")).collect();
+        let mut body: String = reviews.iter().map(|r| format!("{r}\n")).collect();
+        body.extend(entries.iter().map(|e| format!("{ENTRY_LINE}{}\n", keys::relative(e))));
         self.store.put(&key, body.into()).await
     }
 
@@ -183,15 +186,20 @@ impl ReferenceIndex for StoredIndex {
         let reads = due.into_iter().map(|(shard, page, written)| async move {
             let key = format!("{}/{shard}/{page}", layout::journal_root());
             let body = storage::read_if_present(self.store.as_ref(), &key, PAGE_LIMIT).await?;
-            let reviews = body
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .map(|text| text.lines().filter_map(|l| l.parse().ok()).collect())
-                .unwrap_or_default();
+            let text = body.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            let mut reviews = Vec::new();
+            let mut entries = Vec::new();
+            for line in text.lines() {
+                match line.strip_prefix(ENTRY_LINE) {
+                    Some(key) => entries.extend(keys::parse(key)),
+                    None => reviews.extend(line.parse().ok()),
+                }
+            }
             Ok::<_, storage::Error>(JournalPage {
                 id: format!("{shard}/{page}"),
                 written,
                 reviews,
+                entries,
             })
         });
         let mut pages: Vec<JournalPage> = futures::stream::iter(reads)

@@ -46,8 +46,9 @@ fn every_entry_survives_its_key() {
     let root = format!("{}/", crate::storage::layout::index_root());
     for entry in entries {
         let key = keys::of(&entry);
-        let relative = key.strip_prefix(&root).unwrap();
-        assert_eq!(keys::parse(relative), Some(entry), "{key}");
+        let relative = keys::relative(&entry);
+        assert_eq!(key.strip_prefix(&root), Some(relative.as_str()));
+        assert_eq!(keys::parse(&relative), Some(entry), "{key}");
     }
     assert_eq!(keys::parse("blobs/sha256/zz/team/_layer"), None);
     assert_eq!(keys::parse("complete"), None);
@@ -282,4 +283,60 @@ async fn completeness_is_remembered_to_the_second() {
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     index.mark_complete(at).await.unwrap();
     assert_eq!(index.complete_since().await.unwrap(), Some(at));
+}
+
+#[tokio::test]
+async fn journaled_entries_reach_the_index_when_a_collection_records_them() {
+    let index = index();
+    let uses = Entry::Uses {
+        blob: digest(1),
+        repository: repo("team/app"),
+        manifest: digest(2),
+    };
+    let tags = Entry::Tags {
+        manifest: digest(2),
+        repository: repo("team/app"),
+        tag: "v1".into(),
+    };
+    let review = Review::Manifest(repo("team/app"), digest(9));
+    index
+        .append_page(std::slice::from_ref(&review), &[uses.clone(), tags.clone()])
+        .await
+        .unwrap();
+    // Journaled only: not in the index yet.
+    assert!(index.users_of(&digest(1)).await.unwrap().is_empty());
+
+    let mut journal = Journaled::read(&index).await.unwrap();
+    assert_eq!(journal.pages.len(), 1);
+    assert_eq!(journal.pages[0].reviews, vec![review]);
+    assert_eq!(journal.pages[0].entries, vec![uses.clone(), tags.clone()]);
+    assert_eq!(journal.record_into(&index).await.unwrap(), 2);
+    let users: Vec<Entry> = index
+        .users_of(&digest(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry)
+        .collect();
+    assert_eq!(users, vec![uses]);
+    let holders = index
+        .holders_of(&repo("team/app"), &digest(2))
+        .await
+        .unwrap();
+    assert_eq!(holders.len(), 1);
+
+    // Catching up records only what was journaled since.
+    let later = Entry::Uses {
+        blob: digest(3),
+        repository: repo("team/db"),
+        manifest: digest(4),
+    };
+    index
+        .append_page(&[], std::slice::from_ref(&later))
+        .await
+        .unwrap();
+    assert_eq!(journal.catch_up(&index).await.unwrap(), 1);
+    assert_eq!(journal.pages.len(), 2);
+    assert_eq!(index.users_of(&digest(3)).await.unwrap().len(), 1);
+    assert_eq!(journal.catch_up(&index).await.unwrap(), 0);
 }

@@ -78,17 +78,19 @@ impl Registry {
             return Err(Error::TooSlow);
         }
 
-        let mut entries = crate::index::entries_of_manifest(name, &digest, &parsed);
-        entries.push(Entry::stores(
+        // Its references (what it uses and lists, and the tag) are journaled, in the one page
+        // a push writes; only what it stores is recorded at once, for usage and quotas.
+        let mut journaled = crate::index::entries_of_manifest(name, &digest, &parsed);
+        let stores = [Entry::stores(
             name,
             LinkKind::Manifest,
             &digest,
             body.len() as u64,
-        ));
+        )];
         let mut reviews = Vec::new();
         match reference {
             Reference::Tag(tag) => {
-                entries.push(Entry::Tags {
+                journaled.push(Entry::Tags {
                     manifest: digest.clone(),
                     repository: name.clone(),
                     tag: tag.to_string(),
@@ -106,8 +108,8 @@ impl Registry {
         let content = layout::blob_data(&digest);
         futures::try_join!(
             self.store.put(&content, body),
-            self.index.record(&entries),
-            self.index.append(&reviews),
+            self.index.record(&stores),
+            self.index.append_page(&reviews, &journaled),
         )?;
         self.write_link(&layout::revision_link(name, &digest), &digest)
             .await?;
