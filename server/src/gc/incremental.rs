@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::SystemTime;
 
 use futures::future::{BoxFuture, FutureExt};
+use futures::{StreamExt, TryStreamExt};
 
 use super::{
     Error, Mode, Options, Report, Result, TIMESTAMP_GRANULARITY, audit, delete_in_batches, full,
@@ -34,6 +35,8 @@ use crate::sweep::Announcement;
 
 /// Index users of a blob checked at once: most blobs are decided by their first.
 const USER_CHECKS: usize = 16;
+/// Blobs judged at once: each judgement is a few requests, one after the other.
+const BLOB_JUDGEMENTS: usize = 16;
 /// How deep the holders of a manifest are followed (index → index → …, referrer → subject).
 const HOLDER_DEPTH: usize = 16;
 
@@ -215,42 +218,39 @@ impl Run<'_> {
         Ok(due)
     }
 
-    /// The `Links` entries of a missing blob older than a write may take: an upload of it in
-    /// flight would have refreshed its entry before linking.
-    async fn dangling_links(&self, blob: &Digest) -> storage::Result<Vec<Entry>> {
-        Ok(self
-            .index
-            .users_of(blob)
-            .await?
-            .into_iter()
-            .filter(|u| matches!(u.entry, Entry::Links { .. }) && u.at < self.settle)
-            .map(|u| u.entry)
-            .collect())
-    }
-
-    /// A blob's verdict, and its size.
-    async fn judge_blob(&mut self, blob: &Digest) -> storage::Result<(Verdict, u64)> {
+    /// A blob's verdict, its size, and its index users as listed for it (for a blob too young
+    /// to judge, none are listed).
+    async fn judge_blob(&self, blob: &Digest) -> storage::Result<BlobJudgement> {
+        let judgement = |verdict, size, users| BlobJudgement {
+            verdict,
+            size,
+            users,
+            stale: Vec::new(),
+        };
         let meta = match self.store.stat(&layout::blob_data(blob)).await {
             Ok(meta) => meta,
-            Err(storage::Error::NotFound) => return Ok((Verdict::Gone, 0)),
+            Err(storage::Error::NotFound) => {
+                let users = self.index.users_of(blob).await?;
+                return Ok(judgement(Verdict::Gone, 0, users));
+            }
             Err(err) => return Err(err),
         };
         if meta.modified >= self.young_since {
-            return Ok((Verdict::Young, meta.size));
+            return Ok(judgement(Verdict::Young, meta.size, Vec::new()));
         }
         let users = self.index.users_of(blob).await?;
         if users
             .iter()
             .any(|u| matches!(u.entry, Entry::Links { .. }) && u.at >= self.cutoff)
         {
-            return Ok((Verdict::Alive, meta.size));
+            return Ok(judgement(Verdict::Alive, meta.size, users));
         }
+        let mut stale = Vec::new();
         let manifests: Vec<&Recorded> = users
             .iter()
             .filter(|u| matches!(u.entry, Entry::Uses { .. }))
             .collect();
         for chunk in manifests.chunks(USER_CHECKS) {
-            let this = &*self;
             let checks = chunk.iter().map(|user| async move {
                 let Entry::Uses {
                     repository,
@@ -261,27 +261,73 @@ impl Run<'_> {
                     return Ok(Use::None);
                 };
                 let key = (repository.clone(), manifest.clone());
-                if this.condemned.contains(&key) {
+                if self.condemned.contains(&key) {
                     return Ok(Use::None);
                 }
-                Ok::<_, storage::Error>(match this.revision(&key).await? {
+                Ok::<_, storage::Error>(match self.revision(&key).await? {
                     Some(_) => Use::Real,
-                    None if user.at >= this.settle => Use::None,
+                    None if user.at >= self.settle => Use::None,
                     None => Use::Stale(user.entry.clone()),
                 })
             });
-            let found = futures::future::try_join_all(checks).await?;
-            for found in found {
+            for found in futures::future::try_join_all(checks).await? {
                 match found {
-                    Use::Real => return Ok((Verdict::Alive, meta.size)),
-                    Use::Stale(entry) => {
-                        self.stale.insert(entry);
+                    Use::Real => {
+                        let mut alive = judgement(Verdict::Alive, meta.size, users);
+                        alive.stale = stale;
+                        return Ok(alive);
                     }
+                    Use::Stale(entry) => stale.push(entry),
                     Use::None => {}
                 }
             }
         }
-        Ok((Verdict::Dead, meta.size))
+        let mut dead = judgement(Verdict::Dead, meta.size, users);
+        dead.stale = stale;
+        Ok(dead)
+    }
+
+    /// Judges `blobs`, several at once (the manifests are judged by now, so each blob's
+    /// verdict stands on its own), keeping the stale entries found.
+    async fn judge_blobs(
+        &mut self,
+        blobs: Vec<Digest>,
+    ) -> storage::Result<Vec<(Digest, BlobJudgement)>> {
+        let this = &*self;
+        let judged: Vec<(Digest, BlobJudgement)> = futures::stream::iter(blobs)
+            .map(|blob| async move {
+                let judgement = this.judge_blob(&blob).await?;
+                Ok::<_, storage::Error>((blob, judgement))
+            })
+            .buffered(BLOB_JUDGEMENTS)
+            .try_collect()
+            .await?;
+        for (_, judgement) in &judged {
+            self.stale.extend(judgement.stale.iter().cloned());
+        }
+        Ok(judged)
+    }
+}
+
+/// What the judgement of one blob found.
+struct BlobJudgement {
+    verdict: Verdict,
+    size: u64,
+    /// Its index users, as listed for the verdict.
+    users: Vec<Recorded>,
+    /// Users found to stand for nothing.
+    stale: Vec<Entry>,
+}
+
+impl BlobJudgement {
+    /// The `Links` entries of a missing blob older than a write may take: an upload of it in
+    /// flight would have refreshed its entry before linking.
+    fn dangling_links(&self, settle: SystemTime) -> Vec<Entry> {
+        self.users
+            .iter()
+            .filter(|u| matches!(u.entry, Entry::Links { .. }) && u.at < settle)
+            .map(|u| u.entry.clone())
+            .collect()
     }
 }
 
@@ -306,6 +352,8 @@ struct Judged {
     gone_blobs: BTreeMap<Digest, Vec<Entry>>,
     /// Reviews too young for this run.
     requeue: BTreeSet<Review>,
+    /// The index users of each condemned blob, as last listed.
+    users: HashMap<Digest, Vec<Recorded>>,
     reviewed: usize,
 }
 
@@ -354,22 +402,23 @@ async fn judge(run: &mut Run<'_>, reviews: Vec<Review>) -> storage::Result<Judge
             queue(review, &mut manifests, &mut blobs);
         }
     }
-    for blob in blobs {
-        judged.reviewed += 1;
-        match run.judge_blob(&blob).await? {
-            (Verdict::Dead, size) => {
-                judged.blobs.insert(blob, size);
+    judged.reviewed += blobs.len();
+    for (blob, judgement) in run.judge_blobs(blobs.into_iter().collect()).await? {
+        match judgement.verdict {
+            Verdict::Dead => {
+                judged.blobs.insert(blob.clone(), judgement.size);
+                judged.users.insert(blob, judgement.users);
             }
-            (Verdict::Young, _) => {
+            Verdict::Young => {
                 judged.requeue.insert(Review::Blob(blob));
             }
-            (Verdict::Gone, _) => {
-                let dangling = run.dangling_links(&blob).await?;
+            Verdict::Gone => {
+                let dangling = judgement.dangling_links(run.settle);
                 if !dangling.is_empty() {
                     judged.gone_blobs.insert(blob, dangling);
                 }
             }
-            (Verdict::Alive, _) => {}
+            Verdict::Alive => {}
         }
     }
     Ok(judged)
@@ -414,18 +463,21 @@ async fn rejudge(run: &mut Run<'_>, judged: &mut Judged) -> storage::Result<()> 
         }
     }
     let blobs: Vec<Digest> = judged.blobs.keys().cloned().collect();
-    for blob in blobs {
-        let (verdict, _) = run.judge_blob(&blob).await?;
-        if verdict != Verdict::Dead {
+    for (blob, judgement) in run.judge_blobs(blobs).await? {
+        if judgement.verdict == Verdict::Dead {
+            // The sweep goes by this listing: after the wait, no write can add a user.
+            judged.users.insert(blob, judgement.users);
+        } else {
             judged.blobs.remove(&blob);
+            judged.users.remove(&blob);
             judged.requeue.insert(Review::Blob(blob));
         }
     }
     // A missing blob uploaded again since keeps its links.
     let gone: Vec<Digest> = judged.gone_blobs.keys().cloned().collect();
-    for blob in gone {
-        let dangling = match run.judge_blob(&blob).await? {
-            (Verdict::Gone, _) => run.dangling_links(&blob).await?,
+    for (blob, judgement) in run.judge_blobs(gone).await? {
+        let dangling = match judgement.verdict {
+            Verdict::Gone => judgement.dangling_links(run.settle),
             _ => Vec::new(),
         };
         if dangling.is_empty() {
@@ -608,7 +660,12 @@ async fn sweep(run: &mut Run<'_>, judged: &Judged, report: &mut Report) -> stora
     }
     // A condemned blob's links, uses and usage go with it; a missing blob's old links too.
     for (blob, size) in &judged.blobs {
-        for user in run.index.users_of(blob).await? {
+        let users = judged
+            .users
+            .get(blob)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for user in users.iter().cloned() {
             if let Entry::Links { repository, .. } = &user.entry {
                 keys.push(layout::layer_link(repository, blob));
                 report.links_deleted += 1;

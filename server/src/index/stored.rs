@@ -154,7 +154,11 @@ impl ReferenceIndex for StoredIndex {
             keys::journal_page(now)
         );
         let mut body: String = reviews.iter().map(|r| format!("{r}\n")).collect();
-        body.extend(entries.iter().map(|e| format!("{ENTRY_LINE}{}\n", keys::relative(e))));
+        body.extend(
+            entries
+                .iter()
+                .map(|e| format!("{ENTRY_LINE}{}\n", keys::relative(e))),
+        );
         self.store.put(&key, body.into()).await
     }
 
@@ -186,7 +190,10 @@ impl ReferenceIndex for StoredIndex {
         let reads = due.into_iter().map(|(shard, page, written)| async move {
             let key = format!("{}/{shard}/{page}", layout::journal_root());
             let body = storage::read_if_present(self.store.as_ref(), &key, PAGE_LIMIT).await?;
-            let text = body.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            let text = body
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
             let mut reviews = Vec::new();
             let mut entries = Vec::new();
             for line in text.lines() {

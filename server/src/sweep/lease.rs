@@ -66,7 +66,7 @@ impl Announcement {
             holds_until: unix_millis(now + LEASE),
         };
         let pending = Pending {
-            announced: crate::upload::token::unix_seconds(now),
+            announced: unix_millis(now) / 1000,
             digests,
             lease: Some(lease.clone()),
         };
