@@ -19,7 +19,13 @@
 //!    (in the index, before its link) and keeps what it needs.
 //! 4. **Sweep** what is still condemned, then its index entries, then withdraw the marker.
 //!
-//! So a racing push keeps its blobs: never a stored manifest pointing at a deleted blob.
+//! So a racing push keeps its blobs: never a stored manifest pointing at a deleted blob. Steps
+//! 2 to 4 run while the announcement's lease is renewed ([`crate::sweep::Announcement::hold`]),
+//! and stop where they stand when it cannot be: a collection that dies holds writes up for a
+//! lease's length, and one that lives never deletes under a write that went ahead.
+//!
+//! Before judging, a run records into the index what pushes journaled
+//! ([`crate::index::Journaled`]), and an incremental run does so again after the wait.
 
 mod audit;
 mod full;
