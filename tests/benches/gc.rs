@@ -377,6 +377,12 @@ impl ReferenceIndex for Unindexed {
     async fn append_page(&self, _: &[Review], _: &[Entry]) -> storage::Result<()> {
         Ok(())
     }
+    async fn pages_except(
+        &self,
+        _: &std::collections::HashSet<String>,
+    ) -> storage::Result<Vec<index::JournalPage>> {
+        Ok(Vec::new())
+    }
     async fn due(
         &self,
         _: std::time::SystemTime,

@@ -152,7 +152,7 @@ pub struct Journaled {
 impl Journaled {
     /// Reads every page of `index`'s journal.
     pub async fn read(index: &dyn ReferenceIndex) -> storage::Result<Self> {
-        let (pages, _) = index.due(far_future()).await?;
+        let pages = index.pages_except(&Default::default()).await?;
         Ok(Self { pages })
     }
 
@@ -172,22 +172,17 @@ impl Journaled {
         Ok(entries.len())
     }
 
-    /// Reads the journal again and records the entries of the pages written since `self` was
-    /// read; `self` then holds every page.
+    /// Reads the pages written since `self` was read, and records their entries; `self` then
+    /// holds every page.
     pub async fn catch_up(&mut self, index: &dyn ReferenceIndex) -> storage::Result<usize> {
         let seen: std::collections::HashSet<String> =
             self.pages.iter().map(|p| p.id.clone()).collect();
-        let now = Self::read(index).await?;
         let fresh = Self {
-            pages: now
-                .pages
-                .iter()
-                .filter(|p| !seen.contains(&p.id))
-                .cloned()
-                .collect(),
+            pages: index.pages_except(&seen).await?,
         };
         let recorded = fresh.record_into(index).await?;
-        *self = now;
+        self.pages.extend(fresh.pages);
+        self.pages.sort_by_key(|p| p.written);
         Ok(recorded)
     }
 
@@ -197,11 +192,6 @@ impl Journaled {
             self.pages.iter().partition(|p| p.written < before);
         (due, newer.len())
     }
-}
-
-/// Later than any page could have been written.
-fn far_future() -> SystemTime {
-    SystemTime::now() + std::time::Duration::from_secs(366 * 24 * 3600)
 }
 
 /// The index and journal as a collection and every replica use them.
@@ -257,6 +247,12 @@ pub trait ReferenceIndex: Send + Sync + fmt::Debug + 'static {
 
     /// The journal's pages written before `before`, oldest first, and how many are newer.
     async fn due(&self, before: SystemTime) -> storage::Result<(Vec<JournalPage>, usize)>;
+
+    /// Every page of the journal but those in `seen`, oldest first.
+    async fn pages_except(
+        &self,
+        seen: &std::collections::HashSet<String>,
+    ) -> storage::Result<Vec<JournalPage>>;
 
     /// Removes pages once their reviews are done.
     async fn consume(&self, ids: &[String]) -> storage::Result<()>;

@@ -1,6 +1,7 @@
 //! The index and journal as small objects in the registry's own storage, shared by every
 //! replica and by gc with nothing else to run.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +19,19 @@ const CONCURRENCY: usize = 16;
 const PAGE_LIMIT: u64 = 4 * 1024 * 1024;
 /// How a journal page marks an entry (its key in the index) rather than a review.
 const ENTRY_LINE: &str = "entry ";
+
+/// A journal page as listed, before it is read.
+struct ListedPage {
+    shard: String,
+    page: String,
+    written: SystemTime,
+}
+
+impl ListedPage {
+    fn id(&self) -> String {
+        format!("{}/{}", self.shard, self.page)
+    }
+}
 
 /// [`ReferenceIndex`] over a [`BlobStore`].
 #[derive(Debug, Clone)]
@@ -53,6 +67,64 @@ impl StoredIndex {
                 })
             })
             .collect())
+    }
+
+    /// Every journal page, by name and the time its name tells.
+    async fn list_pages(&self) -> storage::Result<Vec<ListedPage>> {
+        let mut listed = Vec::new();
+        for shard in self.shards().await? {
+            if keys::shard_start(&shard).is_none() {
+                continue;
+            }
+            let dir = format!("{}/{shard}", layout::journal_root());
+            let pages = match self.store.list(&dir).await {
+                Ok(pages) => pages,
+                Err(storage::Error::NotFound) => continue,
+                Err(err) => return Err(err),
+            };
+            for page in pages {
+                if let Some(written) = keys::page_written(&page) {
+                    listed.push(ListedPage {
+                        shard: shard.clone(),
+                        page,
+                        written,
+                    });
+                }
+            }
+        }
+        Ok(listed)
+    }
+
+    /// Reads `listed`, oldest first.
+    async fn read_pages(&self, listed: Vec<ListedPage>) -> storage::Result<Vec<JournalPage>> {
+        let reads = listed.into_iter().map(|listed| async move {
+            let key = format!("{}/{}", layout::journal_root(), listed.id());
+            let body = storage::read_if_present(self.store.as_ref(), &key, PAGE_LIMIT).await?;
+            let text = body
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let mut reviews = Vec::new();
+            let mut entries = Vec::new();
+            for line in text.lines() {
+                match line.strip_prefix(ENTRY_LINE) {
+                    Some(key) => entries.extend(keys::parse(key)),
+                    None => reviews.extend(line.parse().ok()),
+                }
+            }
+            Ok::<_, storage::Error>(JournalPage {
+                id: listed.id(),
+                written: listed.written,
+                reviews,
+                entries,
+            })
+        });
+        let mut pages: Vec<JournalPage> = futures::stream::iter(reads)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        pages.sort_by_key(|p| p.written);
+        Ok(pages)
     }
 
     async fn shards(&self) -> storage::Result<Vec<String>> {
@@ -163,58 +235,21 @@ impl ReferenceIndex for StoredIndex {
     }
 
     async fn due(&self, before: SystemTime) -> storage::Result<(Vec<JournalPage>, usize)> {
-        let mut due = Vec::new();
-        let mut newer = 0;
-        for shard in self.shards().await? {
-            let Some(start) = keys::shard_start(&shard) else {
-                continue;
-            };
-            let dir = format!("{}/{shard}", layout::journal_root());
-            let pages = match self.store.list(&dir).await {
-                Ok(pages) => pages,
-                Err(storage::Error::NotFound) => continue,
-                Err(err) => return Err(err),
-            };
-            if start >= before {
-                newer += pages.len();
-                continue;
-            }
-            for page in pages {
-                match keys::page_written(&page) {
-                    Some(written) if written < before => due.push((shard.clone(), page, written)),
-                    Some(_) => newer += 1,
-                    None => {}
-                }
-            }
-        }
-        let reads = due.into_iter().map(|(shard, page, written)| async move {
-            let key = format!("{}/{shard}/{page}", layout::journal_root());
-            let body = storage::read_if_present(self.store.as_ref(), &key, PAGE_LIMIT).await?;
-            let text = body
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            let mut reviews = Vec::new();
-            let mut entries = Vec::new();
-            for line in text.lines() {
-                match line.strip_prefix(ENTRY_LINE) {
-                    Some(key) => entries.extend(keys::parse(key)),
-                    None => reviews.extend(line.parse().ok()),
-                }
-            }
-            Ok::<_, storage::Error>(JournalPage {
-                id: format!("{shard}/{page}"),
-                written,
-                reviews,
-                entries,
-            })
-        });
-        let mut pages: Vec<JournalPage> = futures::stream::iter(reads)
-            .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        pages.sort_by_key(|p| p.written);
-        Ok((pages, newer))
+        let (due, newer): (Vec<ListedPage>, Vec<ListedPage>) = self
+            .list_pages()
+            .await?
+            .into_iter()
+            .partition(|page| page.written < before);
+        Ok((self.read_pages(due).await?, newer.len()))
+    }
+
+    async fn pages_except(&self, seen: &HashSet<String>) -> storage::Result<Vec<JournalPage>> {
+        let listed = self.list_pages().await?;
+        let unseen = listed
+            .into_iter()
+            .filter(|page| !seen.contains(&page.id()))
+            .collect();
+        self.read_pages(unseen).await
     }
 
     async fn consume(&self, ids: &[String]) -> storage::Result<()> {
