@@ -221,29 +221,29 @@ impl Run<'_> {
     /// A blob's verdict, its size, and its index users as listed for it (for a blob too young
     /// to judge, none are listed).
     async fn judge_blob(&self, blob: &Digest) -> storage::Result<BlobJudgement> {
-        let judgement = |verdict, size, users| BlobJudgement {
+        let judgement = |verdict, size, users, stale| BlobJudgement {
             verdict,
             size,
             users,
-            stale: Vec::new(),
+            stale,
         };
         let meta = match self.store.stat(&layout::blob_data(blob)).await {
             Ok(meta) => meta,
             Err(storage::Error::NotFound) => {
                 let users = self.index.users_of(blob).await?;
-                return Ok(judgement(Verdict::Gone, 0, users));
+                return Ok(judgement(Verdict::Gone, 0, users, Vec::new()));
             }
             Err(err) => return Err(err),
         };
         if meta.modified >= self.young_since {
-            return Ok(judgement(Verdict::Young, meta.size, Vec::new()));
+            return Ok(judgement(Verdict::Young, meta.size, Vec::new(), Vec::new()));
         }
         let users = self.index.users_of(blob).await?;
         if users
             .iter()
             .any(|u| matches!(u.entry, Entry::Links { .. }) && u.at >= self.cutoff)
         {
-            return Ok(judgement(Verdict::Alive, meta.size, users));
+            return Ok(judgement(Verdict::Alive, meta.size, users, Vec::new()));
         }
         let mut stale = Vec::new();
         let manifests: Vec<&Recorded> = users
@@ -272,19 +272,13 @@ impl Run<'_> {
             });
             for found in futures::future::try_join_all(checks).await? {
                 match found {
-                    Use::Real => {
-                        let mut alive = judgement(Verdict::Alive, meta.size, users);
-                        alive.stale = stale;
-                        return Ok(alive);
-                    }
+                    Use::Real => return Ok(judgement(Verdict::Alive, meta.size, users, stale)),
                     Use::Stale(entry) => stale.push(entry),
                     Use::None => {}
                 }
             }
         }
-        let mut dead = judgement(Verdict::Dead, meta.size, users);
-        dead.stale = stale;
-        Ok(dead)
+        Ok(judgement(Verdict::Dead, meta.size, users, stale))
     }
 
     /// Judges `blobs`, several at once (the manifests are judged by now, so each blob's
@@ -345,15 +339,15 @@ enum Use {
 #[derive(Default)]
 struct Judged {
     manifests: BTreeSet<ManifestKey>,
-    blobs: BTreeMap<Digest, u64>,
+    /// Condemned blobs, with their size and their index users as last listed (after the wait,
+    /// no write can add a user: the sweep goes by this listing).
+    blobs: BTreeMap<Digest, BlobJudgement>,
     /// Manifests already deleted: their holders are settled.
     gone_manifests: BTreeSet<ManifestKey>,
     /// Blobs already deleted, with their links old enough to be dangling.
     gone_blobs: BTreeMap<Digest, Vec<Entry>>,
     /// Reviews too young for this run.
     requeue: BTreeSet<Review>,
-    /// The index users of each condemned blob, as last listed.
-    users: HashMap<Digest, Vec<Recorded>>,
     reviewed: usize,
 }
 
@@ -406,8 +400,7 @@ async fn judge(run: &mut Run<'_>, reviews: Vec<Review>) -> storage::Result<Judge
     for (blob, judgement) in run.judge_blobs(blobs.into_iter().collect()).await? {
         match judgement.verdict {
             Verdict::Dead => {
-                judged.blobs.insert(blob.clone(), judgement.size);
-                judged.users.insert(blob, judgement.users);
+                judged.blobs.insert(blob, judgement);
             }
             Verdict::Young => {
                 judged.requeue.insert(Review::Blob(blob));
@@ -465,11 +458,9 @@ async fn rejudge(run: &mut Run<'_>, judged: &mut Judged) -> storage::Result<()> 
     let blobs: Vec<Digest> = judged.blobs.keys().cloned().collect();
     for (blob, judgement) in run.judge_blobs(blobs).await? {
         if judgement.verdict == Verdict::Dead {
-            // The sweep goes by this listing: after the wait, no write can add a user.
-            judged.users.insert(blob, judgement.users);
+            judged.blobs.insert(blob, judgement);
         } else {
             judged.blobs.remove(&blob);
-            judged.users.remove(&blob);
             judged.requeue.insert(Review::Blob(blob));
         }
     }
@@ -652,24 +643,24 @@ async fn sweep(run: &mut Run<'_>, judged: &Judged, report: &mut Report) -> stora
             .await?;
         entries.extend(holders.into_iter().chain(stored).map(|h| h.entry));
     }
-    for (blob, size) in &judged.blobs {
+    for (blob, condemned) in &judged.blobs {
         report.deleted.push(format!("blob {blob}"));
         report.blobs_deleted += 1;
-        report.bytes_freed += size;
+        report.bytes_freed += condemned.size;
         keys.push(layout::blob_data(blob));
     }
     // A condemned blob's links, uses and usage go with it; a missing blob's old links too.
-    for (blob, size) in &judged.blobs {
-        let users = judged
-            .users
-            .get(blob)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for user in users.iter().cloned() {
+    for (blob, condemned) in &judged.blobs {
+        for user in condemned.users.iter().cloned() {
             if let Entry::Links { repository, .. } = &user.entry {
                 keys.push(layout::layer_link(repository, blob));
                 report.links_deleted += 1;
-                entries.push(Entry::stores(repository, LinkKind::Layer, blob, *size));
+                entries.push(Entry::stores(
+                    repository,
+                    LinkKind::Layer,
+                    blob,
+                    condemned.size,
+                ));
             }
             entries.push(user.entry);
         }
